@@ -1,0 +1,82 @@
+"""One exception tree. Every error carries what a user needs to act on it."""
+from __future__ import annotations
+
+from typing import Optional
+
+
+class SfclusterError(Exception):
+    """Base of every error sfcluster raises on purpose. `hint` says what to do next."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  fix: {self.hint}"
+
+
+class InventoryError(SfclusterError):
+    """The inventory file is invalid. Carries every problem found, each with its YAML path."""
+
+    exit_code = 2
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{source}: invalid inventory ({len(problems)} problem(s)):\n{lines}")
+
+
+class RemoteError(SfclusterError):
+    """A remote step failed: names the host, the command, the exit code and stderr's tail."""
+
+    def __init__(self, host: str, command: str, message: str, hint: Optional[str] = None) -> None:
+        self.host = host
+        self.command = command
+        super().__init__(f"[{host}] {message}", hint)
+
+
+class HostKeyError(RemoteError):
+    """The host key is unknown or changed: never accepted silently."""
+
+
+class ConnectError(RemoteError):
+    """The SSH connection could not be made (network, auth)."""
+
+
+class CommandFailed(RemoteError):
+    """A remote command exited non-zero."""
+
+    def __init__(self, result: "object", hint: Optional[str] = None) -> None:
+        from sfcluster.remote.base import Result
+
+        assert isinstance(result, Result)
+        self.result = result
+        tail = "\n".join(result.stderr.strip().splitlines()[-8:])
+        super().__init__(
+            result.host,
+            result.command,
+            f"`{result.command[:200]}` exited {result.exit_code}" + (f":\n{tail}" if tail else ""),
+            hint,
+        )
+
+
+class CommandTimeout(RemoteError):
+    """A remote command did not finish within its timeout (and was stopped)."""
+
+
+class PrivilegeError(SfclusterError):
+    """A step needs root and sudo would ask for a password."""
+
+
+class LockHeld(SfclusterError):
+    """Another driver holds the cluster-wide single-driver lock."""
+
+    exit_code = 3
+
+
+class PlanError(SfclusterError):
+    """The cluster cannot be brought up as planned (preflight failed, a node is foreign...)."""

@@ -1,0 +1,105 @@
+"""The inventory as frozen dataclasses: one Cluster, its Nodes (head first), ports, SPU settings."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional, Tuple
+
+
+class FirewallMode(str, Enum):
+    OPEN = "open"    # sfcluster adds rules scoped to the peers that need each port
+    CHECK = "check"  # only verify that peers get through
+    OFF = "off"      # do nothing, check nothing
+
+
+@dataclass(frozen=True)
+class SshSpec:
+    user: Optional[str] = None
+    port: Optional[int] = None
+    identity_file: Optional[str] = None
+    alias: Optional[str] = None          # a Host of ~/.ssh/config to use instead of `host`
+    proxy_jump: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str                 # the party name (alice, bob, ...)
+    host: str                 # address peers use to reach this node (Ray node IP)
+    ssh: SshSpec
+    python: str               # remote interpreter of the venv with secretflow + ray
+    cpus: int
+    spu_port: int
+    spu_advertise: str        # address other SPU parties dial
+    spu_bind: Optional[str]   # set when spu_advertise is not bound here (NAT): SPU's listen_address
+    data: Tuple[Tuple[str, str], ...] = ()
+    firewall_backend: str = "auto"
+
+    @property
+    def data_paths(self) -> dict:
+        return dict(self.data)
+
+
+@dataclass(frozen=True)
+class RayPorts:
+    gcs: int = 6379
+    client_server: int = 10001
+    dashboard: Optional[int] = None         # None: dashboard off
+    node_manager: int = 6380
+    object_manager: int = 6381
+    metrics_export: int = 6382
+    dashboard_agent_grpc: int = 6383
+    dashboard_agent_http: int = 6384
+    runtime_env_agent: int = 6385
+    worker_min: int = 6400
+    worker_count: int = 100
+
+    @property
+    def worker_max(self) -> int:
+        return self.worker_min + self.worker_count - 1
+
+
+@dataclass(frozen=True)
+class SpuSettings:
+    protocol: str = "SEMI2K"
+    field: str = "FM128"
+    base_port: int = 20100
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    head_name: str
+    nodes: Tuple[Node, ...]            # head first
+    ray: RayPorts = field(default_factory=RayPorts)
+    spu: SpuSettings = field(default_factory=SpuSettings)
+    firewall: FirewallMode = FirewallMode.OPEN
+    known_hosts: Optional[str] = None
+    ssh_config: Optional[str] = None
+    source: str = "<inventory>"
+
+    @property
+    def head(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def workers(self) -> Tuple[Node, ...]:
+        return self.nodes[1:]
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    @property
+    def party_names(self) -> Tuple[str, ...]:
+        return tuple(n.name for n in self.nodes)
+
+    @property
+    def ray_address(self) -> str:
+        return f"{self.head.host}:{self.ray.gcs}"
+
+    @property
+    def temp_dir(self) -> str:
+        """Per-cluster Ray temp dir on every node. Short: Ray's socket paths must stay < 108 chars."""
+        return f"/tmp/sfc-{self.name}"

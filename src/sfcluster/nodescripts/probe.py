@@ -1,0 +1,267 @@
+# Runs on a node (Python >= 3.8, stdlib only). argv[1] is a JSON request; prints one JSON object.
+# Gathers every fact sfcluster needs about a node in one process: versions, addresses, planned
+# ports (free? held by whom? by this cluster?), Ray processes, sudo, firewall backend, resources.
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+
+REQ = json.loads(sys.argv[1])
+TEMP_DIR = REQ.get("temp_dir", "")
+
+
+def dist_version(name):
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:
+        return None
+
+
+def run(argv, timeout=5):
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        return p.returncode, p.stdout, p.stderr
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return 127, "", str(e)
+
+
+def addresses():
+    out = set(["127.0.0.1"])
+    code, text, _ = run(["ip", "-o", "addr", "show"])
+    if code == 0:
+        for line in text.splitlines():
+            parts = line.split()
+            for i, p in enumerate(parts):
+                if p in ("inet", "inet6") and i + 1 < len(parts):
+                    out.add(parts[i + 1].split("/")[0])
+    return sorted(out)
+
+
+def listening_inodes():
+    """inode -> port for LISTEN tcp sockets (state 0A)."""
+    res = {}
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[3] != "0A":
+                        continue
+                    port = int(cols[1].rsplit(":", 1)[1], 16)
+                    res[cols[9]] = port
+        except OSError:
+            pass
+    return res
+
+
+def proc_info(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        uid = os.stat("/proc/%d" % pid).st_uid
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
+        return {"pid": pid, "name": name, "cmdline": cmd[:300], "ppid": ppid, "user": user}
+    except (OSError, ValueError):
+        return None
+
+
+def all_pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def port_holders(ports):
+    """port -> process info of the listener, for planned ports only."""
+    inode_port = {i: p for i, p in listening_inodes().items() if p in ports}
+    found = {}
+    if not inode_port:
+        return found
+    for pid in all_pids():
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                port = inode_port.get(link[8:-1])
+                if port is not None and port not in found:
+                    found[port] = proc_info(pid)
+    for port in set(inode_port.values()) - set(found):
+        found[port] = {"pid": None, "name": "unknown (not visible to this user)", "cmdline": "", "user": "?"}
+    return found
+
+
+def belongs_to_cluster(info, cache={}):
+    """True when the process or an ancestor was started with this cluster's temp dir."""
+    seen = 0
+    while info and seen < 12:
+        if TEMP_DIR and TEMP_DIR in info.get("cmdline", ""):
+            return True
+        ppid = info.get("ppid")
+        if not ppid or ppid <= 1:
+            return False
+        info = cache.get(ppid) or proc_info(ppid)
+        cache[ppid] = info
+        seen += 1
+    return False
+
+
+def bind_free(port, addr):
+    """SO_REUSEADDR semantics, as brpc and Ray use: TIME_WAIT leftovers are not a conflict."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((addr, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def ray_processes():
+    procs = []
+    for pid in all_pids():
+        info = proc_info(pid)
+        if not info:
+            continue
+        cmd = info["cmdline"]
+        if "/raylet" in cmd.split(" ")[0] or info["name"] == "raylet":
+            info["kind"] = "raylet"
+        elif info["name"] == "gcs_server" or "gcs_server" in cmd.split(" ")[0]:
+            info["kind"] = "gcs_server"
+        else:
+            continue
+        info["ours"] = bool(TEMP_DIR) and TEMP_DIR in cmd
+        procs.append(info)
+    return procs
+
+
+def sudo_mode():
+    if os.geteuid() == 0:
+        return "root"
+    if not shutil.which("sudo"):
+        return "absent"
+    code, _, err = run(["sudo", "-n", "true"])
+    return "nopasswd" if code == 0 else "password"
+
+
+def priv(argv):
+    return argv if os.geteuid() == 0 else ["sudo", "-n"] + argv
+
+
+def firewall(prefer, can_priv, chain, nft_table):
+    info = {"backend": "none", "rules_present": False, "available": []}
+    for tool in ("ufw", "firewall-cmd", "nft", "iptables"):
+        if shutil.which(tool) or os.path.exists("/usr/sbin/" + tool):
+            info["available"].append(tool)
+    if not can_priv:
+        info["backend"] = "unknown"
+        info["error"] = "needs root (sudo asks for a password)"
+        return info
+    ufw_active = "ufw" in info["available"] and "Status: active" in run(priv(["ufw", "status"]))[1]
+    fwd = "firewall-cmd" in info["available"] and run(priv(["firewall-cmd", "--state"]))[1].strip() == "running"
+    nft_tables = run(priv(["nft", "list", "tables"]))[1] if "nft" in info["available"] else ""
+    native_nft = any(l.startswith("table inet ") and nft_table not in l for l in nft_tables.splitlines())
+    if prefer not in ("auto", ""):
+        backend = prefer
+    elif ufw_active:
+        backend = "ufw"
+    elif fwd:
+        backend = "firewalld"
+    elif native_nft:
+        backend = "nftables"
+    elif "iptables" in info["available"]:
+        backend = "iptables"
+    elif "nft" in info["available"]:
+        backend = "nftables"
+    else:
+        backend = "none"
+    info["backend"] = backend
+    if backend == "iptables":
+        info["rules_present"] = run(priv(["iptables", "-w", "-S", chain]))[0] == 0
+    elif backend == "nftables":
+        info["rules_present"] = ("table inet " + nft_table) in nft_tables
+    return info
+
+
+def meminfo():
+    res = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                k, v = line.split(":", 1)
+                res[k] = int(v.split()[0]) * 1024
+    except OSError:
+        pass
+    return res.get("MemAvailable")
+
+
+def disk_free(path):
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    st = os.statvfs(path or "/")
+    return st.f_bavail * st.f_frsize
+
+
+def main():
+    planned = REQ.get("ports", [])
+    all_ports = set()
+    for p in planned:
+        all_ports.update(range(p[0], p[1] + 1))
+    holders = port_holders(all_ports)
+    ports = {}
+    for start, end, purpose, bind in planned:
+        for port in sorted(set([start, end])) if end != start else [start]:
+            pass
+        busy = []
+        for port in range(start, end + 1):
+            holder = holders.get(port)
+            free = holder is None and bind_free(port, bind)
+            if not free:
+                ours = bool(holder) and holder.get("pid") is not None and belongs_to_cluster(holder)
+                busy.append({"port": port, "holder": holder, "ours": ours})
+        ports["%d-%d" % (start, end)] = {"purpose": purpose, "busy": busy}
+    sudo = sudo_mode()
+    can_priv = sudo in ("root", "nopasswd")
+    try:
+        uname = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        uname = str(os.geteuid())
+    out = {
+        "hostname": socket.gethostname(),
+        "user": uname,
+        "python": "%d.%d.%d" % sys.version_info[:3],
+        "python_executable": sys.executable,
+        "ray": dist_version("ray"),
+        "secretflow": dist_version("secretflow-lite") or dist_version("secretflow"),
+        "spu": dist_version("spu"),
+        "addresses": addresses(),
+        "ports": ports,
+        "ray_processes": ray_processes(),
+        "sudo": sudo,
+        "firewall": firewall(REQ.get("firewall_backend", "auto"), can_priv, REQ.get("iptables_chain", ""),
+                             REQ.get("nft_table", "")),
+        "mem_available": meminfo(),
+        "shm_free": disk_free("/dev/shm"),
+        "tmp_free": disk_free(TEMP_DIR or "/tmp"),
+    }
+    print(json.dumps(out))
+
+
+main()

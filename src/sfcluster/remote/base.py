@@ -1,0 +1,72 @@
+"""The Runner protocol every transport implements, and the Result it returns."""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol, Sequence, Union
+
+from sfcluster.errors import CommandFailed
+
+Input = Union[str, bytes, None]
+OnData = Optional[Callable[[bytes], None]]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one remote command did."""
+
+    host: str
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def check(self, hint: Optional[str] = None) -> "Result":
+        """Return self when the command succeeded, else raise CommandFailed naming host and command."""
+        if not self.ok:
+            raise CommandFailed(self, hint)
+        return self
+
+
+class Runner(Protocol):
+    """Runs argv lists on one host. Core logic takes a Runner; tests may hand it any transport."""
+
+    name: str
+    user: str
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        sudo: bool = False,
+        timeout: Optional[float] = None,
+        stdin: Input = None,
+    ) -> Result: ...
+
+    def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        on_stdout: OnData = None,
+        on_stderr: OnData = None,
+        keep_stdin_open: bool = False,
+    ) -> int: ...
+
+    def put(self, local_path: str, remote_path: str, mode: int = 0o644) -> None: ...
+
+    def get(self, remote_path: str, local_path: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def command_line(argv: Sequence[str], *, sudo: bool, user: str) -> str:
+    """Quote argv for a remote shell. sudo is non-interactive (-n): it fails, never prompts."""
+    argv = list(argv)
+    if sudo and user != "root":
+        argv = ["sudo", "-n", "--", *argv]
+    return shlex.join(argv)

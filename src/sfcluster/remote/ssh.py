@@ -1,0 +1,223 @@
+"""SSH transport on Fabric/Paramiko.
+
+Honours ~/.ssh/config (or a given file), the SSH agent, ProxyJump and known_hosts. Host keys are
+always checked: an unknown or changed key is an error (paramiko RejectPolicy), never a prompt and
+never auto-added. Fabric's own gateway handling would auto-add jump hosts' keys, so ProxyJump is
+resolved here and each hop gets the same policy.
+"""
+from __future__ import annotations
+
+import os
+import select
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import paramiko
+from fabric import Config, Connection
+
+from sfcluster.errors import CommandTimeout, ConnectError, HostKeyError
+from sfcluster.remote.base import Input, OnData, Result, command_line
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """How to reach one host. Unset fields defer to ssh_config, then to OpenSSH's defaults."""
+
+    host: str
+    name: str = ""
+    user: Optional[str] = None
+    port: Optional[int] = None
+    identity_file: Optional[str] = None
+    proxy_jump: Optional[str] = None
+    known_hosts: Optional[str] = None
+    config_file: Optional[str] = None
+    connect_timeout: float = 8.0
+    jump_targets: tuple = field(default_factory=tuple)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.host
+
+
+def _ssh_config(path: Optional[str]) -> Config:
+    if path:
+        return Config(runtime_ssh_path=os.path.expanduser(path))
+    return Config()
+
+
+def _open_connection(target: SshTarget, jump: Optional[str] = None) -> Connection:
+    """A Fabric Connection with strict host-key checking, following ProxyJump hop by hop."""
+    host = jump or target.host
+    config = _ssh_config(target.config_file)
+    connect_kwargs: dict = {
+        "banner_timeout": target.connect_timeout,
+        "auth_timeout": target.connect_timeout,
+    }
+    if jump is None and target.identity_file:
+        connect_kwargs["key_filename"] = [os.path.expanduser(target.identity_file)]
+    probe = Connection(host, config=config)  # only to read this host's ssh_config section
+    proxy_jump = target.proxy_jump if jump is None else None
+    if proxy_jump is None:
+        proxy_jump = probe.ssh_config.get("proxyjump")
+    gateway = None
+    if proxy_jump and proxy_jump.lower() != "none":
+        # "a,b" means through a then b: the last hop is the direct gateway.
+        hops = [h.strip() for h in proxy_jump.split(",") if h.strip()]
+        gateway = _open_connection(target, jump=hops[-1]) if len(hops) == 1 else None
+        if gateway is None:
+            raise ConnectError(target.label, "", f"ProxyJump with several hops ({proxy_jump}) is not supported",
+                               "use one jump host, or chain them in ~/.ssh/config")
+    user = None
+    port = None
+    if jump is None:
+        user, port = target.user, target.port
+    else:
+        # "user@host:port" form of a jump spec
+        spec = jump
+        if "@" in spec:
+            user, spec = spec.split("@", 1)
+        if ":" in spec:
+            spec, p = spec.rsplit(":", 1)
+            port = int(p)
+        host = spec
+        if target.identity_file:
+            connect_kwargs["key_filename"] = [os.path.expanduser(target.identity_file)]
+    conn = Connection(host, user=user, port=port, config=config, gateway=gateway,
+                      connect_timeout=target.connect_timeout, connect_kwargs=connect_kwargs)
+    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    known = target.known_hosts or conn.ssh_config.get("userknownhostsfile")
+    if known:
+        for path in shlex.split(known) if " " in known else [known]:
+            path = os.path.expanduser(path)
+            if os.path.exists(path):
+                conn.client.load_host_keys(path)
+    return conn
+
+
+class SshRunner:
+    """Runner over one persistent SSH connection (opened on first use, reused after)."""
+
+    def __init__(self, target: SshTarget) -> None:
+        self.target = target
+        self.name = target.label
+        self._conn: Optional[Connection] = None
+        self.user = target.user or ""
+
+    # -- connection -------------------------------------------------------------------------
+    def connect(self) -> None:
+        if self._conn is not None and self._conn.is_connected:
+            return
+        conn = _open_connection(self.target)
+        where = f"{conn.user}@{conn.host}:{conn.port}"
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException as e:
+            raise HostKeyError(
+                self.name, "", f"host key of {where} does NOT match known_hosts ({e.key.get_name()})",
+                f"if the host was really reinstalled, remove its old key: ssh-keygen -R '[{conn.host}]:{conn.port}'"
+                " and add the new one after checking its fingerprint out of band") from e
+        except paramiko.SSHException as e:
+            if "not found in known_hosts" in str(e):
+                raise HostKeyError(
+                    self.name, "", f"host key of {where} is not in known_hosts",
+                    f"verify the fingerprint out of band, then add it: ssh-keyscan -p {conn.port} {conn.host} >> ~/.ssh/known_hosts") from e
+            raise ConnectError(self.name, "", f"SSH to {where} failed: {e}",
+                               "check user, key (ssh-agent or identity_file) and that sshd runs") from e
+        except (OSError, EOFError) as e:
+            raise ConnectError(self.name, "", f"cannot reach {where}: {e}",
+                               "check the address, the sshd port and any firewall between") from e
+        self._conn = conn
+        self.user = conn.user
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        self.connect()
+        assert self._conn is not None and self._conn.transport is not None
+        return self._conn.transport
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- commands -----------------------------------------------------------------------------
+    def run(self, argv: Sequence[str], *, sudo: bool = False, timeout: Optional[float] = None,
+            stdin: Input = None) -> Result:
+        command = command_line(argv, sudo=sudo, user=self.user or "?")
+        if sudo and not self.user:
+            self.connect()
+            command = command_line(argv, sudo=sudo, user=self.user)
+        out, err = bytearray(), bytearray()
+        start = time.monotonic()
+        code = self._exec(command, stdin=stdin, timeout=timeout, on_stdout=out.extend, on_stderr=err.extend,
+                          keep_stdin_open=False)
+        return Result(self.name, command, code, out.decode(errors="replace"), err.decode(errors="replace"),
+                      time.monotonic() - start)
+
+    def stream(self, argv: Sequence[str], *, on_stdout: OnData = None, on_stderr: OnData = None,
+               keep_stdin_open: bool = False) -> int:
+        """Run and hand output over as it arrives. With keep_stdin_open the remote stdin stays open
+        for the life of the connection: the remote side sees EOF when we go away (even SIGKILL)."""
+        return self._exec(command_line(argv, sudo=False, user=self.user), stdin=None, timeout=None,
+                          on_stdout=on_stdout, on_stderr=on_stderr, keep_stdin_open=keep_stdin_open)
+
+    def _exec(self, command: str, *, stdin: Input, timeout: Optional[float], on_stdout: OnData,
+              on_stderr: OnData, keep_stdin_open: bool) -> int:
+        chan = self.transport.open_session(timeout=self.target.connect_timeout)
+        try:
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
+            if not keep_stdin_open:
+                chan.shutdown_write()
+            deadline = time.monotonic() + timeout if timeout else None
+            while True:
+                got = False
+                while chan.recv_ready():
+                    data = chan.recv(65536)
+                    got = True
+                    if on_stdout:
+                        on_stdout(data)
+                while chan.recv_stderr_ready():
+                    data = chan.recv_stderr(65536)
+                    got = True
+                    if on_stderr:
+                        on_stderr(data)
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    if chan.closed or chan.eof_received:
+                        break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise CommandTimeout(self.name, command,
+                                         f"`{command[:200]}` did not finish within {timeout:.0f} s; stopped it")
+                if not got:
+                    select.select([chan], [], [], 0.05)
+            return chan.recv_exit_status()
+        finally:
+            chan.close()
+
+    # -- files --------------------------------------------------------------------------------
+    def put(self, local_path: str, remote_path: str, mode: int = 0o644) -> None:
+        sftp = self.transport.open_sftp_client()
+        try:
+            sftp.put(local_path, remote_path)
+            sftp.chmod(remote_path, mode)
+        finally:
+            sftp.close()
+
+    def put_bytes(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
+        sftp = self.transport.open_sftp_client()
+        try:
+            with sftp.open(remote_path, "wb") as f:
+                f.write(data)
+            sftp.chmod(remote_path, mode)
+        finally:
+            sftp.close()
+
+    def get(self, remote_path: str, local_path: str) -> None:
+        sftp = self.transport.open_sftp_client()
+        try:
+            sftp.get(remote_path, local_path)
+        finally:
+            sftp.close()

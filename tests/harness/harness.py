@@ -1,0 +1,200 @@
+"""Bring the docker-compose harness up and down, and describe it (known_hosts, inventory).
+
+Used by the pytest fixtures and by `make harness` / `make demo`:
+    python -m tests.harness.harness up|down|status
+Host keys for known_hosts are read from inside each container (docker exec), never scanned over
+the network, and never disabled.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("SFCLUSTER_HARNESS_DIR", ROOT / "build" / "harness"))
+COMPOSE_FILE = ROOT / "docker-compose.test.yml"
+PROJECT = "sfcluster-test"
+SUBNET = "172.30.77.0/24"
+NODE_PYTHON = "/opt/sf/bin/python"
+
+
+@dataclass(frozen=True)
+class HarnessNode:
+    name: str
+    ip: str
+    user: str
+    port: int
+    party: bool = True
+
+    @property
+    def container(self) -> str:
+        return f"{PROJECT}-{self.name}"
+
+
+NODES: Dict[str, HarnessNode] = {
+    "alice": HarnessNode("alice", "172.30.77.11", "root", 22),
+    "bob": HarnessNode("bob", "172.30.77.12", "sfops", 22),
+    "carol": HarnessNode("carol", "172.30.77.13", "sfops", 2222),
+    "mallory": HarnessNode("mallory", "172.30.77.20", "root", 22, party=False),
+}
+PARTIES = [n for n in NODES.values() if n.party]
+
+
+def log(msg: str) -> None:
+    print(f"harness: {msg}", file=sys.stderr, flush=True)
+
+
+def sh(argv: List[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=check, text=True, capture_output=True, **kw)
+
+
+def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SFCLUSTER_HARNESS_DIR=str(BUILD))
+    return subprocess.run(["docker-compose", "-p", PROJECT, "-f", str(COMPOSE_FILE), *args],
+                          check=check, text=True, capture_output=True, env=env)
+
+
+def docker_exec(node: str, cmd: str, user: str = "root", check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a shell command inside a harness node as root (the test's hand, not sfcluster's)."""
+    p = subprocess.run(["docker", "exec", "-u", user, NODES[node].container, "bash", "-c", cmd],
+                       text=True, capture_output=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"docker exec {node} `{cmd}` exited {p.returncode}: {p.stderr[-2000:]}")
+    return p
+
+
+def ensure_engine() -> None:
+    subprocess.run(["bash", str(ROOT / "scripts" / "ensure-docker.sh")], check=True)
+
+
+def ensure_image() -> None:
+    subprocess.run(["bash", str(ROOT / "tests" / "harness" / "build-image.sh")], check=True)
+
+
+def ensure_key() -> Path:
+    BUILD.mkdir(parents=True, exist_ok=True)
+    key = BUILD / "id_ed25519"
+    if not key.exists():
+        sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sfcluster-harness", "-f", str(key)])
+    return key
+
+
+def remove_leftovers() -> None:
+    """Containers and networks of an earlier (killed) run: same names or same subnet."""
+    compose("down", "-v", "--remove-orphans", "-t", "1", check=False)
+    for n in NODES.values():
+        sh(["docker", "rm", "-f", n.container], check=False)
+    nets = sh(["docker", "network", "ls", "-q"], check=False).stdout.split()
+    for net in nets:
+        info = sh(["docker", "network", "inspect", "-f", "{{.Name}} {{range .IPAM.Config}}{{.Subnet}}{{end}}", net],
+                  check=False).stdout.split()
+        if len(info) >= 2 and (info[1] == SUBNET or info[0] == PROJECT):
+            sh(["docker", "network", "rm", net], check=False)
+
+
+def wait_ssh(timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    for n in NODES.values():
+        while True:
+            try:
+                with socket.create_connection((n.ip, n.port), timeout=1) as s:
+                    s.settimeout(2)
+                    if s.recv(4).startswith(b"SSH-"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                logs = sh(["docker", "logs", "--tail", "30", n.container], check=False)
+                raise RuntimeError(f"sshd on {n.name} ({n.ip}:{n.port}) did not answer within {timeout:.0f} s\n"
+                                   f"{logs.stdout}{logs.stderr}")
+            time.sleep(0.2)
+
+
+def write_known_hosts() -> Path:
+    """known_hosts from the containers' real host keys, read through docker exec."""
+    lines = []
+    for n in NODES.values():
+        key = docker_exec(n.name, "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
+        host = n.ip if n.port == 22 else f"[{n.ip}]:{n.port}"
+        lines.append(f"{host} {key[0]} {key[1]}")
+    path = BUILD / "known_hosts"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def inventory_text(cluster: str = "harness", firewall: str = "open", nodes: Optional[List[str]] = None,
+                   extra_node: Optional[Dict[str, Dict[str, str]]] = None, extra_top: str = "") -> str:
+    """An inventory for the harness; tests tweak it through the arguments."""
+    names = nodes or [n.name for n in PARTIES]
+    out = [
+        f"cluster: {cluster}",
+        f"head: {names[0]}",
+        f"known_hosts: {BUILD / 'known_hosts'}",
+        f"ssh_config: {BUILD / 'ssh_config'}",
+        f"python: {NODE_PYTHON}",
+        "cpus: 2",
+        f"firewall: {firewall}",
+        "ssh:",
+        f"  identity_file: {BUILD / 'id_ed25519'}",
+    ]
+    if extra_top:
+        out.append(extra_top.rstrip())
+    out.append("nodes:")
+    for name in names:
+        n = NODES[name]
+        out += [f"  {name}:", f"    host: {n.ip}", "    ssh:", f"      user: {n.user}", f"      port: {n.port}"]
+        for k, v in (extra_node or {}).get(name, {}).items():
+            out.append(f"    {k}: {v}")
+    return "\n".join(out) + "\n"
+
+
+def write_inventory(path: Optional[Path] = None, **kw) -> Path:
+    path = path or BUILD / "inventory.yaml"
+    path.write_text(inventory_text(**kw))
+    return path
+
+
+def up() -> Path:
+    ensure_engine()
+    ensure_image()
+    ensure_key()
+    (BUILD / "ssh_config").write_text("# sfcluster harness: no Host sections; tests add their own\n")
+    remove_leftovers()
+    log("starting alice, bob, carol, mallory")
+    p = compose("up", "-d", check=False)
+    if p.returncode != 0:
+        raise RuntimeError(f"docker-compose up failed:\n{p.stdout}{p.stderr}")
+    wait_ssh()
+    write_known_hosts()
+    inv = write_inventory()
+    log(f"up; inventory: {inv}")
+    return inv
+
+
+def down() -> None:
+    remove_leftovers()
+    log("down")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("action", choices=["up", "down", "inventory"])
+    args = ap.parse_args()
+    if args.action == "up":
+        print(up())
+    elif args.action == "down":
+        down()
+    else:
+        print(write_inventory())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+#!/bin/bash
+# Start one harness node: per-container host keys, users, the chosen firewall, then sshd.
+#   SSHD_PORT  port sshd listens on (default 22)
+#   FIREWALL   none | iptables | nftables | ufw | firewalld: the backend that is active here
+set -euo pipefail
+SSHD_PORT="${SSHD_PORT:-22}"
+FIREWALL="${FIREWALL:-none}"
+
+# Host keys are made here, once per container, never baked into the image.
+ssh-keygen -A >/dev/null
+
+# Users as real sites have them: root, an operator with passwordless sudo, and one whose sudo
+# asks for a password (sfcluster must stop before changing anything there).
+id sfops >/dev/null 2>&1 || { useradd -m -s /bin/bash sfops; echo 'sfops ALL=(ALL) NOPASSWD:ALL' >/etc/sudoers.d/sfops; }
+if ! id sfstrict >/dev/null 2>&1; then
+  useradd -m -s /bin/bash sfstrict
+  echo "sfstrict:$(head -c 18 /dev/urandom | base64)" | chpasswd
+  echo 'sfstrict ALL=(ALL) ALL' >/etc/sudoers.d/sfstrict
+fi
+chmod 0440 /etc/sudoers.d/*
+for u in root sfops sfstrict; do
+  home="$(getent passwd "$u" | cut -d: -f6)"
+  install -d -m 0700 -o "$u" -g "$u" "$home/.ssh"
+  install -m 0600 -o "$u" -g "$u" /etc/sfcluster/authorized_keys "$home/.ssh/authorized_keys"
+done
+
+cat >/etc/ssh/sshd_config.d/sfcluster.conf <<CONF
+Port ${SSHD_PORT}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowTcpForwarding yes
+MaxStartups 100:30:200
+MaxSessions 100
+CONF
+mkdir -p /run/sshd
+
+case "$FIREWALL" in
+  none|iptables|nftables) ;;   # tools present; rules are added by tests or by sfcluster
+  ufw)
+    ufw --force reset >/dev/null
+    ufw default allow incoming >/dev/null   # a permissive site policy: sfcluster's rules scope its ports
+    ufw --force enable >/dev/null ;;
+  firewalld)
+    mkdir -p /run/dbus
+    dbus-daemon --system --fork
+    firewalld --nofork >/var/log/firewalld.log 2>&1 &
+    for _ in $(seq 1 100); do firewall-cmd --state >/dev/null 2>&1 && break; sleep 0.2; done
+    firewall-cmd --permanent --zone=public --add-port="${SSHD_PORT}/tcp" >/dev/null
+    firewall-cmd --reload >/dev/null ;;
+  *) echo "unknown FIREWALL=$FIREWALL" >&2; exit 1 ;;
+esac
+echo "$FIREWALL" >/etc/sfcluster/firewall-backend 2>/dev/null || true
+
+exec /usr/sbin/sshd -D -e
