@@ -154,7 +154,7 @@ def ray_processes():
 
 def sudo_mode():
     if os.geteuid() == 0:
-        return "root"
+        return "nopasswd" if os.environ.get("SUDO_USER") else "root"
     if not shutil.which("sudo"):
         return "absent"
     code, _, err = run(["sudo", "-n", "true"])
@@ -227,8 +227,6 @@ def main():
     holders = port_holders(all_ports)
     ports = {}
     for start, end, purpose, bind in planned:
-        for port in sorted(set([start, end])) if end != start else [start]:
-            pass
         busy = []
         for port in range(start, end + 1):
             holder = holders.get(port)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shlex
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Sequence, Union
 
@@ -55,6 +56,7 @@ class Runner(Protocol):
         on_stdout: OnData = None,
         on_stderr: OnData = None,
         keep_stdin_open: bool = False,
+        stop: Optional["threading.Event"] = None,
     ) -> int: ...
 
     def put(self, local_path: str, remote_path: str, mode: int = 0o644) -> None: ...

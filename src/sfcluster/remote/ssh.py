@@ -7,8 +7,10 @@ resolved here and each hop gets the same policy.
 """
 from __future__ import annotations
 
+import logging
 import os
 import select
+import threading
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -19,6 +21,9 @@ from fabric import Config, Connection
 
 from sfcluster.errors import CommandTimeout, ConnectError, HostKeyError
 from sfcluster.remote.base import Input, OnData, Result, command_line
+
+# paramiko logs every failed handshake with a traceback; our errors say it better.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
@@ -157,14 +162,14 @@ class SshRunner:
                       time.monotonic() - start)
 
     def stream(self, argv: Sequence[str], *, on_stdout: OnData = None, on_stderr: OnData = None,
-               keep_stdin_open: bool = False) -> int:
+               keep_stdin_open: bool = False, stop: Optional[threading.Event] = None) -> int:
         """Run and hand output over as it arrives. With keep_stdin_open the remote stdin stays open
         for the life of the connection: the remote side sees EOF when we go away (even SIGKILL)."""
         return self._exec(command_line(argv, sudo=False, user=self.user), stdin=None, timeout=None,
-                          on_stdout=on_stdout, on_stderr=on_stderr, keep_stdin_open=keep_stdin_open)
+                          on_stdout=on_stdout, on_stderr=on_stderr, keep_stdin_open=keep_stdin_open, stop=stop)
 
     def _exec(self, command: str, *, stdin: Input, timeout: Optional[float], on_stdout: OnData,
-              on_stderr: OnData, keep_stdin_open: bool) -> int:
+              on_stderr: OnData, keep_stdin_open: bool, stop: Optional[threading.Event] = None) -> int:
         chan = self.transport.open_session(timeout=self.target.connect_timeout)
         try:
             chan.exec_command(command)
@@ -188,6 +193,8 @@ class SshRunner:
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     if chan.closed or chan.eof_received:
                         break
+                if stop is not None and stop.is_set():
+                    return -1  # closing the channel closes the remote stdin: the remote side ends
                 if deadline is not None and time.monotonic() > deadline:
                     raise CommandTimeout(self.name, command,
                                          f"`{command[:200]}` did not finish within {timeout:.0f} s; stopped it")

@@ -36,7 +36,12 @@ CONF
 mkdir -p /run/sshd
 
 case "$FIREWALL" in
-  none|iptables|nftables) ;;   # tools present; rules are added by tests or by sfcluster
+  none|iptables) ;;   # tools present; rules are added by tests or by sfcluster
+  nftables)
+    # a native nftables host, as Debian's nftables.service sets up (without its `flush ruleset`,
+    # which would also drop Docker's DNS rules in this network namespace)
+    nft add table inet filter
+    nft add chain inet filter input '{ type filter hook input priority 0; policy accept; }' ;;
   ufw)
     ufw --force reset >/dev/null
     ufw default allow incoming >/dev/null   # a permissive site policy: sfcluster's rules scope its ports

@@ -1,0 +1,50 @@
+"""`sfcluster check`: the preflight."""
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.table import Table
+
+from sfcluster.cli.common import console, emit_json, handle_errors, inventory_option, json_option, load
+from sfcluster.connect import Nodes
+from sfcluster.doctor import Report, Status, run_checks
+
+STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red"}
+
+
+def render(report: Report) -> None:
+    table = Table(title="sfcluster check", show_lines=False)
+    for col in ("node", "check", "status", "detail", "fix"):
+        table.add_column(col, overflow="fold")
+    order = {Status.FAIL: 0, Status.WARN: 1, Status.OK: 2}
+    for c in sorted(report.checks, key=lambda c: (c.node, order[c.status], c.name)):
+        table.add_row(c.node, c.name, f"[{STYLE[c.status]}]{c.status.value}[/]", c.detail, c.fix)
+    console.print(table)
+    n = len(report.failed)
+    console.print("[green]all checks passed[/]" if not n else f"[bold red]{n} problem(s) must be fixed[/]")
+
+
+@click.command("check")
+@inventory_option
+@json_option
+@click.option("--no-reach", is_flag=True, help="Skip the reachability matrix (listeners + connects between peers).")
+@handle_errors
+def check_cmd(inventory_path: str, as_json: bool, no_reach: bool) -> None:
+    """Preflight: find every known SecretFlow cluster mistake before training starts.
+
+    \b
+    Checks, per node and in parallel: SSH and host key; Python/Ray/SecretFlow versions identical
+    everywhere; every planned port free (naming the process that holds it); SPU address bindable
+    (else use listen_address); Ray already running (this cluster's or a foreign one); sudo and
+    firewall backend; memory and disk; and a reachability matrix of every port a peer must reach.
+    Exit 0 only when nothing FAILs. A running cluster of the same inventory passes.
+    """
+    cluster = load(inventory_path)
+    with Nodes(cluster) as nodes:
+        report = run_checks(cluster, nodes.runners, reach=not no_reach)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        render(report)
+    sys.exit(0 if report.ok else 1)

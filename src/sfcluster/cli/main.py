@@ -1,0 +1,32 @@
+"""Entry point: `sfcluster <command>`."""
+from __future__ import annotations
+
+import click
+
+from sfcluster import __version__
+from sfcluster.cli.check import check_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sfcluster")
+def cli() -> None:
+    """Launch SecretFlow simulation-mode clusters the right way.
+
+    \b
+    One Ray cluster over several machines, one per party; exactly one driver, on the head.
+      sfcluster check  -i inventory.yaml     preflight, with a fix for each problem
+      sfcluster up     -i inventory.yaml     Ray head + workers over SSH, firewall scoped to peers
+      sfcluster run    -i inventory.yaml train_lr.py   the single driver, on the head
+      sfcluster status / down
+    """
+
+
+cli.add_command(check_cmd)
+
+
+def main() -> None:
+    cli(prog_name="sfcluster")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Runners for a cluster's nodes, built from the inventory (one persistent SSH connection each)."""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Optional
+
+from sfcluster.inventory.model import Cluster, Node
+from sfcluster.remote.ssh import SshRunner, SshTarget
+
+
+def target_for(cluster: Cluster, node: Node) -> SshTarget:
+    return SshTarget(
+        host=node.ssh.alias or node.host,
+        name=node.name,
+        user=node.ssh.user,
+        port=node.ssh.port,
+        identity_file=node.ssh.identity_file,
+        proxy_jump=node.ssh.proxy_jump,
+        known_hosts=cluster.known_hosts,
+        config_file=cluster.ssh_config,
+    )
+
+
+class Nodes:
+    """The cluster's runners by party name; closes them all at the end of a command."""
+
+    def __init__(self, cluster: Cluster, names: Optional[Iterable[str]] = None) -> None:
+        self.cluster = cluster
+        wanted = list(names) if names is not None else list(cluster.party_names)
+        self.runners: Dict[str, SshRunner] = {n: SshRunner(target_for(cluster, cluster.node(n))) for n in wanted}
+
+    def __getitem__(self, name: str) -> SshRunner:
+        return self.runners[name]
+
+    def close(self) -> None:
+        for r in self.runners.values():
+            r.close()
+
+    def __enter__(self) -> "Nodes":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,291 @@
+"""The checks. Each yields Check(node, name, status, detail, fix). Facts come from one probe per
+node (in parallel), reachability from short-lived listeners and one connector per peer."""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Dict, List, Optional, Tuple
+
+from sfcluster.errors import ConnectError, HostKeyError, SfclusterError
+from sfcluster.facts import NodeFacts, gather, python_argv, spu_bind_address
+from sfcluster.inventory.model import Cluster, FirewallMode
+from sfcluster.ports import PortEntry, plan_ports, spu_clashes_with_ray_defaults
+from sfcluster.remote.group import fan_out
+from sfcluster.remote.ssh import SshRunner
+
+MIN_MEM = 2 * 1024**3
+MIN_TMP = 2 * 1024**3
+
+
+class Status(str, Enum):
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass
+class Check:
+    node: str
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+    port: Optional[int] = None
+
+
+@dataclass
+class Report:
+    checks: List[Check] = field(default_factory=list)
+    facts: Dict[str, NodeFacts] = field(default_factory=dict)
+
+    def add(self, *a, **kw) -> None:
+        self.checks.append(Check(*a, **kw))
+
+    @property
+    def failed(self) -> List[Check]:
+        return [c for c in self.checks if c.status is Status.FAIL]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "checks": [dict(asdict(c), status=c.status.value) for c in self.checks]}
+
+
+def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = True) -> Report:
+    report = Report()
+    gathered = fan_out(lambda n: gather(cluster, cluster.node(n), runners[n]), runners)
+    for name, err in gathered.errors.items():
+        _ssh_failure(report, name, err)
+    report.facts = dict(gathered.results)
+    for name, facts in report.facts.items():
+        report.add(name, "ssh", Status.OK, f"{facts.user}@{facts.hostname}, host key verified")
+    _versions(cluster, report)
+    for name, facts in report.facts.items():
+        _ports(cluster, report, facts)
+        _addresses(cluster, report, facts)
+        _ray_running(cluster, report, facts)
+        _privileges_and_firewall(cluster, report, facts)
+        _resources(report, facts)
+    for msg in spu_clashes_with_ray_defaults(cluster):
+        report.add(msg.split(":")[0], "spu_port", Status.WARN, msg, "pick an SPU port above 20000")
+    if reach and len(report.facts) == len(cluster.nodes):
+        _reachability(cluster, runners, report)
+    elif reach:
+        report.add("*", "reachability", Status.WARN, "skipped: not every node answered over SSH")
+    return report
+
+
+def _ssh_failure(report: Report, name: str, err: BaseException) -> None:
+    if isinstance(err, HostKeyError):
+        report.add(name, "ssh", Status.FAIL, err.message, err.hint or "")
+    elif isinstance(err, ConnectError):
+        report.add(name, "ssh", Status.FAIL, err.message, err.hint or "")
+    elif isinstance(err, SfclusterError):
+        report.add(name, "python", Status.FAIL, err.message, err.hint or "")
+    else:
+        report.add(name, "ssh", Status.FAIL, f"{type(err).__name__}: {err}", "check SSH access to this node")
+
+
+def _versions(cluster: Cluster, report: Report) -> None:
+    rows = {n: (f.python, f.ray, f.secretflow) for n, f in report.facts.items()}
+    for n, (py, ray, sf) in rows.items():
+        missing = [what for what, v in (("ray", ray), ("secretflow", sf)) if not v]
+        if missing:
+            report.add(n, "versions", Status.FAIL, f"{' and '.join(missing)} not installed for {cluster.node(n).python}",
+                       f"pip install secretflow-lite in that venv, or set nodes.{n}.python")
+    distinct = {v for v in rows.values()}
+    if len(distinct) > 1:
+        table = "; ".join(f"{n}: python {p}, ray {r}, secretflow {s}" for n, (p, r, s) in rows.items())
+        head = rows.get(cluster.head_name)
+        for n, v in rows.items():
+            if v != head:
+                report.add(n, "versions", Status.FAIL,
+                           f"differs from the head ({cluster.head_name}): {table}",
+                           f"install the head's versions on {n}: python {head[0] if head else '?'}, "
+                           f"ray=={head[1] if head else '?'}, secretflow-lite=={head[2] if head else '?'} "
+                           "(Ray needs the same Ray and Python version on every node)")
+    elif rows:
+        p, r, s = next(iter(distinct))
+        for n in rows:
+            report.add(n, "versions", Status.OK, f"python {p}, ray {r}, secretflow {s}")
+
+
+def _ports(cluster: Cluster, report: Report, facts: NodeFacts) -> None:
+    bad = False
+    ours = 0
+    for b in facts.busy():
+        if b.ours:
+            ours += 1
+            continue
+        bad = True
+        holder = b.holder or {}
+        stale = any(k in holder.get("cmdline", "") for k in ("ray::", "SPURuntime", "secretflow"))
+        fix = (f"stop the leftover process: kill {holder.get('pid')} (a stale SecretFlow/Ray worker of an earlier run)"
+               if stale else f"stop pid {holder.get('pid')} or change the port in the inventory (ports:)")
+        report.add(facts.node, "ports_free", Status.FAIL, b.describe(), fix, port=b.port)
+    if not bad:
+        extra = f" ({ours} held by this cluster's own Ray/SPU)" if ours else ""
+        report.add(facts.node, "ports_free", Status.OK, f"every planned port is free{extra}")
+
+
+def _addresses(cluster: Cluster, report: Report, facts: NodeFacts) -> None:
+    node = cluster.node(facts.node)
+    local = set(facts.addresses)
+    if node.host not in local:
+        report.add(node.name, "ray_address", Status.FAIL,
+                   f"{node.host} is not an address of this node (NAT?); Ray needs direct reachability",
+                   "use an address bound on the node as nodes.%s.host; Ray through NAT is not supported" % node.name)
+    spu_port = node.spu_port
+    if node.spu_advertise in local:
+        report.add(node.name, "spu_address", Status.OK, f"SPU listens on {node.spu_advertise}:{spu_port}", port=spu_port)
+    elif node.spu_bind and node.spu_bind in local | {"0.0.0.0"}:
+        report.add(node.name, "spu_address", Status.OK,
+                   f"SPU advertised as {node.spu_advertise}:{spu_port}, listen_address {node.spu_bind}:{spu_port}",
+                   port=spu_port)
+    else:
+        candidates = [a for a in facts.addresses if a != "127.0.0.1" and ":" not in a]
+        report.add(node.name, "spu_address", Status.FAIL,
+                   f"advertised SPU address {node.spu_advertise}:{spu_port} is not bound on this node "
+                   "(would fail with 'Fail to listen')",
+                   f"set nodes.{node.name}.bind: {candidates[0] if candidates else '<a local address>'} "
+                   "(becomes SPU's listen_address; not listen_addr, which SPU ignores)", port=spu_port)
+
+
+def _ray_running(cluster: Cluster, report: Report, facts: NodeFacts) -> None:
+    foreign = facts.foreign_ray
+    if foreign:
+        p = foreign[0]
+        report.add(facts.node, "ray_running", Status.FAIL,
+                   f"Ray is already running here and is not cluster '{cluster.name}': {p['kind']} pid {p['pid']} "
+                   f"(user {p['user']})", "stop it where it was started (`ray stop`), then retry; sfcluster never kills it")
+    elif facts.our_raylet_pids:
+        report.add(facts.node, "ray_running", Status.OK, f"running as cluster '{cluster.name}' (raylet pid "
+                   f"{', '.join(map(str, facts.our_raylet_pids))})")
+    else:
+        report.add(facts.node, "ray_running", Status.OK, "no Ray running")
+
+
+def _privileges_and_firewall(cluster: Cluster, report: Report, facts: NodeFacts) -> None:
+    fw = facts.firewall
+    if cluster.firewall is FirewallMode.OPEN and facts.sudo == "password":
+        report.add(facts.node, "sudo", Status.FAIL,
+                   f"user {facts.user} needs root for firewall rules but `sudo -n` asks for a password",
+                   f"allow passwordless sudo for {facts.user} (firewall tools), or use firewall: check")
+    if cluster.firewall is FirewallMode.OFF:
+        report.add(facts.node, "firewall", Status.OK, f"backend {fw.get('backend')}; mode off (not managed)")
+    elif fw.get("backend") == "unknown":
+        report.add(facts.node, "firewall", Status.WARN, f"backend not detected: {fw.get('error')}",
+                   "run check as root or with passwordless sudo to see firewall rules")
+    else:
+        present = "present" if fw.get("rules_present") else "not present"
+        report.add(facts.node, "firewall", Status.OK, f"backend {fw.get('backend')}; sfcluster rules {present}")
+
+
+def _resources(report: Report, facts: NodeFacts) -> None:
+    problems = []
+    if facts.mem_available is not None and facts.mem_available < MIN_MEM:
+        problems.append(f"only {facts.mem_available / 2**30:.1f} GiB memory available")
+    if facts.tmp_free is not None and facts.tmp_free < MIN_TMP:
+        problems.append(f"only {facts.tmp_free / 2**30:.1f} GiB free for Ray's temp dir")
+    if facts.shm_free is not None and facts.shm_free < 512 * 1024**2:
+        problems.append(f"/dev/shm has {facts.shm_free / 2**20:.0f} MiB: Ray's object store falls back to /tmp")
+    if problems:
+        report.add(facts.node, "resources", Status.WARN, "; ".join(problems), "free memory/disk or enlarge /dev/shm")
+    else:
+        report.add(facts.node, "resources", Status.OK,
+                   f"{(facts.mem_available or 0) / 2**30:.1f} GiB memory, {(facts.tmp_free or 0) / 2**30:.0f} GiB tmp")
+
+
+def _dial_address(cluster: Cluster, e: PortEntry) -> str:
+    node = cluster.node(e.node)
+    return node.spu_advertise if e.purpose == "spu" else node.host
+
+
+def _listen_address(cluster: Cluster, e: PortEntry) -> str:
+    node = cluster.node(e.node)
+    return spu_bind_address(node) if e.purpose == "spu" else node.host
+
+
+def _reachability(cluster: Cluster, runners: Dict[str, SshRunner], report: Report, timeout: float = 2.0) -> None:
+    """Listen on every port a peer must reach (first/last of ranges), connect from each peer."""
+    entries = list(plan_ports(cluster).reachable())
+    listen: Dict[str, List[Tuple[str, int]]] = {}
+    for e in entries:
+        for port in e.probe_ports():
+            listen.setdefault(e.node, []).append((_listen_address(cluster, e), port))
+    ready: Dict[str, threading.Event] = {n: threading.Event() for n in listen}
+    stop = threading.Event()
+    errors: Dict[str, str] = {}
+
+    def listener(n: str) -> None:
+        node = cluster.node(n)
+        buf = bytearray()
+
+        def on_out(data: bytes) -> None:
+            buf.extend(data)
+            if b"READY" in buf:
+                ready[n].set()
+        try:
+            # stdin stays open: the listener exits when this connection's channel closes
+            runners[n].stream(python_argv(node, "reach_listen", listen[n]), on_stdout=on_out,
+                              keep_stdin_open=True, stop=stop)
+        except Exception as e:  # noqa: BLE001
+            errors[n] = str(e)
+        finally:
+            ready[n].set()
+
+    threads = [threading.Thread(target=listener, args=(n,), daemon=True) for n in listen]
+    for t in threads:
+        t.start()
+    for n in listen:
+        ready[n].wait(15)
+
+    targets: Dict[str, List[Tuple[str, str, int]]] = {}
+    for e in entries:
+        for port in e.probe_ports():
+            for r in e.reachers:
+                targets.setdefault(r, []).append((f"{e.node}|{e.purpose}|{port}", _dial_address(cluster, e), port))
+
+    def connect(n: str) -> Dict[str, str]:
+        res = runners[n].run(python_argv(cluster.node(n), "reach_connect", {"timeout": timeout, "targets": targets[n]}),
+                             timeout=timeout * 3 + 10).check()
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    outcome = fan_out(connect, targets)
+    stop.set()
+    for t in threads:
+        t.join(5)
+    rules_present = {n: f.firewall.get("rules_present", False) for n, f in report.facts.items()}
+    blocked_any = False
+    for src, err in outcome.errors.items():
+        report.add(src, "reachability", Status.FAIL, f"could not run the connect test: {err}")
+    for src, results in outcome.results.items():
+        for key, how in sorted(results.items()):
+            dst, purpose, port_s = key.split("|")
+            port = int(port_s)
+            if how == "ok":
+                continue
+            blocked_any = True
+            where = f"{src} -> {dst}:{port} ({purpose})"
+            if how == "timeout" or "unreachable" in how.lower() or "no route" in how.lower():
+                if cluster.firewall is FirewallMode.OPEN and not rules_present.get(dst):
+                    report.add(dst, "reachability", Status.WARN, f"{where} blocked now; will be opened by `sfcluster up`",
+                               port=port)
+                else:
+                    report.add(dst, "reachability", Status.FAIL, f"{where} blocked (firewall: {how})",
+                               f"allow tcp/{port} from {cluster.node(src).host} on {dst} (or its network), "
+                               f"or use firewall: open", port=port)
+            elif how == "refused":
+                report.add(dst, "reachability", Status.FAIL, f"{where} refused: nothing listens there",
+                           f"check that nodes.{dst}.host/advertise is really this node's address (NAT?)", port=port)
+            else:
+                report.add(dst, "reachability", Status.FAIL, f"{where}: {how}", "check routing between the nodes", port=port)
+    for n, err in errors.items():
+        report.add(n, "reachability", Status.FAIL, f"listener failed: {err}")
+    if not blocked_any and not outcome.errors:
+        report.add("*", "reachability", Status.OK,
+                   f"every peer reaches every planned port ({sum(len(v) for v in targets.values())} connections)")

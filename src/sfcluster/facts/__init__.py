@@ -1,0 +1,109 @@
+"""Facts about nodes, gathered by one remote process per node (nodescripts/probe.py)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from sfcluster.errors import RemoteError
+from sfcluster.inventory.model import Cluster, Node
+from sfcluster.nodescripts import source
+from sfcluster.ports import plan_ports
+from sfcluster.remote.base import Runner
+
+PRIVILEGED_EXEC = ('if [ "$(id -u)" = 0 ]; then exec "$@"; '
+                   'elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then exec sudo -n -- "$@"; '
+                   'else exec "$@"; fi')
+
+
+def iptables_chain(cluster: Cluster) -> str:
+    return f"SFC-{cluster.name}"[:28]
+
+
+def nft_table(cluster: Cluster) -> str:
+    return f"sfc_{cluster.name}"
+
+
+@dataclass
+class BusyPort:
+    port: int
+    holder: Optional[Dict[str, Any]]
+    ours: bool
+
+    def describe(self) -> str:
+        h = self.holder or {}
+        if not h or h.get("pid") is None:
+            return f"port {self.port} is in use ({(h or {}).get('name', 'unknown holder')})"
+        return f"port {self.port} is held by pid {h['pid']} ({h['name']}, user {h['user']}): {h['cmdline'][:120]}"
+
+
+@dataclass
+class NodeFacts:
+    node: str
+    hostname: str
+    user: str
+    python: str
+    ray: Optional[str]
+    secretflow: Optional[str]
+    spu: Optional[str]
+    addresses: List[str]
+    ports: Dict[str, Dict[str, Any]]
+    ray_processes: List[Dict[str, Any]]
+    sudo: str
+    firewall: Dict[str, Any]
+    mem_available: Optional[int]
+    shm_free: Optional[int]
+    tmp_free: Optional[int]
+    raw: Dict[str, Any] = field(default_factory=dict)
+
+    def busy(self, purpose: Optional[str] = None) -> List[BusyPort]:
+        out = []
+        for info in self.ports.values():
+            if purpose is None or info["purpose"] == purpose:
+                out += [BusyPort(b["port"], b["holder"], b["ours"]) for b in info["busy"]]
+        return out
+
+    @property
+    def raylets(self) -> List[Dict[str, Any]]:
+        return [p for p in self.ray_processes if p["kind"] == "raylet"]
+
+    @property
+    def our_raylet_pids(self) -> List[int]:
+        return sorted(p["pid"] for p in self.raylets if p["ours"])
+
+    @property
+    def foreign_ray(self) -> List[Dict[str, Any]]:
+        return [p for p in self.ray_processes if not p["ours"]]
+
+
+def spu_bind_address(node: Node) -> str:
+    return node.spu_bind or node.spu_advertise
+
+
+def probe_request(cluster: Cluster, node: Node) -> Dict[str, Any]:
+    ports = []
+    for e in plan_ports(cluster).for_node(node.name):
+        bind = spu_bind_address(node) if e.purpose == "spu" else "0.0.0.0"
+        ports.append([e.port, e.port_end, e.purpose, bind])
+    return {"ports": ports, "temp_dir": cluster.temp_dir, "firewall_backend": node.firewall_backend,
+            "iptables_chain": iptables_chain(cluster), "nft_table": nft_table(cluster)}
+
+
+def python_argv(node: Node, script: str, arg: Any) -> List[str]:
+    return [node.python, "-c", source(script), json.dumps(arg)]
+
+
+def gather(cluster: Cluster, node: Node, runner: Runner, timeout: float = 30) -> NodeFacts:
+    """Run the probe (as root through sudo -n when possible: other users' sockets and firewall rules
+    are only visible to root) and parse its JSON."""
+    argv = ["sh", "-c", PRIVILEGED_EXEC, "sh", *python_argv(node, "probe", probe_request(cluster, node))]
+    res = runner.run(argv, timeout=timeout)
+    if res.exit_code == 127 or "No such file" in res.stderr and not res.stdout:
+        raise RemoteError(node.name, node.python, f"remote Python {node.python} not found",
+                          f"install the SecretFlow venv there or set nodes.{node.name}.python in the inventory")
+    res.check()
+    data = json.loads(res.stdout.strip().splitlines()[-1])
+    data["user"] = runner.user or data["user"]
+    return NodeFacts(node=node.name, raw=data, **{k: data[k] for k in (
+        "hostname", "user", "python", "ray", "secretflow", "spu", "addresses", "ports", "ray_processes",
+        "sudo", "firewall", "mem_available", "shm_free", "tmp_free")})
