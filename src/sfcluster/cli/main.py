@@ -5,6 +5,7 @@ import click
 
 from sfcluster import __version__
 from sfcluster.cli.check import check_cmd
+from sfcluster.cli.lifecycle import config_cmd, down_cmd, status_cmd, up_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,7 +22,8 @@ def cli() -> None:
     """
 
 
-cli.add_command(check_cmd)
+for _cmd in (check_cmd, up_cmd, status_cmd, down_cmd, config_cmd):
+    cli.add_command(_cmd)
 
 
 def main() -> None:

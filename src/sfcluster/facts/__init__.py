@@ -85,7 +85,7 @@ def probe_request(cluster: Cluster, node: Node) -> Dict[str, Any]:
     for e in plan_ports(cluster).for_node(node.name):
         bind = spu_bind_address(node) if e.purpose == "spu" else "0.0.0.0"
         ports.append([e.port, e.port_end, e.purpose, bind])
-    return {"ports": ports, "temp_dir": cluster.temp_dir, "firewall_backend": node.firewall_backend,
+    return {"ports": ports, "temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address, "firewall_backend": node.firewall_backend,
             "iptables_chain": iptables_chain(cluster), "nft_table": nft_table(cluster)}
 
 

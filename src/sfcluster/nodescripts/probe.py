@@ -11,6 +11,13 @@ import sys
 
 REQ = json.loads(sys.argv[1])
 TEMP_DIR = REQ.get("temp_dir", "")
+# A process is this cluster's when its command line names the cluster's temp dir or its GCS
+# address (Ray's client server, started by `ray start`, carries only the latter).
+MARKERS = [m for m in (TEMP_DIR, REQ.get("ray_address")) if m]
+
+
+def is_ours(cmd):
+    return any(m in cmd for m in MARKERS)
 
 
 def dist_version(name):
@@ -110,7 +117,7 @@ def belongs_to_cluster(info, cache={}):
     """True when the process or an ancestor was started with this cluster's temp dir."""
     seen = 0
     while info and seen < 12:
-        if TEMP_DIR and TEMP_DIR in info.get("cmdline", ""):
+        if is_ours(info.get("cmdline", "")):
             return True
         ppid = info.get("ppid")
         if not ppid or ppid <= 1:
@@ -147,7 +154,7 @@ def ray_processes():
             info["kind"] = "gcs_server"
         else:
             continue
-        info["ours"] = bool(TEMP_DIR) and TEMP_DIR in cmd
+        info["ours"] = is_ours(cmd)
         procs.append(info)
     return procs
 

@@ -1,0 +1,110 @@
+"""`sfcluster up`, `down`, `status`, `config`."""
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.table import Table
+
+from sfcluster import lifecycle
+from sfcluster.cli.check import render
+from sfcluster.cli.common import console, emit_json, err_console, handle_errors, inventory_option, json_option, load
+from sfcluster.config import secretflow_config
+from sfcluster.connect import Nodes
+
+HEALTH_EXIT = {"healthy": 0, "degraded": 1, "down": 2}
+
+
+def _progress(node: str, msg: str) -> None:
+    err_console.print(f"  [bold]{node:>8}[/] {msg}")
+
+
+@click.command("up")
+@inventory_option
+@click.option("--skip-check", is_flag=True, help="Skip the preflight (facts, privileges and foreign Ray are still checked).")
+@click.option("--keep-on-failure", is_flag=True, help="On failure, leave what was started for inspection.")
+@handle_errors
+def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool) -> None:
+    """Start the cluster: preflight, firewall rules scoped to peers, Ray head, then workers.
+
+    \b
+    Idempotent: on a cluster that is already up with this inventory it changes nothing and says so;
+    a node that is down is started again; a Ray that is not this cluster's is reported, never killed.
+    On failure it rolls back what it started (unless --keep-on-failure).
+    """
+    cluster = load(inventory_path)
+    with Nodes(cluster) as nodes:
+        try:
+            res = lifecycle.up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=_progress)
+        except lifecycle.PreflightFailed as e:
+            render(e.report)
+            raise
+    if res.changed:
+        console.print(f"[green]cluster '{cluster.name}' is up[/]: " +
+                      "; ".join(f"{n}: {', '.join(a)}" for n, a in res.actions.items()))
+    else:
+        console.print(f"[green]cluster '{cluster.name}' is already up with this plan: nothing changed[/]")
+    console.print(f"Ray address: {cluster.ray_address}   parties: " +
+                  ", ".join(f"{p} ({s['resource']:g} cpu)" for p, s in res.parties.items() if s.get("resource")))
+    console.print("SecretFlow config: `sfcluster config -i %s --json`; run a driver: `sfcluster run -i %s SCRIPT`"
+                  % (inventory_path, inventory_path))
+
+
+@click.command("down")
+@inventory_option
+@click.option("--force", is_flag=True, help="Tear down the reachable nodes even when some cannot be reached.")
+@handle_errors
+def down_cmd(inventory_path: str, force: bool) -> None:
+    """Stop workers, then the head; kill this cluster's leftovers holding planned ports; remove
+    exactly the firewall rules `up` added. Safe on a half-up cluster; idempotent."""
+    cluster = load(inventory_path)
+    with Nodes(cluster) as nodes:
+        res = lifecycle.down(cluster, nodes, force=force, progress=_progress)
+    for n, e in res.errors.items():
+        err_console.print(f"[red]{n}: {e}[/]")
+    console.print(f"cluster '{cluster.name}' is down" if not res.errors else "down finished with errors")
+    sys.exit(1 if res.errors else 0)
+
+
+@click.command("status")
+@inventory_option
+@json_option
+@handle_errors
+def status_cmd(inventory_path: str, as_json: bool) -> None:
+    """Per party: role, Ray alive, resources seen by the head, SPU listening, firewall rules, and
+    the drivers connected (from Ray's job table). Exit 0 healthy, 1 degraded, 2 down."""
+    cluster = load(inventory_path)
+    with Nodes(cluster) as nodes:
+        st = lifecycle.status(cluster, nodes)
+    if as_json:
+        emit_json(st)
+    else:
+        t = Table(title=f"cluster {cluster.name}: {st['health']}")
+        for col in ("party", "host", "role", "ray", "resource", "raylet pid", "spu listening", "firewall"):
+            t.add_column(col)
+        for r in st["nodes"]:
+            t.add_row(r["party"], r["host"], r["role"], "[green]alive[/]" if r["ray_alive"] else "[red]down[/]",
+                      f"{r['resource']:g}" if r["resource"] else "-", ",".join(map(str, r["raylet_pids"])) or "-",
+                      "yes" if r["spu_listening"] else "no", r["firewall"] if r["reachable"] else f"[red]{r['error']}[/]")
+        console.print(t)
+        for d in st["drivers"]:
+            tag = "[green]sanctioned[/]" if d["sanctioned"] else "[bold red]NOT sanctioned[/]"
+            console.print(f"driver: {d['driver_ip']} pid {d['driver_pid']} {tag}: {d['entrypoint'][:100]}")
+    sys.exit(HEALTH_EXIT[st["health"]])
+
+
+@click.command("config")
+@inventory_option
+@json_option
+@handle_errors
+def config_cmd(inventory_path: str, as_json: bool) -> None:
+    """The generated SecretFlow config (what `run` hands the driver as $SFCLUSTER_CONFIG)."""
+    cfg = secretflow_config(load(inventory_path))
+    if as_json:
+        emit_json(cfg)
+        return
+    console.print(f"cluster {cfg['cluster']}, head {cfg['head']}, Ray address {cfg['ray_address']}")
+    for p, v in cfg["parties"].items():
+        console.print(f"  party {p}: {v['host']}")
+    console.print("SPU cluster_def:")
+    emit_json(cfg["spu_cluster_def"])

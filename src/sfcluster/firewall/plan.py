@@ -1,0 +1,115 @@
+"""Per-backend command plans. For every planned port of a node: accept from this node itself and
+from exactly the peers that must reach it, drop everyone else. All of sfcluster's rules live in
+one place per backend, so `down` removes exactly them and nothing else:
+  iptables  chain SFC-<cluster>, jumped to from the top of INPUT
+  nftables  table inet sfc_<cluster> (its own base chain, priority -10)
+  ufw       rules with comment 'sfcluster:<cluster>' (recorded; deleted one by one)
+  firewalld runtime rich rules in the default zone (recorded; removed one by one)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from sfcluster.facts import iptables_chain, nft_table
+from sfcluster.inventory.model import Cluster
+from sfcluster.ports import plan_ports
+
+
+@dataclass(frozen=True)
+class Allow:
+    port: int
+    port_end: int
+    sources: Tuple[str, ...]   # IPs allowed; everyone else is dropped
+    purpose: str
+
+
+@dataclass(frozen=True)
+class FirewallPlan:
+    backend: str
+    commands: Tuple[Tuple[str, ...], ...]
+    stdin: Optional[str] = None   # nftables: a ruleset fed to `nft -f -`
+
+
+def allows_for(cluster: Cluster, node_name: str) -> List[Allow]:
+    node = cluster.node(node_name)
+    out = []
+    for e in plan_ports(cluster).for_node(node_name):
+        srcs = [node.host] + [cluster.node(r).host for r in e.reachers]
+        out.append(Allow(e.port, e.port_end, tuple(dict.fromkeys(srcs)), e.purpose))
+    return out
+
+
+def _dport(a: Allow, sep: str) -> str:
+    return str(a.port) if a.port == a.port_end else f"{a.port}{sep}{a.port_end}"
+
+
+def nft_ruleset(cluster: Cluster, allows: List[Allow]) -> str:
+    t = nft_table(cluster)
+    lines = [f"table inet {t} {{", "  chain input {", "    type filter hook input priority -10; policy accept;",
+             "    iif lo accept"]
+    for a in allows:
+        lines.append(f"    ip saddr {{ {', '.join(a.sources)} }} tcp dport {_dport(a, '-')} accept")
+        lines.append(f"    tcp dport {_dport(a, '-')} drop")
+    lines += ["  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def ufw_rules(cluster: Cluster, allows: List[Allow]) -> List[Tuple[str, ...]]:
+    """ufw rule specs (without the leading verb position): allows first, then the denies."""
+    c = f"sfcluster:{cluster.name}"
+    rules = []
+    for a in allows:
+        for s in a.sources:
+            rules.append(("allow", "proto", "tcp", "from", s, "to", "any", "port", _dport(a, ":"), "comment", c))
+    for a in allows:
+        rules.append(("deny", "proto", "tcp", "to", "any", "port", _dport(a, ":"), "comment", c))
+    return rules
+
+
+def firewalld_rules(allows: List[Allow]) -> List[str]:
+    rules = []
+    for a in allows:
+        for s in a.sources:
+            rules.append(f'rule family="ipv4" source address="{s}" port port="{_dport(a, "-")}" protocol="tcp" accept')
+        rules.append(f'rule priority="32000" family="ipv4" port port="{_dport(a, "-")}" protocol="tcp" drop')
+    return rules
+
+
+def plan_add(cluster: Cluster, node_name: str, backend: str) -> FirewallPlan:
+    allows = allows_for(cluster, node_name)
+    if backend == "iptables":
+        ch = iptables_chain(cluster)
+        cmds: List[Tuple[str, ...]] = [("iptables", "-w", "-N", ch), ("iptables", "-w", "-A", ch, "-i", "lo", "-j", "ACCEPT")]
+        for a in allows:
+            for s in a.sources:
+                cmds.append(("iptables", "-w", "-A", ch, "-s", f"{s}/32", "-p", "tcp", "--dport", _dport(a, ":"), "-j", "ACCEPT"))
+            cmds.append(("iptables", "-w", "-A", ch, "-p", "tcp", "--dport", _dport(a, ":"), "-j", "DROP"))
+        cmds.append(("iptables", "-w", "-I", "INPUT", "1", "-j", ch))
+        return FirewallPlan(backend, tuple(cmds))
+    if backend == "nftables":
+        return FirewallPlan(backend, (("nft", "-f", "-"),), stdin=nft_ruleset(cluster, allows))
+    if backend == "ufw":
+        rules = ufw_rules(cluster, allows)
+        n_allow = sum(1 for r in rules if r[0] == "allow")
+        cmds = [("ufw", "insert", str(i + 1), *r) for i, r in enumerate(rules[:n_allow])]
+        cmds += [("ufw", *r) for r in rules[n_allow:]]
+        return FirewallPlan(backend, tuple(cmds))
+    if backend == "firewalld":
+        return FirewallPlan(backend, tuple(("firewall-cmd", f"--add-rich-rule={r}") for r in firewalld_rules(allows)))
+    return FirewallPlan(backend, ())
+
+
+def plan_remove(cluster: Cluster, node_name: str, backend: str) -> FirewallPlan:
+    allows = allows_for(cluster, node_name)
+    if backend == "iptables":
+        ch = iptables_chain(cluster)
+        return FirewallPlan(backend, (("iptables", "-w", "-D", "INPUT", "-j", ch), ("iptables", "-w", "-F", ch),
+                                      ("iptables", "-w", "-X", ch)))
+    if backend == "nftables":
+        return FirewallPlan(backend, (("nft", "delete", "table", "inet", nft_table(cluster)),))
+    if backend == "ufw":
+        return FirewallPlan(backend, tuple(("ufw", "delete", *r) for r in ufw_rules(cluster, allows)))
+    if backend == "firewalld":
+        return FirewallPlan(backend, tuple(("firewall-cmd", f"--remove-rich-rule={r}") for r in firewalld_rules(allows)))
+    return FirewallPlan(backend, ())

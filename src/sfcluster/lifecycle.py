@@ -1,0 +1,278 @@
+"""up / down / status: read facts, compare with the wanted state, then act or say it is a no-op."""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+from sfcluster import state
+from sfcluster.connect import Nodes
+from sfcluster.doctor import Report, run_checks
+from sfcluster.errors import PlanError, PrivilegeError, SfclusterError
+from sfcluster.facts import PRIVILEGED_EXEC, NodeFacts, gather, python_argv
+from sfcluster.firewall import plan_add, plan_remove
+from sfcluster.inventory.model import Cluster, FirewallMode
+from sfcluster.ports import plan_ports
+from sfcluster.raycluster.argv import START_TIMEOUT, head_start_argv, worker_start_argv
+from sfcluster.remote.group import fan_out
+
+Progress = Callable[[str, str], None]  # (node, message)
+JOIN_TIMEOUT = 60
+
+
+@dataclass
+class UpResult:
+    actions: Dict[str, List[str]] = field(default_factory=dict)
+    report: Optional[Report] = None
+    parties: Dict[str, dict] = field(default_factory=dict)
+
+    def did(self, node: str, what: str) -> None:
+        self.actions.setdefault(node, []).append(what)
+
+    @property
+    def changed(self) -> bool:
+        return any(self.actions.values())
+
+
+class PreflightFailed(PlanError):
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        super().__init__(f"preflight found {len(report.failed)} problem(s); nothing was changed",
+                         "fix them (see the table), or run `sfcluster check` for details")
+
+
+def _firewall_backend(facts: NodeFacts) -> str:
+    return str(facts.firewall.get("backend", "none"))
+
+
+def _sudo(facts: NodeFacts) -> bool:
+    return facts.sudo != "root"
+
+
+def gcs_query(cluster: Cluster, nodes: Nodes, wait: float = 0, jobs: bool = False,
+              on_line: Optional[Callable[[str], None]] = None) -> dict:
+    """Ask the head's GCS (with the head's own Ray) about nodes, party resources and drivers."""
+    head = cluster.head
+    req = {"address": cluster.ray_address, "parties": {n.name: n.host for n in cluster.nodes}, "wait": wait, "jobs": jobs}
+    buf = bytearray()
+    lines: List[str] = []
+
+    def on_out(data: bytes) -> None:
+        buf.extend(data)
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            text = line.decode(errors="replace")
+            lines.append(text)
+            if on_line and text.startswith("JOINED "):
+                on_line(text[7:])
+    err = bytearray()
+    code = nodes[head.name].stream(python_argv(head, "gcs", req), on_stdout=on_out, on_stderr=err.extend)
+    if buf:
+        lines.append(buf.decode(errors="replace"))
+    try:
+        data = json.loads(lines[-1]) if lines else {"error": err.decode(errors="replace")[-500:]}
+    except ValueError:
+        data = {"error": lines[-1][-500:]}
+    if code != 0 and "error" not in data:
+        data["error"] = f"exit {code}"
+    return data
+
+
+def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_failure: bool = False,
+       progress: Progress = lambda n, m: None) -> UpResult:
+    result = UpResult()
+    # 1. Facts and preflight. The probe always runs: privileges and foreign Ray are never skipped.
+    if skip_check:
+        g = fan_out(lambda n: gather(cluster, cluster.node(n), nodes[n]), nodes.runners)
+        g.raise_if_failed("gathering facts")
+        facts = g.results
+    else:
+        report = run_checks(cluster, nodes.runners)
+        result.report = report
+        if not report.ok:
+            raise PreflightFailed(report)
+        facts = report.facts
+    for n, f in facts.items():
+        if f.foreign_ray:
+            p = f.foreign_ray[0]
+            raise PlanError(f"[{n}] Ray is running there and is not cluster '{cluster.name}' ({p['kind']} pid {p['pid']})",
+                            "stop it where it was started; sfcluster never kills a Ray it did not start")
+    fw_todo: Dict[str, str] = {}
+    if cluster.firewall is FirewallMode.OPEN:
+        for n, f in facts.items():
+            backend = _firewall_backend(f)
+            if backend in ("none", "unknown"):
+                continue
+            if f.sudo == "password":
+                cmd = " ".join(plan_add(cluster, n, backend).commands[0])
+                raise PrivilegeError(f"[{n}] needs root for `{cmd}` but `sudo -n` asks for a password "
+                                     f"(user {f.user}); nothing was changed on any node",
+                                     f"allow passwordless sudo for {f.user} on {n}, or set firewall: check")
+            if not f.firewall.get("rules_present"):
+                fw_todo[n] = backend
+
+    added_fw: List[str] = []
+    started: List[str] = []
+    try:
+        # 2. Firewall rules scoped to peers, in parallel.
+        def add_rules(n: str) -> None:
+            plan = plan_add(cluster, n, fw_todo[n])
+            for cmd in plan.commands:
+                nodes[n].run(list(cmd), sudo=_sudo(facts[n]), stdin=plan.stdin, timeout=30).check()
+            added_fw.append(n)
+            result.did(n, f"firewall rules added ({plan.backend})")
+            progress(n, f"firewall: rules added ({plan.backend})")
+        fan_out(add_rules, fw_todo).raise_if_failed("adding firewall rules")
+
+        # 3. Head, then workers in parallel; nodes already running as this cluster are left alone.
+        head = cluster.head
+        if not facts[head.name].our_raylet_pids:
+            progress(head.name, "starting Ray head")
+            nodes[head.name].run(head_start_argv(cluster), timeout=START_TIMEOUT + 10).check(
+                hint="see the Ray log under " + cluster.temp_dir + "/session_latest/logs on the head")
+            started.append(head.name)
+            result.did(head.name, "ray head started")
+        todo = [w.name for w in cluster.workers if not facts[w.name].our_raylet_pids]
+
+        def start_worker(n: str) -> None:
+            progress(n, "starting Ray worker")
+            res = nodes[n].run(worker_start_argv(cluster, cluster.node(n)), timeout=START_TIMEOUT + 10)
+            if res.exit_code == 124:
+                raise SfclusterError(f"[{n}] `ray start` did not join the head {cluster.ray_address} within {START_TIMEOUT} s",
+                                     f"check that {n} reaches {cluster.ray_address} (tcp/{cluster.ray.gcs}): sfcluster check")
+            res.check()
+            started.append(n)
+            result.did(n, "ray worker started")
+        fan_out(start_worker, todo).raise_if_failed("starting Ray workers")
+
+        # 4. Wait until every party's resource is visible on the head.
+        data = gcs_query(cluster, nodes, wait=JOIN_TIMEOUT, on_line=lambda p: progress(p, "joined"))
+        if "error" in data:
+            raise SfclusterError(f"[{head.name}] cannot query Ray's GCS at {cluster.ray_address}: {data['error']}")
+        result.parties = data["parties"]
+        missing = [p for p, s in data["parties"].items() if not (s["alive"] and s["resource"])]
+        if missing:
+            raise SfclusterError(f"party resource not visible after {JOIN_TIMEOUT} s: {', '.join(missing)}",
+                                 "run `sfcluster check` and look at the Ray logs on those nodes")
+    except BaseException:
+        if not keep_on_failure:
+            _undo(cluster, nodes, facts, started, added_fw, fw_todo)
+        raise
+    state.save(cluster.name, {"inventory": cluster.source, "firewall": {n: _firewall_backend(f) for n, f in facts.items()
+                                                                       if n in fw_todo or f.firewall.get("rules_present")}})
+    return result
+
+
+def _undo(cluster: Cluster, nodes: Nodes, facts: Dict[str, NodeFacts], started: List[str], added_fw: List[str],
+          fw_todo: Dict[str, str]) -> None:
+    """Roll back what this `up` did (and only that)."""
+    for n in started:
+        try:
+            stop_ray(cluster, nodes, n)
+        except Exception:  # noqa: BLE001 - best effort; the error that got us here is what matters
+            pass
+    for n in added_fw:
+        try:
+            remove_rules(cluster, nodes, n, fw_todo[n], sudo=_sudo(facts[n]))
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def stop_ray(cluster: Cluster, nodes: Nodes, n: str) -> dict:
+    node = cluster.node(n)
+    ports = sorted({e.port for e in plan_ports(cluster).for_node(n)})
+    argv = ["sh", "-c", PRIVILEGED_EXEC, "sh", *python_argv(node, "ray_stop", {"temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address,
+                                                                 "ports": ports, "grace": 5})]
+    res = nodes[n].run(argv, timeout=30).check()
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def remove_rules(cluster: Cluster, nodes: Nodes, n: str, backend: str, sudo: bool) -> None:
+    plan = plan_remove(cluster, n, backend)
+    for cmd in plan.commands:
+        nodes[n].run(list(cmd), sudo=sudo, timeout=30)  # a missing rule is fine: idempotent
+
+
+@dataclass
+class DownResult:
+    stopped: Dict[str, List[int]] = field(default_factory=dict)
+    firewall_removed: List[str] = field(default_factory=list)
+    errors: Dict[str, str] = field(default_factory=dict)
+
+
+def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, progress: Progress = lambda n, m: None) -> DownResult:
+    result = DownResult()
+    g = fan_out(lambda n: gather(cluster, cluster.node(n), nodes[n]), nodes.runners)
+    for n, e in g.errors.items():
+        result.errors[n] = str(e)
+    if g.errors and not force:
+        raise SfclusterError("cannot reach " + ", ".join(g.errors) + "; nothing was stopped anywhere",
+                             "fix SSH to those nodes, or `sfcluster down --force` to tear down the rest")
+    facts = g.results
+
+    def teardown(n: str) -> None:
+        out = stop_ray(cluster, nodes, n)
+        result.stopped[n] = out["stopped"]
+        progress(n, f"stopped {len(out['stopped'])} process(es)" if out["stopped"] else "nothing running")
+        f = facts[n]
+        recorded = state.load(cluster.name).get("firewall", {})
+        backend = _firewall_backend(f)
+        if f.firewall.get("rules_present") or n in recorded:
+            remove_rules(cluster, nodes, n, recorded.get(n, backend), sudo=_sudo(f))
+            result.firewall_removed.append(n)
+            progress(n, "firewall rules removed")
+    workers = [w.name for w in cluster.workers if w.name in facts]
+    for stage in (workers, [cluster.head_name] if cluster.head_name in facts else []):
+        g2 = fan_out(teardown, stage)
+        for n, e in g2.errors.items():
+            result.errors[n] = str(e)
+    if not result.errors:
+        state.clear(cluster.name)
+    return result
+
+
+@dataclass
+class NodeStatus:
+    party: str
+    host: str
+    role: str
+    ray_alive: bool
+    resource: Optional[float]
+    raylet_pids: List[int]
+    spu_listening: bool
+    firewall: str
+    reachable: bool = True
+    error: str = ""
+
+
+def status(cluster: Cluster, nodes: Nodes) -> dict:
+    g = fan_out(lambda n: gather(cluster, cluster.node(n), nodes[n]), nodes.runners)
+    gcs: dict = {}
+    if cluster.head_name in g.results and g.results[cluster.head_name].our_raylet_pids:
+        gcs = gcs_query(cluster, nodes, jobs=True)
+    rows = []
+    for n in cluster.nodes:
+        f = g.results.get(n.name)
+        p = (gcs.get("parties") or {}).get(n.name, {})
+        if f is None:
+            rows.append(NodeStatus(n.name, n.host, "head" if n.name == cluster.head_name else "worker", False, None, [],
+                                   False, "?", reachable=False, error=str(g.errors.get(n.name))))
+            continue
+        spu = [b for b in f.busy("spu") if b.ours]
+        fw = f.firewall
+        rows.append(NodeStatus(n.name, n.host, "head" if n.name == cluster.head_name else "worker",
+                               bool(p.get("alive")) and bool(f.our_raylet_pids), p.get("resource"), f.our_raylet_pids,
+                               bool(spu), f"{fw.get('backend')}: {'present' if fw.get('rules_present') else 'absent'}"))
+    drivers = []
+    for j in gcs.get("jobs", []) or []:
+        if j["is_dead"]:
+            continue
+        # `sfcluster run` starts drivers from <temp_dir>/runs/<id>/ on the head only
+        sanctioned = f"{cluster.temp_dir}/runs/" in (j.get("entrypoint") or "") and j["driver_ip"] == cluster.head.host
+        drivers.append(dict(j, sanctioned=sanctioned))
+    alive = [r for r in rows if r.ray_alive]
+    health = "healthy" if len(alive) == len(rows) else ("down" if not alive else "degraded")
+    return {"cluster": cluster.name, "health": health, "ray_address": cluster.ray_address,
+            "nodes": [r.__dict__ for r in rows], "drivers": drivers, "gcs_error": gcs.get("error")}

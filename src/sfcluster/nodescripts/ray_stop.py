@@ -1,0 +1,64 @@
+# Runs on a node: stop THIS cluster's Ray/SPU processes only. A process is this cluster's when its
+# command line (or an ancestor's) names the cluster's temp dir; a leftover holding a planned port
+# is stopped only when it is this cluster's too. Never `ray stop` (it kills every Ray on the host).
+# argv[1]: {"temp_dir": ..., "ports": [port, ...], "grace": seconds}. Prints JSON of what it stopped.
+import json
+import os
+import signal
+import sys
+import time
+
+req = json.loads(sys.argv[1])
+MARKERS = [m for m in (req["temp_dir"], req.get("ray_address")) if m]
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def ppid(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+        return int(s[s.rindex(")") + 2:].split()[1])
+    except (OSError, ValueError):
+        return 0
+
+
+pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+parent = {p: ppid(p) for p in pids}
+# never ourselves nor our ancestors (sudo, sh, sshd): their command lines carry the markers too
+me, spare = os.getpid(), set()
+while me > 1:
+    spare.add(me)
+    me = parent.get(me, 0)
+ours = {p for p in pids if p not in spare and any(m in cmdline(p) for m in MARKERS)}
+changed = True
+while changed:  # children of ours are ours (Ray workers, SPU actors, agents)
+    changed = False
+    for p in pids:
+        if p not in ours and p not in spare and parent.get(p) in ours:
+            ours.add(p)
+            changed = True
+stopped = sorted(ours)
+for p in stopped:
+    try:
+        os.kill(p, signal.SIGTERM)
+    except OSError:
+        pass
+deadline = time.monotonic() + float(req.get("grace", 5))
+while time.monotonic() < deadline and any(os.path.exists("/proc/%d" % p) for p in stopped):
+    time.sleep(0.1)
+killed = []
+for p in stopped:
+    if os.path.exists("/proc/%d" % p):
+        try:
+            os.kill(p, signal.SIGKILL)
+            killed.append(p)
+        except OSError:
+            pass
+print(json.dumps({"stopped": stopped, "killed": killed}))

@@ -1,0 +1,1 @@
+"""Ray on the nodes: pure argv builders and the GCS query."""

@@ -1,0 +1,53 @@
+"""Pure argv builders for `ray start`. Every port is pinned so the firewall can be scoped.
+
+Facts (ray 2.9.3): `--temp-dir` is honoured on the head only (workers use the head's), the
+dashboard stays off (`--include-dashboard=false`), `ray start --address` on a worker never returns
+when the head is unreachable (so callers wrap it in `timeout`), and Ray swaps 127.0.0.1 for the
+host's NIC address, hence an explicit `--node-ip-address`.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import List
+
+from sfcluster.inventory.model import Cluster, Node
+
+START_TIMEOUT = 60
+
+
+def ray_executable(node: Node) -> str:
+    return posixpath.join(posixpath.dirname(node.python), "ray")
+
+
+def _common(cluster: Cluster, node: Node) -> List[str]:
+    r = cluster.ray
+    return [
+        f"--node-ip-address={node.host}",
+        f"--node-manager-port={r.node_manager}",
+        f"--object-manager-port={r.object_manager}",
+        f"--metrics-export-port={r.metrics_export}",
+        f"--dashboard-agent-grpc-port={r.dashboard_agent_grpc}",
+        f"--dashboard-agent-listen-port={r.dashboard_agent_http}",
+        f"--runtime-env-agent-port={r.runtime_env_agent}",
+        f"--min-worker-port={r.worker_min}",
+        f"--max-worker-port={r.worker_max}",
+        f"--num-cpus={node.cpus}",
+        f"--resources={json.dumps({node.name: node.cpus})}",
+        "--disable-usage-stats",
+    ]
+
+
+def head_start_argv(cluster: Cluster) -> List[str]:
+    head = cluster.head
+    r = cluster.ray
+    dash = ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={r.dashboard}"] \
+        if r.dashboard else ["--include-dashboard=false"]
+    return ["timeout", "-k", "5", str(START_TIMEOUT), ray_executable(head), "start", "--head",
+            f"--port={r.gcs}", f"--ray-client-server-port={r.client_server}", f"--temp-dir={cluster.temp_dir}",
+            *dash, *_common(cluster, head)]
+
+
+def worker_start_argv(cluster: Cluster, node: Node) -> List[str]:
+    return ["timeout", "-k", "5", str(START_TIMEOUT), ray_executable(node), "start",
+            f"--address={cluster.ray_address}", *_common(cluster, node)]
