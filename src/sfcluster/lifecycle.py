@@ -103,13 +103,14 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
     if cluster.firewall is FirewallMode.OPEN:
         for n, f in facts.items():
             backend = _firewall_backend(f)
-            if backend in ("none", "unknown"):
-                continue
             if f.sudo == "password":
-                cmd = " ".join(plan_add(cluster, n, backend).commands[0])
+                plan = plan_add(cluster, n, backend if backend not in ("none", "unknown") else "iptables")
+                cmd = " ".join(plan.commands[0]) if plan.commands else "firewall rules"
                 raise PrivilegeError(f"[{n}] needs root for `{cmd}` but `sudo -n` asks for a password "
                                      f"(user {f.user}); nothing was changed on any node",
                                      f"allow passwordless sudo for {f.user} on {n}, or set firewall: check")
+            if backend in ("none", "unknown"):
+                continue
             if not f.firewall.get("rules_present"):
                 fw_todo[n] = backend
 

@@ -36,7 +36,10 @@ CONF
 mkdir -p /run/sshd
 
 case "$FIREWALL" in
-  none|iptables) ;;   # tools present; rules are added by tests or by sfcluster
+  none) ;;
+  iptables)
+    # a host with an iptables firewall has a filter table with some rules of its own
+    iptables -A INPUT -m conntrack --ctstate INVALID -j DROP ;;
   nftables)
     # a native nftables host, as Debian's nftables.service sets up (without its `flush ruleset`,
     # which would also drop Docker's DNS rules in this network namespace)

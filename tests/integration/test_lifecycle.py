@@ -1,0 +1,132 @@
+"""up -> status -> up (no-op) -> kill carol's Ray -> status degraded -> up repairs carol -> down."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+SFC = [sys.executable, "-m", "sfcluster.cli.main"]
+
+
+def sfc(*args, timeout=180):
+    return subprocess.run([*SFC, *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, SFCLUSTER_STATE_DIR=os.environ.get("SFCLUSTER_STATE_DIR", "/tmp/sfc-test-state")))
+
+
+def raylet_pids(h, node):
+    out = h.docker_exec(node, "pgrep -x raylet || true").stdout.split()
+    return sorted(map(int, out))
+
+
+def ruleset(h, node):
+    return h.docker_exec(node, "iptables -S; nft -s list ruleset 2>/dev/null || true").stdout
+
+
+def status(inv):
+    p = sfc("status", "-i", str(inv), "--json")
+    return p.returncode, json.loads(p.stdout)
+
+
+@pytest.fixture
+def open_inventory(harness, tmp_path):
+    inv = harness.write_inventory(tmp_path / "inv.yaml", firewall="open")
+    yield inv
+    sfc("down", "-i", str(inv), "--force")
+
+
+def test_lifecycle_idempotent_and_repairs(harness, open_inventory):
+    inv = open_inventory
+    before = {n: ruleset(harness, n) for n in ("alice", "bob", "carol")}
+    p = sfc("up", "-i", str(inv))
+    assert p.returncode == 0, p.stdout + p.stderr
+    code, st = status(inv)
+    assert code == 0 and st["health"] == "healthy"
+    assert {r["party"]: r["resource"] for r in st["nodes"]} == {"alice": 2, "bob": 2, "carol": 2}
+    pids = {n: raylet_pids(harness, n) for n in ("alice", "bob", "carol")}
+    assert all(pids.values())
+    rules = {n: ruleset(harness, n) for n in ("alice", "bob", "carol")}
+    assert "SFC-harness" in rules["alice"] and "sfc_harness" in rules["carol"]
+
+    p = sfc("up", "-i", str(inv))  # no-op
+    assert p.returncode == 0 and "nothing changed" in p.stdout, p.stdout + p.stderr
+    assert {n: raylet_pids(harness, n) for n in pids} == pids
+    assert {n: ruleset(harness, n) for n in rules} == rules
+
+    harness.docker_exec("carol", "/opt/sf/bin/ray stop --force", user="sfops")
+    deadline = time.monotonic() + 60
+    while True:
+        code, st = status(inv)
+        if st["health"] == "degraded" or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert code == 1 and st["health"] == "degraded"
+    assert [r["party"] for r in st["nodes"] if not r["ray_alive"]] == ["carol"]
+
+    p = sfc("up", "-i", str(inv))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "carol" in p.stdout and "ray worker started" in p.stdout
+    assert raylet_pids(harness, "alice") == pids["alice"] and raylet_pids(harness, "bob") == pids["bob"]
+    assert raylet_pids(harness, "carol") and raylet_pids(harness, "carol") != pids["carol"]
+
+    p = sfc("down", "-i", str(inv))
+    assert p.returncode == 0, p.stdout + p.stderr
+    for n in ("alice", "bob", "carol"):
+        assert harness.docker_exec(n, "pgrep -x 'raylet|gcs_server' ; pgrep -f '^ray::' || true").stdout.strip() == ""
+        assert ruleset(harness, n) == before[n]
+        assert harness.docker_exec(n, "ss -ltn | grep -E ':(6379|6380|6381|2010[0-2]) ' || true").stdout.strip() == ""
+    p = sfc("down", "-i", str(inv))  # idempotent
+    assert p.returncode == 0
+
+
+def test_firewall_open_lets_peers_in_and_keeps_others_out(harness, open_inventory):
+    """Live listener on bob's SPU port: alice (a peer) connects, mallory (not a peer) times out."""
+    p = sfc("up", "-i", str(open_inventory))
+    assert p.returncode == 0, p.stdout + p.stderr
+    for target, ip, port in (("bob", "172.30.77.12", 20101), ("carol", "172.30.77.13", 20102)):
+        harness.docker_exec(target, f"setsid -f /opt/sf/bin/python -c 'import socket,time; s=socket.socket(); "
+                                    f"s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"0.0.0.0\",{port})); "
+                                    f"s.listen(); time.sleep(60)' >/dev/null 2>&1")
+        time.sleep(0.5)
+        probe = (f"/opt/sf/bin/python -c 'import socket; s=socket.socket(); s.settimeout(2); "
+                 f"print(s.connect_ex((\"{ip}\",{port})))'")
+        ok = harness.docker_exec("alice", probe, check=False)
+        bad = harness.docker_exec("mallory", "timeout 5 " + probe, check=False)
+        harness.docker_exec(target, f"fuser -k {port}/tcp", check=False)
+        assert ok.stdout.strip() == "0", f"peer alice could not reach {target}:{port}"
+        assert bad.stdout.strip() != "0", f"non-peer mallory reached {target}:{port}"
+
+
+def test_password_sudo_stops_before_any_change(harness, tmp_path):
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(harness.inventory_text(firewall="open").replace("user: sfops\n      port: 2222", "user: sfstrict\n      port: 2222"))
+    before = {n: ruleset(harness, n) for n in ("alice", "bob", "carol")}
+    p = sfc("up", "-i", str(inv), "--skip-check")
+    if p.returncode == 0:
+        sfc("down", "-i", str(inv), "--force")
+    assert p.returncode != 0
+    assert "carol" in p.stderr and "sudo" in p.stderr and "iptables" in p.stderr, p.stderr
+    for n in ("alice", "bob", "carol"):
+        assert raylet_pids(harness, n) == []
+        assert ruleset(harness, n) == before[n]
+
+
+def test_gcs_blocked_for_carol_fails_naming_carol(harness, tmp_path):
+    inv = harness.write_inventory(tmp_path / "inv.yaml", firewall="check")
+    rule = "OUTPUT -d 172.30.77.11 -p tcp --dport 6379 -j DROP"
+    harness.docker_exec("carol", f"iptables -I {rule}")
+    try:
+        start = time.monotonic()
+        p = sfc("up", "-i", str(inv))
+        took = time.monotonic() - start
+        assert p.returncode != 0
+        out = p.stdout + p.stderr
+        assert "carol" in out and "6379" in out
+        assert took < 120
+        for n in ("alice", "bob", "carol"):
+            assert raylet_pids(harness, n) == []  # rolled back
+    finally:
+        harness.docker_exec("carol", f"iptables -D {rule}")
