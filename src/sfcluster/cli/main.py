@@ -6,6 +6,7 @@ import click
 from sfcluster import __version__
 from sfcluster.cli.check import check_cmd
 from sfcluster.cli.lifecycle import config_cmd, down_cmd, status_cmd, up_cmd
+from sfcluster.cli.run import cancel_cmd, logs_cmd, run_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,7 +23,7 @@ def cli() -> None:
     """
 
 
-for _cmd in (check_cmd, up_cmd, status_cmd, down_cmd, config_cmd):
+for _cmd in (check_cmd, up_cmd, status_cmd, down_cmd, config_cmd, run_cmd, logs_cmd, cancel_cmd):
     cli.add_command(_cmd)
 
 

@@ -162,14 +162,17 @@ class SshRunner:
                       time.monotonic() - start)
 
     def stream(self, argv: Sequence[str], *, on_stdout: OnData = None, on_stderr: OnData = None,
-               keep_stdin_open: bool = False, stop: Optional[threading.Event] = None) -> int:
+               keep_stdin_open: bool = False, stop: Optional[threading.Event] = None,
+               close_stdin: Optional[threading.Event] = None) -> int:
         """Run and hand output over as it arrives. With keep_stdin_open the remote stdin stays open
         for the life of the connection: the remote side sees EOF when we go away (even SIGKILL)."""
         return self._exec(command_line(argv, sudo=False, user=self.user), stdin=None, timeout=None,
-                          on_stdout=on_stdout, on_stderr=on_stderr, keep_stdin_open=keep_stdin_open, stop=stop)
+                          on_stdout=on_stdout, on_stderr=on_stderr, keep_stdin_open=keep_stdin_open, stop=stop,
+                          close_stdin=close_stdin)
 
     def _exec(self, command: str, *, stdin: Input, timeout: Optional[float], on_stdout: OnData,
-              on_stderr: OnData, keep_stdin_open: bool, stop: Optional[threading.Event] = None) -> int:
+              on_stderr: OnData, keep_stdin_open: bool, stop: Optional[threading.Event] = None,
+              close_stdin: Optional[threading.Event] = None) -> int:
         chan = self.transport.open_session(timeout=self.target.connect_timeout)
         try:
             chan.exec_command(command)
@@ -193,6 +196,9 @@ class SshRunner:
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     if chan.closed or chan.eof_received:
                         break
+                if close_stdin is not None and close_stdin.is_set() and keep_stdin_open:
+                    chan.shutdown_write()  # the remote side sees EOF on stdin and winds down
+                    keep_stdin_open = False
                 if stop is not None and stop.is_set():
                     return -1  # closing the channel closes the remote stdin: the remote side ends
                 if deadline is not None and time.monotonic() > deadline:

@@ -1,0 +1,69 @@
+"""`sfcluster run`, `logs`, `cancel`."""
+from __future__ import annotations
+
+import sys
+from typing import Tuple
+
+import click
+
+from sfcluster.cli.common import emit_json, err_console, handle_errors, inventory_option, load
+from sfcluster.connect import Nodes
+from sfcluster.run import driver
+
+
+def _write(stream):  # noqa: ANN001
+    def w(data: bytes) -> None:
+        stream.buffer.write(data)
+        stream.buffer.flush()
+    return w
+
+
+@click.command("run", context_settings={"ignore_unknown_options": True})
+@inventory_option
+@click.option("--files", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Supporting module/file, importable in party functions on every node (repeatable).")
+@click.option("--wait", is_flag=True, help="Wait for the driver lock instead of failing at once.")
+@click.option("--detach", is_flag=True, help="Leave the driver running; follow with `logs -f`, stop with `cancel`.")
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@handle_errors
+def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, detach: bool, script: str, args: Tuple[str, ...]) -> None:
+    """Run SCRIPT as the cluster's one driver, on the head only.
+
+    \b
+    Takes the cluster-wide single-driver lock (a second run fails at once naming the holder),
+    refuses while another driver is connected to Ray, hands the script $SFCLUSTER_CONFIG (use
+    `from sfcluster import runtime; runtime.guard(); cfg = runtime.load()`), streams its output
+    and exits with its exit code. Ctrl-C stops the driver and its SPU actors and frees the lock.
+    Script arguments go after `--`:  sfcluster run -i inv.yaml train.py -- --epochs 3
+    """
+    cluster = load(inventory_path)
+    names = list(cluster.party_names) if files else [cluster.head_name]
+    with Nodes(cluster, names) as nodes:
+        code = driver.run(cluster, nodes, driver.RunOptions(script=script, args=list(args), files=list(files),
+                                                           wait=wait, detach=detach),
+                          out=_write(sys.stdout), err=_write(sys.stderr),
+                          note=lambda m: err_console.print(f"[bold]sfcluster:[/] {m}"))
+    sys.exit(code)
+
+
+@click.command("logs")
+@inventory_option
+@click.option("-f", "--follow", is_flag=True, help="Keep following until the run ends.")
+@handle_errors
+def logs_cmd(inventory_path: str, follow: bool) -> None:
+    """Output of the active (e.g. detached) run on the head."""
+    cluster = load(inventory_path)
+    with Nodes(cluster, [cluster.head_name]) as nodes:
+        sys.exit(driver.follow_logs(cluster, nodes, follow, _write(sys.stdout)))
+
+
+@click.command("cancel")
+@inventory_option
+@handle_errors
+def cancel_cmd(inventory_path: str) -> None:
+    """Stop the active run (driver and its SPU actors) and free the lock."""
+    cluster = load(inventory_path)
+    with Nodes(cluster, [cluster.head_name]) as nodes:
+        info = driver.cancel(cluster, nodes)
+    err_console.print(f"cancelled run {info['run_id']} ({info['script']}, started {info['since']} by {info['user']})")

@@ -1,0 +1,222 @@
+# Runs on the head, once per `sfcluster run`: lock, job-table check and driver start in ONE remote
+# process. Control lines go to stderr prefixed "SFC:"; the driver's own output is passed through
+# (and kept in <run_dir>/driver.log).
+#  - the lock is an flock on <temp_dir>/driver.lock held by this process: it is released however
+#    we end, SIGKILL included, so a stale lock cannot outlive its holder;
+#  - an SSH command without a terminal gets no SIGHUP when the controller vanishes: we watch our
+#    stdin and stop the driver on EOF (unless detached);
+#  - a party's node that dies or is cut off ends the run within seconds, naming the node.
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+R = json.loads(sys.argv[1])
+LOCK = os.path.join(R["temp_dir"], "driver.lock")
+INFO = LOCK + ".json"
+LOG = os.path.join(R["run_dir"], "driver.log")
+
+
+def ctl(kind, payload=""):
+    sys.stderr.write("SFC:%s %s\n" % (kind, payload if isinstance(payload, str) else json.dumps(payload)))
+    sys.stderr.flush()
+
+
+def take_lock():
+    os.makedirs(R["temp_dir"], exist_ok=True)
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + (R.get("wait_seconds") or 0)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:
+            if time.monotonic() >= deadline:
+                try:
+                    with open(INFO) as f:
+                        holder = json.load(f)
+                except (OSError, ValueError):
+                    holder = {"note": "holder is starting"}
+                ctl("LOCKED", {k: v for k, v in holder.items() if k != "token"})
+                sys.exit(75)
+            time.sleep(0.5)
+
+
+def live_drivers():
+    """Drivers Ray's job table shows alive (anything connected to the cluster right now)."""
+    try:
+        from ray._raylet import GcsClient
+        c = GcsClient(address=R["ray_address"])
+        out = []
+        for _, info in c.get_all_job_info(timeout=5).items():
+            if not info.is_dead:
+                out.append({"ip": info.driver.ip_address, "pid": info.driver.pid,
+                            "entrypoint": getattr(info, "entrypoint", "")})
+        return c, out
+    except Exception as e:  # noqa: BLE001
+        ctl("NORAY", str(e))
+        sys.exit(77)
+
+
+def node_alive_by_gcs(client):
+    try:
+        infos = client.get_all_node_info(timeout=3).values()
+    except Exception:  # noqa: BLE001
+        return None
+    alive = set()
+    for i in infos:
+        ip = i["node_name"]
+        if i["state"] == 0:
+            alive.add(ip.decode() if isinstance(ip, bytes) else ip)
+    return alive
+
+
+def tcp_ok(host, port, timeout=2.0):
+    s = socket.socket()
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def stop(proc, why):
+    if proc.poll() is not None:
+        return
+    ctl("STOPPING", why)
+    for sig, wait in ((signal.SIGINT, 5), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            return
+
+
+def pump(src, dst, log):
+    for chunk in iter(lambda: src.read1(65536), b""):
+        try:
+            dst.write(chunk)
+            dst.flush()
+        except (OSError, ValueError):
+            pass  # the controller is gone; keep the log
+        log.write(chunk)
+        log.flush()
+
+
+def main():
+    if R.get("detach"):
+        # The child goes on in its own session, output to the log only. Until the driver has
+        # started, its control lines reach us through a pipe; then we report and leave.
+        r, w = os.pipe()
+        if os.fork() > 0:
+            os.close(w)
+            data = b""
+            for chunk in iter(lambda: os.read(r, 65536), b""):
+                data += chunk
+            sys.stderr.write(data.decode(errors="replace"))
+            return 0 if b"SFC:STARTED" in data else (75 if b"SFC:LOCKED" in data else 76)
+        os.close(r)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.dup2(w, 2)
+        os.close(w)
+    lock_fd = take_lock()
+    client, drivers = live_drivers()
+    if drivers:
+        ctl("FOREIGN", drivers)
+        return 76
+    info = {"user": R["user"], "controller": R["controller"], "host": socket.gethostname(), "pid": os.getpid(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "script": R["script_name"], "run_id": R["run_id"],
+            "token": R["token"], "log": LOG, "detached": bool(R.get("detach"))}
+    tmp = INFO + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(info, f)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, INFO)
+    env = dict(os.environ)
+    env.update({"SFCLUSTER_CONFIG": os.path.join(R["run_dir"], "sfcluster.json"), "SFCLUSTER_RUN_TOKEN": R["token"],
+                "SFCLUSTER_LOCK_INFO": INFO, "PYTHONUNBUFFERED": "1",
+                # Ray (2.9.3) auto-starts a LOCAL Ray instance when a Ray API is touched after
+                # shutdown (e.g. an ObjectRef freed at exit): a second Ray on the head. Never.
+                "RAY_ENABLE_AUTO_CONNECT": "0",
+                "PYTHONPATH": os.pathsep.join([R["run_dir"], R["files_dir"]] + [p for p in [env.get("PYTHONPATH")] if p]),
+                # Ray injects this job config into the driver's ray.init: party functions then find
+                # --files modules at the same path on every node.
+                "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"env_vars": {"PYTHONPATH": R["files_dir"]}}})})
+    log = open(LOG, "ab")
+    if R.get("detach"):
+        out = err = log
+    else:
+        out, err = sys.stdout.buffer, sys.stderr.buffer
+    proc = subprocess.Popen([R["python"], os.path.join(R["run_dir"], R["script_name"])] + R["args"], cwd=R["run_dir"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    ctl("STARTED", {"pid": proc.pid, "log": LOG, "wrapper_pid": os.getpid()})
+    if R.get("detach"):
+        os.dup2(log.fileno(), 2)  # closes the pipe: the reporting parent ends, the run goes on
+    with open(INFO + ".tmp", "w") as f:
+        json.dump(dict(info, driver_pid=proc.pid), f)
+    os.replace(INFO + ".tmp", INFO)
+    pumps = [threading.Thread(target=pump, args=(proc.stdout, out, log), daemon=True),
+             threading.Thread(target=pump, args=(proc.stderr, err, log), daemon=True)]
+    for t in pumps:
+        t.start()
+    reason = {}
+
+    def watch_stdin():
+        while True:
+            try:
+                data = os.read(0, 1024)
+            except OSError:
+                data = b""
+            if not data:
+                reason.setdefault("why", "the controller's connection closed")
+                stop(proc, reason["why"])
+                return
+
+    def watch_nodes():
+        misses = {}
+        while proc.poll() is None:
+            alive = node_alive_by_gcs(client)
+            for party, (host, port) in R["watch"].items():
+                gone = (alive is not None and host not in alive) or not tcp_ok(host, port)
+                misses[party] = misses.get(party, 0) + 1 if gone else 0
+                if misses[party] >= 3:
+                    reason.setdefault("why", "party %s (%s) is down or cut off" % (party, host))
+                    ctl("NODE_DOWN", {"party": party, "host": host})
+                    stop(proc, reason["why"])
+                    return
+            time.sleep(2)
+
+    signal.signal(signal.SIGTERM, lambda *a: (reason.setdefault("why", "cancelled"), stop(proc, "cancelled")))
+    if not R.get("detach"):
+        threading.Thread(target=watch_stdin, daemon=True).start()
+    threading.Thread(target=watch_nodes, daemon=True).start()
+    code = proc.wait()
+    for t in pumps:
+        t.join(5)
+    try:
+        os.unlink(INFO)
+    except OSError:
+        pass
+    ctl("EXIT", {"code": code, "why": reason.get("why", "")})
+    log.write(("\n[sfcluster] driver exited %d %s\n" % (code, reason.get("why", ""))).encode())
+    log.close()
+    os.close(lock_fd)
+    return code if code >= 0 else 128 - code
+
+
+sys.exit(main())

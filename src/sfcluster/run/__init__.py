@@ -1,0 +1,1 @@
+"""`sfcluster run`: ship the script to the head, the single-driver lock, stream, exit code."""

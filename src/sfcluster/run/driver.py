@@ -1,0 +1,181 @@
+"""The controller side of a run. The remote side (nodescripts/driver_wrapper.py) takes the
+cluster-wide lock, checks Ray's job table and starts the driver, all in one remote process."""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from sfcluster import state
+from sfcluster.config import secretflow_config
+from sfcluster.connect import Nodes
+from sfcluster.errors import LockHeld, PlanError, SfclusterError
+from sfcluster.inventory.model import Cluster
+from sfcluster.nodescripts import source
+
+RUNTIME_FILE = Path(__file__).resolve().parents[1] / "runtime.py"
+LOCKED_EXIT, FOREIGN_EXIT, NORAY_EXIT = 75, 76, 77
+
+
+@dataclass
+class RunOptions:
+    script: str
+    args: List[str] = field(default_factory=list)
+    files: List[str] = field(default_factory=list)
+    wait: bool = False
+    wait_seconds: float = 3600
+    detach: bool = False
+
+
+def run_dir(cluster: Cluster, run_id: str) -> str:
+    return f"{cluster.temp_dir}/runs/{run_id}"
+
+
+def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str) -> str:
+    head = cluster.head
+    rd = run_dir(cluster, run_id)
+    files_dir = f"{rd}/files"
+    targets = [head.name] + ([w.name for w in cluster.workers] if opts.files else [])
+    for n in targets:
+        nodes[n].run(["mkdir", "-p", cluster.temp_dir + "/runs"], timeout=20).check()
+        nodes[n].run(["mkdir", "-m", "0700", rd], timeout=20).check(
+            hint=f"is Ray up on {n}? `sfcluster up` creates {cluster.temp_dir}")
+        nodes[n].run(["mkdir", "-m", "0700", files_dir], timeout=20).check()
+        for f in opts.files:
+            nodes[n].put(f, f"{files_dir}/{os.path.basename(f)}", 0o600)
+    r = nodes[head.name]
+    r.run(["mkdir", "-m", "0700", f"{rd}/sfcluster"], timeout=20).check()
+    r.put_bytes(b'"""sfcluster runtime helper, shipped with the script."""\n', f"{rd}/sfcluster/__init__.py")
+    r.put_bytes(RUNTIME_FILE.read_bytes(), f"{rd}/sfcluster/runtime.py")
+    r.put_bytes(json.dumps(secretflow_config(cluster), indent=2).encode(), f"{rd}/sfcluster.json", 0o600)
+    r.put(opts.script, f"{rd}/{os.path.basename(opts.script)}", 0o600)
+    return rd
+
+
+def _request(cluster: Cluster, opts: RunOptions, run_id: str, rd: str) -> dict:
+    head = cluster.head
+    return {
+        "run_dir": rd, "files_dir": f"{rd}/files", "script_name": os.path.basename(opts.script), "args": opts.args,
+        "python": head.python, "temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address,
+        "wait_seconds": opts.wait_seconds if opts.wait else 0, "detach": opts.detach, "run_id": run_id,
+        "token": secrets.token_hex(16), "user": getpass.getuser(), "controller": socket.gethostname(),
+        "watch": {w.name: [w.host, cluster.ray.node_manager] for w in cluster.workers},
+    }
+
+
+def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes], None],
+        err: Callable[[bytes], None], note: Callable[[str], None]) -> int:
+    """Run the driver; return its exit code. Ctrl-C/SIGTERM stop it remotely and wait for that."""
+    if not Path(opts.script).is_file():
+        raise SfclusterError(f"script {opts.script} not found")
+    for f in opts.files:
+        if not Path(f).is_file():
+            raise SfclusterError(f"--files {f}: not a file")
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    rd = _ship(cluster, nodes, opts, run_id)
+    req = _request(cluster, opts, run_id, rd)
+    log_path = state.state_dir() / "runs" / f"{cluster.name}-{run_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")
+    control: dict = {}
+    buf = bytearray()
+
+    def on_err(data: bytes) -> None:
+        buf.extend(data)
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            if line.startswith(b"SFC:"):
+                kind, _, payload = line[4:].decode(errors="replace").partition(" ")
+                control[kind] = payload
+                if kind == "NODE_DOWN":
+                    p = json.loads(payload)
+                    note(f"node {p['party']} ({p['host']}) is down or cut off: stopping the run")
+                elif kind == "STOPPING":
+                    note(f"stopping the driver: {payload}")
+            else:
+                log.write(line + b"\n")
+                err(line + b"\n")
+
+    def on_out(data: bytes) -> None:
+        log.write(data)
+        out(data)
+
+    interrupted = threading.Event()
+    old = {}
+
+    def on_signal(signum, frame):  # noqa: ANN001
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        note("interrupted: stopping the driver on the head (again to abandon)")
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, on_signal)
+    try:
+        code = nodes[cluster.head_name].stream(
+            [cluster.head.python, "-c", source("driver_wrapper"), json.dumps(req)],
+            on_stdout=on_out, on_stderr=on_err, keep_stdin_open=not opts.detach, close_stdin=interrupted)
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        log.close()
+    if code == LOCKED_EXIT and "LOCKED" in control:
+        h = json.loads(control["LOCKED"])
+        raise LockHeld(f"the cluster '{cluster.name}' driver lock is held by {h.get('user')}@{h.get('controller')} "
+                       f"(wrapper pid {h.get('pid')} on {h.get('host')}, since {h.get('since')}, script {h.get('script')})",
+                       "wait for it (`sfcluster run --wait`), follow it (`sfcluster logs -f`) or stop it (`sfcluster cancel`)")
+    if code == FOREIGN_EXIT and "FOREIGN" in control:
+        ds = json.loads(control["FOREIGN"])
+        desc = "; ".join(f"{d['ip']} pid {d['pid']} ({d['entrypoint'][:80]})" for d in ds)
+        raise PlanError(f"another driver is connected to the cluster: {desc}",
+                        "stop it on that host (kill <pid>), then retry; only `sfcluster run` should start drivers")
+    if code == NORAY_EXIT:
+        raise PlanError(f"Ray is not reachable at {cluster.ray_address}: {control.get('NORAY', '')}",
+                        "bring the cluster up first: sfcluster up")
+    if opts.detach and "STARTED" in control:
+        note(f"detached: run {run_id} goes on; follow it with `sfcluster logs -f`, stop it with `sfcluster cancel`")
+        return 0
+    if "EXIT" in control:
+        c = int(json.loads(control["EXIT"])["code"])
+        return c if 0 <= c < 256 else 128 - c if c < 0 else 1
+    return code if code >= 0 else 1
+
+
+def lock_info(cluster: Cluster, nodes: Nodes) -> Optional[dict]:
+    r = nodes[cluster.head_name].run(["cat", f"{cluster.temp_dir}/driver.lock.json"], timeout=20)
+    if not r.ok:
+        return None
+    return json.loads(r.stdout)
+
+
+def follow_logs(cluster: Cluster, nodes: Nodes, follow: bool, out: Callable[[bytes], None]) -> int:
+    info = lock_info(cluster, nodes)
+    if not info:
+        raise SfclusterError(f"no run is active on cluster '{cluster.name}'")
+    argv = ["tail", "-n", "+1", info["log"]]
+    if follow:
+        argv = ["tail", f"--pid={info['pid']}", "-n", "+1", "-f", info["log"]]
+    return nodes[cluster.head_name].stream(argv, on_stdout=out)
+
+
+def cancel(cluster: Cluster, nodes: Nodes) -> dict:
+    info = lock_info(cluster, nodes)
+    if not info:
+        raise SfclusterError(f"no run is active on cluster '{cluster.name}'")
+    nodes[cluster.head_name].run(["kill", "-TERM", str(info["pid"])], timeout=20).check()
+    for _ in range(100):
+        if not nodes[cluster.head_name].run(["kill", "-0", str(info["pid"])], timeout=20).ok:
+            return info
+        time.sleep(0.2)
+    raise SfclusterError(f"run {info['run_id']} did not stop within 20 s (wrapper pid {info['pid']})")

@@ -1,0 +1,82 @@
+"""What a training script imports: its configuration and the single-driver guard.
+
+    from sfcluster import runtime
+    runtime.guard()          # stops a driver that was not started by `sfcluster run`
+    cfg = runtime.load()     # parties, ray_address, spu_cluster_def, ...
+
+This file is shipped next to the script on the head (no sfcluster install needed there); it must
+run on the nodes' Python 3.10 with the standard library only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from typing import Any, Dict
+
+ENV_CONFIG = "SFCLUSTER_CONFIG"
+ENV_TOKEN = "SFCLUSTER_RUN_TOKEN"
+ENV_LOCK = "SFCLUSTER_LOCK_INFO"
+
+
+class GuardError(SystemExit):
+    pass
+
+
+def load() -> Dict[str, Any]:
+    """The generated SecretFlow config of this run (the JSON file $SFCLUSTER_CONFIG points at)."""
+    path = os.environ.get(ENV_CONFIG)
+    if not path:
+        raise GuardError(_message("SFCLUSTER_CONFIG is not set"))
+    with open(path) as f:
+        return json.load(f)
+
+
+def _is_local_address(addr: str) -> bool:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((addr, 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _message(why: str, cfg: Dict[str, Any] = None) -> str:
+    head = (cfg or {}).get("head", "the head party")
+    return (
+        f"sfcluster guard: refusing to start this SecretFlow driver ({why}).\n"
+        f"  A simulation-mode cluster runs exactly ONE driver, on the head ({head}), started by sfcluster.\n"
+        "  A second driver creates a second set of SPU runtimes: 'Fail to listen <ip>:<port>', then\n"
+        "  \"'SPURuntime' object has no attribute 'id'\".\n"
+        "  Do this instead, on your controller:  sfcluster run -i inventory.yaml "
+        f"{os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'script.py'}\n"
+        "  (see who runs now: sfcluster status -i inventory.yaml)"
+    )
+
+
+def guard() -> Dict[str, Any]:
+    """Stop here, before sf.init, unless this process is the sanctioned driver of this cluster:
+    started by `sfcluster run`, on the head, holding the cluster-wide lock. Returns the config."""
+    token = os.environ.get(ENV_TOKEN)
+    if not token or not os.environ.get(ENV_CONFIG):
+        raise GuardError(_message("it was not started by `sfcluster run`"))
+    cfg = load()
+    head_host = cfg["parties"][cfg["head"]]["host"]
+    if not _is_local_address(head_host):
+        raise GuardError(_message(f"this host is not the head {cfg['head']} ({head_host})", cfg))
+    info_path = os.environ.get(ENV_LOCK, "")
+    try:
+        with open(info_path) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        raise GuardError(_message("the cluster-wide driver lock is not held", cfg)) from None
+    if info.get("token") != token:
+        raise GuardError(_message(f"another run holds the driver lock ({info.get('script')}, pid {info.get('pid')})", cfg))
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (OSError, KeyError, ValueError):
+        raise GuardError(_message("the run that started this driver is gone", cfg)) from None
+    return cfg

@@ -1,0 +1,192 @@
+"""`sfcluster run` on the harness: one driver, on the head, real SecretFlow training."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = Path(__file__).parent / "scripts"
+SFC = [sys.executable, "-m", "sfcluster.cli.main"]
+ENV = dict(os.environ, SFCLUSTER_STATE_DIR="/tmp/sfc-test-state")
+
+
+def sfc(*args, timeout=300):
+    return subprocess.run([*SFC, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def start(*args):
+    return subprocess.Popen([*SFC, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+
+
+def wait_for(proc, text, timeout=90):
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"never saw {text!r}:\n{''.join(lines)[-3000:]}")
+
+
+def remote_left(h, node):
+    """Drivers, SPU/PYU actors of a run still alive on a node."""
+    return h.docker_exec(node, "pgrep -af 'ray::SPURuntime|ray::PYU|sfc-harness/runs/' || true").stdout.strip()
+
+
+def lock_free(h):
+    return h.docker_exec("alice", "test -e /tmp/sfc-harness/driver.lock.json", check=False).returncode != 0
+
+
+@pytest.fixture(scope="module")
+def cluster(harness, tmp_path_factory):
+    inv = harness.write_inventory(tmp_path_factory.mktemp("run") / "inv.yaml", firewall="open")
+    p = sfc("up", "-i", str(inv))
+    assert p.returncode == 0, p.stdout + p.stderr
+    yield inv
+    sfc("down", "-i", str(inv), "--force")
+
+
+def test_train_lr_end_to_end_with_actors_on_their_own_nodes(harness, cluster):
+    seen = {n: False for n in ("alice", "bob", "carol")}
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            for n in seen:
+                if "ray::SPURuntime" in harness.docker_exec(n, "pgrep -af 'ray::SPURuntime' || true").stdout:
+                    seen[n] = True
+            time.sleep(0.5)
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    p = sfc("run", "-i", str(cluster), str(ROOT / "templates" / "train_lr.py"))
+    done.set()
+    t.join()
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    line = next(l for l in p.stdout.splitlines() if l.startswith("RESULT"))
+    auc = float(line.split("auc=")[1].split()[0])
+    assert auc >= 0.85
+    assert seen == {"alice": True, "bob": True, "carol": True}, f"SPU actor processes seen per node: {seen}"
+    time.sleep(2)
+    for n in seen:
+        assert remote_left(harness, n) == ""
+    assert lock_free(harness)
+
+
+def test_two_runs_at_once_one_fails_fast_naming_the_holder(harness, cluster):
+    first = start("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "15")
+    try:
+        wait_for(first, "tick 0")
+        t0 = time.monotonic()
+        second = sfc("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "1")
+        took = time.monotonic() - t0
+        assert second.returncode == 3
+        assert took < 5, f"second run took {took:.1f} s to fail"
+        assert "lock is held by" in second.stderr and "sleeper.py" in second.stderr and "pid" in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(60)
+    assert lock_free(harness)
+
+
+def test_guard_stops_a_driver_started_by_hand_on_bob(harness, cluster):
+    cfg = sfc("config", "-i", str(cluster), "--json").stdout
+    harness.docker_exec("bob", "mkdir -p /tmp/byhand/sfcluster && touch /tmp/byhand/sfcluster/__init__.py")
+    subprocess.run(["docker", "cp", str(ROOT / "src/sfcluster/runtime.py"), "sfcluster-test-bob:/tmp/byhand/sfcluster/runtime.py"], check=True)
+    subprocess.run(["docker", "cp", str(ROOT / "templates/train_lr.py"), "sfcluster-test-bob:/tmp/byhand/train_lr.py"], check=True)
+    harness.docker_exec("bob", f"cat > /tmp/byhand/cfg.json <<'EOF'\n{cfg}\nEOF")
+    p = harness.docker_exec("bob", "cd /tmp/byhand && SFCLUSTER_CONFIG=/tmp/byhand/cfg.json /opt/sf/bin/python train_lr.py",
+                            check=False)
+    assert p.returncode != 0
+    assert "refusing to start" in p.stderr + p.stdout and "sfcluster run" in p.stderr + p.stdout
+    assert "SPURuntime" not in harness.docker_exec("bob", "pgrep -af 'ray::SPURuntime' || true").stdout
+    # even with a token-like env and on the head, without the lock it is refused
+    p = harness.docker_exec("alice", "mkdir -p /tmp/byhand && cd /tmp/byhand && SFCLUSTER_CONFIG=/nonexistent "
+                                     "SFCLUSTER_RUN_TOKEN=x /opt/sf/bin/python -c 'print(1)'", check=False)
+
+
+def test_foreign_driver_makes_run_refuse(harness, cluster):
+    harness.docker_exec("bob", "setsid -f /opt/sf/bin/python -c 'import ray,time; ray.init(address=\"172.30.77.11:6379\"); "
+                               "time.sleep(60)' >/tmp/foreign.log 2>&1", user="sfops")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            st = json.loads(sfc("status", "-i", str(cluster), "--json").stdout)
+            if st["drivers"]:
+                break
+            time.sleep(1)
+        assert st["drivers"] and not st["drivers"][0]["sanctioned"] and st["drivers"][0]["driver_ip"] == "172.30.77.12"
+        p = sfc("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "1")
+        assert p.returncode != 0
+        assert "another driver is connected" in p.stderr and "172.30.77.12" in p.stderr
+    finally:
+        harness.docker_exec("bob", "pkill -f 'ray.init(address' || true", check=False)
+    time.sleep(2)
+
+
+def test_files_module_importable_in_party_function(harness, cluster):
+    p = sfc("run", "-i", str(cluster), "--files", str(SCRIPTS / "sfc_helper_mod.py"), str(SCRIPTS / "uses_helper.py"))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "HELPER bob:42" in p.stdout
+
+
+def test_ctrl_c_stops_driver_and_frees_lock(harness, cluster):
+    proc = start("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "120")
+    wait_for(proc, "tick 1")
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode != 0
+    time.sleep(1)
+    assert remote_left(harness, "alice") == "" and lock_free(harness), rest
+    assert sfc("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "1").returncode == 0
+
+
+def test_controller_killed_remote_driver_stops(harness, cluster):
+    proc = start("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "120")
+    wait_for(proc, "tick 1")
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (lock_free(harness) and remote_left(harness, "alice") == ""):
+        time.sleep(0.5)
+    assert lock_free(harness) and remote_left(harness, "alice") == ""
+    assert sfc("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "1").returncode == 0
+
+
+def test_detach_logs_and_cancel(harness, cluster):
+    p = sfc("run", "-i", str(cluster), "--detach", str(SCRIPTS / "sleeper.py"), "--", "120")
+    assert p.returncode == 0, p.stderr
+    time.sleep(4)
+    logs = sfc("logs", "-i", str(cluster))
+    assert "tick" in logs.stdout
+    assert not lock_free(harness)
+    c = sfc("cancel", "-i", str(cluster))
+    assert c.returncode == 0, c.stderr
+    time.sleep(1)
+    assert lock_free(harness) and remote_left(harness, "alice") == ""
+
+
+def test_node_cut_off_mid_run_ends_naming_it(harness, cluster):
+    proc = start("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "300")
+    wait_for(proc, "tick 1")
+    rule = "INPUT -s 172.30.77.11 -j DROP"
+    harness.docker_exec("carol", f"iptables -I {rule}")
+    try:
+        t0 = time.monotonic()
+        out = proc.communicate(timeout=90)[0]
+        took = time.monotonic() - t0
+        assert proc.returncode != 0
+        assert "carol" in out and "down or cut off" in out
+        assert took < 45
+    finally:
+        harness.docker_exec("carol", f"iptables -D {rule}")
