@@ -41,7 +41,8 @@ def wait_for(proc, text, timeout=90):
 
 def remote_left(h, node):
     """Drivers, SPU/PYU actors of a run still alive on a node."""
-    return h.docker_exec(node, "pgrep -af 'ray::SPURuntime|ray::PYU|sfc-harness/runs/' || true").stdout.strip()
+    # [x] in the patterns: grep must not match its own command line
+    return h.docker_exec(node, "ps -eo pid,args | grep -E '[r]ay::SPURuntime|[r]ay::PYU|[s]fc-harness/runs/' || true").stdout.strip()
 
 
 def lock_free(h):
@@ -64,7 +65,7 @@ def test_train_lr_end_to_end_with_actors_on_their_own_nodes(harness, cluster):
     def watch():
         while not done.is_set():
             for n in seen:
-                if "ray::SPURuntime" in harness.docker_exec(n, "pgrep -af 'ray::SPURuntime' || true").stdout:
+                if harness.docker_exec(n, "ps -eo args | grep -c '^[r]ay::SPURuntime'", check=False).stdout.strip() not in ("", "0"):
                     seen[n] = True
             time.sleep(0.5)
     t = threading.Thread(target=watch, daemon=True)
@@ -109,7 +110,7 @@ def test_guard_stops_a_driver_started_by_hand_on_bob(harness, cluster):
                             check=False)
     assert p.returncode != 0
     assert "refusing to start" in p.stderr + p.stdout and "sfcluster run" in p.stderr + p.stdout
-    assert "SPURuntime" not in harness.docker_exec("bob", "pgrep -af 'ray::SPURuntime' || true").stdout
+    assert harness.docker_exec("bob", "ps -eo args | grep -c '^[r]ay::SPURuntime'", check=False).stdout.strip() == "0"
     # even with a token-like env and on the head, without the lock it is refused
     p = harness.docker_exec("alice", "mkdir -p /tmp/byhand && cd /tmp/byhand && SFCLUSTER_CONFIG=/nonexistent "
                                      "SFCLUSTER_RUN_TOKEN=x /opt/sf/bin/python -c 'print(1)'", check=False)
@@ -130,8 +131,10 @@ def test_foreign_driver_makes_run_refuse(harness, cluster):
         assert p.returncode != 0
         assert "another driver is connected" in p.stderr and "172.30.77.12" in p.stderr
     finally:
-        harness.docker_exec("bob", "pkill -f 'ray.init(address' || true", check=False)
-    time.sleep(2)
+        harness.docker_exec("bob", "pkill -f 'ray[.]init' || true", check=False)
+    deadline = time.monotonic() + 30
+    while json.loads(sfc("status", "-i", str(cluster), "--json").stdout)["drivers"] and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 def test_files_module_importable_in_party_function(harness, cluster):

@@ -55,7 +55,7 @@ def live_drivers():
         out = []
         for _, info in c.get_all_job_info(timeout=5).items():
             if not info.is_dead:
-                out.append({"ip": info.driver.ip_address, "pid": info.driver.pid,
+                out.append({"ip": info.driver_ip_address, "pid": info.driver_pid,
                             "entrypoint": getattr(info, "entrypoint", "")})
         return c, out
     except Exception as e:  # noqa: BLE001

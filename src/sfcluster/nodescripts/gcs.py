@@ -38,9 +38,9 @@ def snapshot(client):
 def jobs(client):
     out = []
     for job_id, info in client.get_all_job_info(timeout=5).items():
-        d = info.driver
+        # JobTableData (ray 2.9.3): driver_ip_address, driver_pid, is_dead, entrypoint
         out.append({"job_id": job_id.hex() if hasattr(job_id, "hex") else str(job_id),
-                    "driver_ip": d.ip_address, "driver_pid": d.pid, "is_dead": info.is_dead,
+                    "driver_ip": info.driver_ip_address, "driver_pid": info.driver_pid, "is_dead": info.is_dead,
                     "entrypoint": getattr(info, "entrypoint", "")})
     return out
 
