@@ -177,15 +177,25 @@ def main():
     reason = {}
 
     def watch_stdin():
-        while True:
-            try:
-                data = os.read(0, 1024)
-            except OSError:
-                data = b""
-            if not data:
-                reason.setdefault("why", "the controller's connection closed")
-                stop(proc, reason["why"])
-                return
+        # The controller sends a heartbeat line every second; EOF or 10 s of silence means it is gone.
+        import select
+        last = time.monotonic()
+        while proc.poll() is None:
+            ready, _, _ = select.select([0], [], [], 1.0)
+            if ready:
+                try:
+                    data = os.read(0, 1024)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                last = time.monotonic()
+            elif time.monotonic() - last > 10:
+                break
+        else:
+            return
+        reason.setdefault("why", "the controller's connection closed")
+        stop(proc, reason["why"])
 
     def watch_nodes():
         misses = {}

@@ -181,7 +181,13 @@ class SshRunner:
             if not keep_stdin_open:
                 chan.shutdown_write()
             deadline = time.monotonic() + timeout if timeout else None
+            beat = 0.0
             while True:
+                if keep_stdin_open and time.monotonic() - beat > 1.0:
+                    # heartbeat: the remote side also stops when these stop coming (sshd does not
+                    # always close a command's stdin promptly when the client vanishes)
+                    chan.sendall(b"\n")
+                    beat = time.monotonic()
                 got = False
                 while chan.recv_ready():
                     data = chan.recv(65536)

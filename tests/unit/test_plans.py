@@ -1,0 +1,91 @@
+"""Planners: firewall rules per backend, ray start argv, SecretFlow config (facts in, commands out)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sfcluster.config import secretflow_config
+from sfcluster.firewall import allows_for, plan_add, plan_remove
+from sfcluster.inventory import parse_inventory
+from sfcluster.raycluster.argv import head_start_argv, worker_start_argv
+
+INV = """
+cluster: demo
+python: /opt/sf/bin/python
+cpus: 2
+nodes:
+  alice: {host: 10.0.0.1}
+  bob: {host: 10.0.0.2, advertise: 203.0.113.7, bind: 10.0.0.2}
+  carol: {host: 10.0.0.3, cpus: 4}
+"""
+
+
+@pytest.fixture
+def cluster():
+    return parse_inventory(INV)
+
+
+def test_allows_scope_each_port_to_self_and_the_peers_that_need_it(cluster):
+    by_purpose = {a.purpose: a for a in allows_for(cluster, "alice")}
+    assert by_purpose["ray_gcs"].sources == ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+    assert by_purpose["metrics_export"].sources == ("10.0.0.1",)  # local only
+    assert (by_purpose["worker_ports"].port, by_purpose["worker_ports"].port_end) == (6400, 6499)
+    assert "ray_gcs" not in {a.purpose for a in allows_for(cluster, "bob")}
+
+
+def test_iptables_plan_accepts_peers_then_drops_and_hooks_input_last(cluster):
+    cmds = [" ".join(c) for c in plan_add(cluster, "bob", "iptables").commands]
+    assert cmds[0] == "iptables -w -N SFC-demo"
+    assert "iptables -w -A SFC-demo -s 10.0.0.1/32 -p tcp --dport 20101 -j ACCEPT" in cmds
+    assert "iptables -w -A SFC-demo -p tcp --dport 20101 -j DROP" in cmds
+    assert cmds.index("iptables -w -A SFC-demo -s 10.0.0.3/32 -p tcp --dport 20101 -j ACCEPT") < \
+        cmds.index("iptables -w -A SFC-demo -p tcp --dport 20101 -j DROP")
+    assert cmds[-1] == "iptables -w -I INPUT 1 -j SFC-demo"
+    assert [" ".join(c) for c in plan_remove(cluster, "bob", "iptables").commands] == [
+        "iptables -w -D INPUT -j SFC-demo", "iptables -w -F SFC-demo", "iptables -w -X SFC-demo"]
+
+
+def test_nftables_plan_is_one_own_table(cluster):
+    plan = plan_add(cluster, "carol", "nftables")
+    assert plan.commands == (("nft", "-f", "-"),)
+    assert plan.stdin.startswith("table inet sfc_demo {")
+    assert "ip saddr { 10.0.0.3, 10.0.0.1, 10.0.0.2 } tcp dport 6400-6499 accept" in plan.stdin
+    assert "flush" not in plan.stdin  # never touch anyone else's rules
+    assert plan_remove(cluster, "carol", "nftables").commands == (("nft", "delete", "table", "inet", "sfc_demo"),)
+
+
+def test_ufw_inserts_allows_before_denies_and_deletes_the_same_rules(cluster):
+    add = plan_add(cluster, "alice", "ufw").commands
+    verbs = [c[1] if c[1] != "insert" else c[3] for c in add]
+    assert verbs.index("deny") > max(i for i, v in enumerate(verbs) if v == "allow")
+    rem = plan_remove(cluster, "alice", "ufw").commands
+    assert len(rem) == len(add) and all(c[:2] == ("ufw", "delete") for c in rem)
+
+
+def test_firewalld_rich_rules_match_on_removal(cluster):
+    add = [c[1].split("=", 1)[1] for c in plan_add(cluster, "alice", "firewalld").commands]
+    rem = [c[1].split("=", 1)[1] for c in plan_remove(cluster, "alice", "firewalld").commands]
+    assert add == rem and any('source address="10.0.0.2"' in r and "accept" in r for r in add)
+
+
+def test_ray_start_argv_pins_every_port_and_names_the_party(cluster):
+    head = head_start_argv(cluster)
+    assert head[:4] == ["timeout", "-k", "5", "60"] and head[4] == "/opt/sf/bin/ray"
+    assert "--head" in head and "--port=6379" in head and "--temp-dir=/tmp/sfc-demo" in head
+    assert "--include-dashboard=false" in head and "--disable-usage-stats" in head
+    assert f"--resources={json.dumps({'alice': 2})}" in head
+    w = worker_start_argv(cluster, cluster.node("carol"))
+    assert "--address=10.0.0.1:6379" in w and "--num-cpus=4" in w and '--resources={"carol": 4}' in w
+    assert not any(a.startswith("--temp-dir") for a in w)  # honoured on the head only (ray 2.9.3)
+    for flag in ("--node-manager-port=6380", "--object-manager-port=6381", "--min-worker-port=6400",
+                 "--max-worker-port=6499", "--runtime-env-agent-port=6385", "--node-ip-address=10.0.0.3"):
+        assert flag in w
+
+
+def test_cluster_def_uses_listen_address_only_where_needed_and_string_protocol(cluster):
+    cd = secretflow_config(cluster)["spu_cluster_def"]
+    assert cd["runtime_config"] == {"protocol": "SEMI2K", "field": "FM128"}
+    nodes = {n["party"]: n for n in cd["nodes"]}
+    assert nodes["bob"] == {"party": "bob", "address": "203.0.113.7:20101", "listen_address": "10.0.0.2:20101"}
+    assert "listen_address" not in nodes["alice"] and "\"listen_addr\"" not in json.dumps(cd)
