@@ -23,8 +23,12 @@ LOG = os.path.join(R["run_dir"], "driver.log")
 
 
 def ctl(kind, payload=""):
-    sys.stderr.write("SFC:%s %s\n" % (kind, payload if isinstance(payload, str) else json.dumps(payload)))
-    sys.stderr.flush()
+    # never raises: once the controller is gone, stderr is a broken pipe and we must still clean up
+    try:
+        sys.stderr.write("SFC:%s %s\n" % (kind, payload if isinstance(payload, str) else json.dumps(payload)))
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def take_lock():
