@@ -111,9 +111,16 @@ def test_guard_stops_a_driver_started_by_hand_on_bob(harness, cluster):
     assert p.returncode != 0
     assert "refusing to start" in p.stderr + p.stdout and "sfcluster run" in p.stderr + p.stdout
     assert harness.docker_exec("bob", "ps -eo args | grep -c '^[r]ay::SPURuntime'", check=False).stdout.strip() == "0"
-    # even with a token-like env and on the head, without the lock it is refused
-    p = harness.docker_exec("alice", "mkdir -p /tmp/byhand && cd /tmp/byhand && SFCLUSTER_CONFIG=/nonexistent "
-                                     "SFCLUSTER_RUN_TOKEN=x /opt/sf/bin/python -c 'print(1)'", check=False)
+    # on the head itself, with a made-up token but no lock held, the guard refuses too
+    harness.docker_exec("alice", "mkdir -p /tmp/byhand/sfcluster && touch /tmp/byhand/sfcluster/__init__.py")
+    subprocess.run(["docker", "cp", str(ROOT / "src/sfcluster/runtime.py"), "sfcluster-test-alice:/tmp/byhand/sfcluster/runtime.py"], check=True)
+    harness.docker_exec("alice", f"cat > /tmp/byhand/cfg.json <<'EOF'\n{cfg}\nEOF")
+    p = harness.docker_exec("alice", "cd /tmp/byhand && SFCLUSTER_CONFIG=/tmp/byhand/cfg.json SFCLUSTER_RUN_TOKEN=x "
+                                     "SFCLUSTER_LOCK_INFO=/tmp/sfc-harness/driver.lock.json "
+                                     "/opt/sf/bin/python -c 'from sfcluster import runtime; runtime.guard(); print(\"PASSED GUARD\")'",
+                            check=False)
+    assert p.returncode != 0 and "PASSED GUARD" not in p.stdout
+    assert "driver lock is not held" in p.stderr, p.stderr
 
 
 def test_foreign_driver_makes_run_refuse(harness, cluster):
