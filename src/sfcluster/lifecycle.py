@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -10,7 +9,7 @@ from sfcluster import state
 from sfcluster.connect import Nodes
 from sfcluster.doctor import Report, run_checks
 from sfcluster.errors import PlanError, PrivilegeError, SfclusterError
-from sfcluster.facts import PRIVILEGED_EXEC, NodeFacts, gather, python_argv
+from sfcluster.facts import PRIVILEGED_EXEC, NodeFacts, gather_all, python_argv
 from sfcluster.firewall import plan_add, plan_remove
 from sfcluster.inventory.model import Cluster, FirewallMode
 from sfcluster.ports import plan_ports
@@ -85,7 +84,7 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
     result = UpResult()
     # 1. Facts and preflight. The probe always runs: privileges and foreign Ray are never skipped.
     if skip_check:
-        g = fan_out(lambda n: gather(cluster, cluster.node(n), nodes[n]), nodes.runners)
+        g = gather_all(cluster, nodes.runners)
         g.raise_if_failed("gathering facts")
         facts = g.results
     else:
@@ -205,20 +204,20 @@ class DownResult:
 
 def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, progress: Progress = lambda n, m: None) -> DownResult:
     result = DownResult()
-    g = fan_out(lambda n: gather(cluster, cluster.node(n), nodes[n]), nodes.runners)
+    g = gather_all(cluster, nodes.runners)
     for n, e in g.errors.items():
         result.errors[n] = str(e)
     if g.errors and not force:
         raise SfclusterError("cannot reach " + ", ".join(g.errors) + "; nothing was stopped anywhere",
                              "fix SSH to those nodes, or `sfcluster down --force` to tear down the rest")
     facts = g.results
+    recorded = state.load(cluster.name).get("firewall", {})
 
     def teardown(n: str) -> None:
         out = stop_ray(cluster, nodes, n)
         result.stopped[n] = out["stopped"]
         progress(n, f"stopped {len(out['stopped'])} process(es)" if out["stopped"] else "nothing running")
         f = facts[n]
-        recorded = state.load(cluster.name).get("firewall", {})
         backend = _firewall_backend(f)
         if f.firewall.get("rules_present") or n in recorded:
             remove_rules(cluster, nodes, n, recorded.get(n, backend), sudo=_sudo(f))
@@ -249,7 +248,7 @@ class NodeStatus:
 
 
 def status(cluster: Cluster, nodes: Nodes) -> dict:
-    g = fan_out(lambda n: gather(cluster, cluster.node(n), nodes[n]), nodes.runners)
+    g = gather_all(cluster, nodes.runners)
     gcs: dict = {}
     if cluster.head_name in g.results and g.results[cluster.head_name].our_raylet_pids:
         gcs = gcs_query(cluster, nodes, jobs=True)

@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 SFC = [sys.executable, "-m", "sfcluster.cli.main"]
 

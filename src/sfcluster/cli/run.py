@@ -6,7 +6,7 @@ from typing import Tuple
 
 import click
 
-from sfcluster.cli.common import emit_json, err_console, handle_errors, inventory_option, load
+from sfcluster.cli.common import err_console, handle_errors, inventory_option, load
 from sfcluster.connect import Nodes
 from sfcluster.run import driver
 

@@ -9,7 +9,7 @@ from enum import Enum
 from typing import Dict, List, Optional, Tuple
 
 from sfcluster.errors import ConnectError, HostKeyError, SfclusterError
-from sfcluster.facts import NodeFacts, gather, python_argv, spu_bind_address
+from sfcluster.facts import NodeFacts, gather_all, python_argv, spu_bind_address
 from sfcluster.inventory.model import Cluster, FirewallMode
 from sfcluster.ports import PortEntry, plan_ports, spu_clashes_with_ray_defaults
 from sfcluster.remote.group import fan_out
@@ -57,7 +57,7 @@ class Report:
 
 def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = True) -> Report:
     report = Report()
-    gathered = fan_out(lambda n: gather(cluster, cluster.node(n), runners[n]), runners)
+    gathered = gather_all(cluster, runners)
     for name, err in gathered.errors.items():
         _ssh_failure(report, name, err)
     report.facts = dict(gathered.results)
@@ -80,9 +80,7 @@ def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = Tr
 
 
 def _ssh_failure(report: Report, name: str, err: BaseException) -> None:
-    if isinstance(err, HostKeyError):
-        report.add(name, "ssh", Status.FAIL, err.message, err.hint or "")
-    elif isinstance(err, ConnectError):
+    if isinstance(err, (HostKeyError, ConnectError)):
         report.add(name, "ssh", Status.FAIL, err.message, err.hint or "")
     elif isinstance(err, SfclusterError):
         report.add(name, "python", Status.FAIL, err.message, err.hint or "")

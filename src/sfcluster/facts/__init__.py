@@ -10,6 +10,7 @@ from sfcluster.inventory.model import Cluster, Node
 from sfcluster.nodescripts import source
 from sfcluster.ports import plan_ports
 from sfcluster.remote.base import Runner
+from sfcluster.remote.group import GroupResult, fan_out
 
 PRIVILEGED_EXEC = ('if [ "$(id -u)" = 0 ]; then exec "$@"; '
                    'elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then exec sudo -n -- "$@"; '
@@ -107,3 +108,8 @@ def gather(cluster: Cluster, node: Node, runner: Runner, timeout: float = 30) ->
     return NodeFacts(node=node.name, raw=data, **{k: data[k] for k in (
         "hostname", "user", "python", "ray", "secretflow", "spu", "addresses", "ports", "ray_processes",
         "sudo", "firewall", "mem_available", "shm_free", "tmp_free")})
+
+
+def gather_all(cluster: Cluster, runners: Dict[str, Runner]) -> GroupResult[NodeFacts]:
+    """The probe on every node of `runners`, in parallel: facts or the error, per node."""
+    return fan_out(lambda n: gather(cluster, cluster.node(n), runners[n]), runners)

@@ -57,6 +57,7 @@ class Runner(Protocol):
         on_stderr: OnData = None,
         keep_stdin_open: bool = False,
         stop: Optional["threading.Event"] = None,
+        close_stdin: Optional["threading.Event"] = None,
     ) -> int: ...
 
     def put(self, local_path: str, remote_path: str, mode: int = 0o644) -> None: ...

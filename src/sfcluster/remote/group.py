@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Generic, Iterable, TypeVar, Union
+from typing import Callable, Dict, Generic, Iterable, TypeVar
 
 from sfcluster.errors import SfclusterError
 
-K = TypeVar("K")
 T = TypeVar("T")
 
 
@@ -43,5 +42,3 @@ def fan_out(fn: Callable[[str], T], keys: Iterable[str], max_workers: int = 16) 
                 out.errors[k] = e
     return out
 
-
-Outcome = Union[T, BaseException]

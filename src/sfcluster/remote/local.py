@@ -4,6 +4,7 @@ from __future__ import annotations
 import getpass
 import shutil
 import subprocess
+import threading
 import time
 from typing import Optional, Sequence
 
@@ -29,7 +30,8 @@ class LocalRunner:
                       proc.stderr.decode(errors="replace"), time.monotonic() - start)
 
     def stream(self, argv: Sequence[str], *, on_stdout: OnData = None, on_stderr: OnData = None,
-               keep_stdin_open: bool = False) -> int:
+               keep_stdin_open: bool = False, stop: Optional[threading.Event] = None,
+               close_stdin: Optional[threading.Event] = None) -> int:
         proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert proc.stdout is not None
         for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]

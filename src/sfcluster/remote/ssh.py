@@ -13,7 +13,7 @@ import select
 import threading
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import paramiko
@@ -39,7 +39,6 @@ class SshTarget:
     known_hosts: Optional[str] = None
     config_file: Optional[str] = None
     connect_timeout: float = 8.0
-    jump_targets: tuple = field(default_factory=tuple)
 
     @property
     def label(self) -> str:
@@ -150,10 +149,9 @@ class SshRunner:
     # -- commands -----------------------------------------------------------------------------
     def run(self, argv: Sequence[str], *, sudo: bool = False, timeout: Optional[float] = None,
             stdin: Input = None) -> Result:
-        command = command_line(argv, sudo=sudo, user=self.user or "?")
         if sudo and not self.user:
-            self.connect()
-            command = command_line(argv, sudo=sudo, user=self.user)
+            self.connect()  # whether sudo is needed depends on who we log in as
+        command = command_line(argv, sudo=sudo, user=self.user)
         out, err = bytearray(), bytearray()
         start = time.monotonic()
         code = self._exec(command, stdin=stdin, timeout=timeout, on_stdout=out.extend, on_stderr=err.extend,

@@ -8,7 +8,6 @@ import os
 import secrets
 import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
