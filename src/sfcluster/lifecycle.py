@@ -110,7 +110,7 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
                                      f"allow passwordless sudo for {f.user} on {n}, or set firewall: check")
             if backend in ("none", "unknown"):
                 continue
-            if not f.firewall.get("rules_present"):
+            if not f.firewall.get("rules_complete", f.firewall.get("rules_present")):
                 fw_todo[n] = backend
 
     added_fw: List[str] = []
@@ -119,9 +119,8 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
         # 2. Firewall rules scoped to peers, in parallel.
         def add_rules(n: str) -> None:
             plan = plan_add(cluster, n, fw_todo[n])
-            for cmd in plan.commands:
-                nodes[n].run(list(cmd), sudo=_sudo(facts[n]), stdin=plan.stdin, timeout=30).check()
-            added_fw.append(n)
+            added_fw.append(n)  # before the first rule: a rollback removes a partly added plan too
+            nodes[n].run(["sh", "-c", plan.script()], sudo=_sudo(facts[n]), stdin=plan.stdin, timeout=60).check()
             result.did(n, f"firewall rules added ({plan.backend})")
             progress(n, f"firewall: rules added ({plan.backend})")
         fan_out(add_rules, fw_todo).raise_if_failed("adding firewall rules")
@@ -191,8 +190,8 @@ def stop_ray(cluster: Cluster, nodes: Nodes, n: str) -> dict:
 
 def remove_rules(cluster: Cluster, nodes: Nodes, n: str, backend: str, sudo: bool) -> None:
     plan = plan_remove(cluster, n, backend)
-    for cmd in plan.commands:
-        nodes[n].run(list(cmd), sudo=sudo, timeout=30)  # a missing rule is fine: idempotent
+    if plan.commands:  # a missing rule is fine: idempotent
+        nodes[n].run(["sh", "-c", plan.script(stop_on_error=False)], sudo=sudo, timeout=60)
 
 
 @dataclass

@@ -129,6 +129,24 @@ def write_known_hosts() -> Path:
     return path
 
 
+def recreate(firewalls: Dict[str, str]) -> None:
+    """Start the given nodes afresh with other firewall backends, e.g. {"bob": "ufw"}. New
+    containers have new host keys: known_hosts is written again."""
+    env = {f"SFCLUSTER_FW_{n.upper()}": fw for n, fw in firewalls.items()}
+    os.environ.update(env)  # compose reads them; later recreations see the same choice
+    p = compose("up", "-d", "--no-deps", "--force-recreate", *firewalls, check=False)
+    if p.returncode != 0:
+        raise RuntimeError(f"docker-compose up {' '.join(firewalls)} failed:\n{p.stdout}{p.stderr}")
+    wait_ssh()
+    for n, fw in firewalls.items():  # the entrypoint writes the backend once it is running
+        deadline = time.monotonic() + 60
+        while docker_exec(n, "cat /etc/sfcluster/firewall-backend 2>/dev/null || true").stdout.strip() != fw:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{n}: firewall {fw} did not come up: {sh(['docker', 'logs', NODES[n].container], check=False).stderr[-2000:]}")
+            time.sleep(0.2)
+    write_known_hosts()
+
+
 def inventory_text(cluster: str = "harness", firewall: str = "open", nodes: Optional[List[str]] = None,
                    extra_node: Optional[Dict[str, Dict[str, str]]] = None, extra_top: str = "") -> str:
     """An inventory for the harness; tests tweak it through the arguments."""

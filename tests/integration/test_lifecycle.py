@@ -82,11 +82,9 @@ def test_lifecycle_idempotent_and_repairs(harness, open_inventory):
     assert p.returncode == 0
 
 
-def test_firewall_open_lets_peers_in_and_keeps_others_out(harness, open_inventory):
-    """Live listener on bob's SPU port: alice (a peer) connects, mallory (not a peer) times out."""
-    p = sfc("up", "-i", str(open_inventory))
-    assert p.returncode == 0, p.stdout + p.stderr
-    for target, ip, port in (("bob", "172.30.77.12", 20101), ("carol", "172.30.77.13", 20102)):
+def assert_peers_only(harness, targets=(("bob", "172.30.77.12", 20101), ("carol", "172.30.77.13", 20102))):
+    """A live listener on each target's SPU port: alice (a peer) connects, mallory (not a peer) times out."""
+    for target, ip, port in targets:
         harness.docker_exec(target, f"setsid -f /opt/sf/bin/python -c 'import socket,time; s=socket.socket(); "
                                     f"s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"0.0.0.0\",{port})); "
                                     f"s.listen(); time.sleep(60)' >/dev/null 2>&1")
@@ -98,6 +96,46 @@ def test_firewall_open_lets_peers_in_and_keeps_others_out(harness, open_inventor
         harness.docker_exec(target, f"fuser -k {port}/tcp", check=False)
         assert ok.stdout.strip() == "0", f"peer alice could not reach {target}:{port}"
         assert bad.stdout.strip() != "0", f"non-peer mallory reached {target}:{port}"
+
+
+def test_firewall_open_lets_peers_in_and_keeps_others_out(harness, open_inventory):
+    p = sfc("up", "-i", str(open_inventory))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert_peers_only(harness)
+
+
+@pytest.fixture
+def ufw_and_firewalld(harness):
+    """bob on ufw, carol on firewalld (alice stays on iptables); the usual backends afterwards."""
+    harness.recreate({"bob": "ufw", "carol": "firewalld"})
+    yield
+    harness.recreate({"bob": "iptables", "carol": "nftables"})
+
+
+def test_firewall_ufw_and_firewalld_scope_to_peers_and_down_restores_them(harness, ufw_and_firewalld, open_inventory):
+    inv = open_inventory
+    ours = {"bob": "ufw status", "carol": "firewall-cmd --list-rich-rules"}
+    before = {n: ruleset(harness, n) for n in ours}
+    before_tool = {n: harness.docker_exec(n, c).stdout for n, c in ours.items()}
+    p = sfc("up", "-i", str(inv))
+    assert p.returncode == 0, p.stdout + p.stderr  # every party joined: Ray's own ports pass too
+    assert "rules added (ufw)" in p.stdout and "rules added (firewalld)" in p.stdout
+    code, st = status(inv)
+    assert code == 0 and {r["party"]: r["firewall"] for r in st["nodes"] if r["party"] in ours} == {
+        "bob": "ufw: present", "carol": "firewalld: present"}
+    added = {n: harness.docker_exec(n, c).stdout for n, c in ours.items()}
+    assert "sfcluster:harness" in added["bob"] and 'source address="172.30.77.11"' in added["carol"]
+
+    p = sfc("up", "-i", str(inv))  # no-op: the rules are recognised as complete, nothing added twice
+    assert p.returncode == 0 and "nothing changed" in p.stdout, p.stdout + p.stderr
+    assert {n: harness.docker_exec(n, c).stdout for n, c in ours.items()} == added
+
+    assert_peers_only(harness)
+
+    p = sfc("down", "-i", str(inv))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert {n: ruleset(harness, n) for n in ours} == before
+    assert {n: harness.docker_exec(n, c).stdout for n, c in ours.items()} == before_tool
 
 
 def test_password_sudo_stops_before_any_change(harness, tmp_path):

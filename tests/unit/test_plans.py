@@ -55,12 +55,29 @@ def test_nftables_plan_is_one_own_table(cluster):
     assert plan_remove(cluster, "carol", "nftables").commands == (("nft", "delete", "table", "inet", "sfc_demo"),)
 
 
-def test_ufw_inserts_allows_before_denies_and_deletes_the_same_rules(cluster):
+def test_ufw_prepends_so_allows_end_up_above_denies_and_deletes_the_same_rules(cluster):
     add = plan_add(cluster, "alice", "ufw").commands
-    verbs = [c[1] if c[1] != "insert" else c[3] for c in add]
-    assert verbs.index("deny") > max(i for i, v in enumerate(verbs) if v == "allow")
+    assert all(c[:2] == ("ufw", "prepend") for c in add)
+    # each prepend goes to the top: the LAST command is the first rule, so allows are prepended last
+    verbs = [c[2] for c in add]
+    assert verbs.index("allow") > max(i for i, v in enumerate(verbs) if v == "deny")
+    assert all(c[-2:] == ("comment", "sfcluster:demo") for c in add)
     rem = plan_remove(cluster, "alice", "ufw").commands
-    assert len(rem) == len(add) and all(c[:2] == ("ufw", "delete") for c in rem)
+    assert sorted(c[2:] for c in rem) == sorted(c[2:] for c in add)
+    assert all(c[:2] == ("ufw", "delete") for c in rem)
+
+
+def test_plan_script_runs_as_one_shell_and_names_the_failing_command(cluster, tmp_path):
+    import subprocess
+    plan = plan_add(cluster, "alice", "iptables")
+    script = plan.script()
+    assert script.count("iptables -w -A SFC-demo") == 2 * sum(1 for c in plan.commands if c[2] == "-A")
+    fake = type(plan)("x", (("true",), ("sh", "-c", "exit 3"), ("touch", str(tmp_path / "after"))))
+    p = subprocess.run(["sh", "-c", fake.script()], capture_output=True, text=True)
+    assert p.returncode == 1 and "failed: sh -c 'exit 3'" in p.stderr
+    assert not (tmp_path / "after").exists()  # stops at the first failure
+    p = subprocess.run(["sh", "-c", fake.script(stop_on_error=False)], capture_output=True, text=True)
+    assert (tmp_path / "after").exists()  # removal goes on past a rule that is gone
 
 
 def test_firewalld_rich_rules_match_on_removal(cluster):

@@ -86,8 +86,14 @@ def probe_request(cluster: Cluster, node: Node) -> Dict[str, Any]:
     for e in plan_ports(cluster).for_node(node.name):
         bind = spu_bind_address(node) if e.purpose == "spu" else "0.0.0.0"
         ports.append([e.port, e.port_end, e.purpose, bind])
+    # the planners import this module: imported here, not at the top
+    from sfcluster.firewall import allows_for, firewalld_rules, ufw_comment, ufw_rules
+    allows = allows_for(cluster, node.name)
+    ufw = ufw_rules(cluster, allows)
     return {"ports": ports, "temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address, "firewall_backend": node.firewall_backend,
-            "iptables_chain": iptables_chain(cluster), "nft_table": nft_table(cluster)}
+            "iptables_chain": iptables_chain(cluster), "nft_table": nft_table(cluster), "ufw_comment": ufw_comment(cluster),
+            "ufw_expect": [sum(1 for r in ufw if r[0] == "allow"), sum(1 for r in ufw if r[0] == "deny")],
+            "firewalld_rules": firewalld_rules(allows)}
 
 
 def python_argv(node: Node, script: str, arg: Any) -> List[str]:

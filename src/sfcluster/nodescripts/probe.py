@@ -172,8 +172,10 @@ def priv(argv):
     return argv if os.geteuid() == 0 else ["sudo", "-n"] + argv
 
 
-def firewall(prefer, can_priv, chain, nft_table):
-    info = {"backend": "none", "rules_present": False, "available": []}
+def firewall(prefer, can_priv, chain, nft_table, ufw_comment, ufw_expect, firewalld_rules):
+    """The active backend and whether this cluster's rules are there. rules_present: any of ours
+    (down must remove them); rules_complete: all of them (up has nothing to add)."""
+    info = {"backend": "none", "rules_present": False, "rules_complete": False, "available": []}
     for tool in ("ufw", "firewall-cmd", "nft", "iptables"):
         if shutil.which(tool) or os.path.exists("/usr/sbin/" + tool):
             info["available"].append(tool)
@@ -202,9 +204,23 @@ def firewall(prefer, can_priv, chain, nft_table):
     info["backend"] = backend
     if backend == "iptables":
         info["rules_present"] = run(priv(["iptables", "-w", "-S", chain]))[0] == 0
+        info["rules_complete"] = info["rules_present"]
     elif backend == "nftables":
-        info["rules_present"] = ("table inet " + nft_table) in nft_tables
+        info["rules_present"] = info["rules_complete"] = ("table inet " + nft_table) in nft_tables
+    elif backend == "ufw":
+        # `ufw status` prints each rule's comment after a '#'; ufw adds a (v6) twin of each deny
+        out = run(priv(["ufw", "status"]))[1]
+        ours = [l for l in out.splitlines() if l.rstrip().endswith("# " + ufw_comment)]
+        info["rules_present"] = bool(ours)
+        v4 = [l for l in ours if "(v6)" not in l]
+        info["rules_complete"] = [sum(1 for l in v4 if " ALLOW " in l), sum(1 for l in v4 if " DENY " in l)] == ufw_expect
+    elif backend == "firewalld":
+        have = set(run(priv(["firewall-cmd", "--list-rich-rules"]))[1].splitlines())
+        want = set(firewalld_rules)
+        info["rules_present"] = bool(have & want)
+        info["rules_complete"] = bool(want) and want <= have
     return info
+
 
 
 def meminfo():
@@ -261,7 +277,8 @@ def main():
         "ray_processes": ray_processes(),
         "sudo": sudo,
         "firewall": firewall(REQ.get("firewall_backend", "auto"), can_priv, REQ.get("iptables_chain", ""),
-                             REQ.get("nft_table", "")),
+                             REQ.get("nft_table", ""), REQ.get("ufw_comment", "sfcluster:"),
+                             REQ.get("ufw_expect", [0, 0]), REQ.get("firewalld_rules", [])),
         "mem_available": meminfo(),
         "shm_free": disk_free("/dev/shm"),
         "tmp_free": disk_free(TEMP_DIR or "/tmp"),

@@ -48,7 +48,11 @@ case "$FIREWALL" in
   ufw)
     ufw --force reset >/dev/null
     ufw default allow incoming >/dev/null   # a permissive site policy: sfcluster's rules scope its ports
-    ufw --force enable >/dev/null ;;
+    ufw --force enable >/dev/null
+    # `enable` leaves ufw's ip6 limit chains empty; the first reload (after ANY rule change, by
+    # anyone) fills them. Reload once so the node starts in ufw's steady state and "ruleset
+    # before == after" compares like with like.
+    ufw reload >/dev/null ;;
   firewalld)
     mkdir -p /run/dbus
     dbus-daemon --system --fork
