@@ -150,14 +150,25 @@ def test_files_module_importable_in_party_function(harness, cluster):
     assert "HELPER bob:42" in p.stdout
 
 
-def test_ctrl_c_stops_driver_and_frees_lock(harness, cluster):
-    proc = start("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "120")
-    wait_for(proc, "tick 1")
+def test_ctrl_c_during_fit_stops_driver_and_spu_actors_and_frees_lock(harness, cluster):
+    proc = start("run", "-i", str(cluster), str(ROOT / "templates" / "train_lr.py"))
+    wait_for(proc, "training SS-LR on SPU", timeout=120)
+    deadline = time.monotonic() + 30  # fit is under way once SPU actors run on the parties
+    while "SPURuntime" not in remote_left(harness, "bob") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert "SPURuntime" in remote_left(harness, "bob"), "fit never started"
     proc.send_signal(signal.SIGINT)
     rest = proc.communicate(timeout=60)[0]
-    assert proc.returncode != 0
-    time.sleep(1)
-    assert remote_left(harness, "alice") == "" and lock_free(harness), rest
+    assert proc.returncode != 0 and "RESULT" not in rest
+    deadline = time.monotonic() + 20
+    left = {}
+    while time.monotonic() < deadline:
+        left = {n: remote_left(harness, n) for n in ("alice", "bob", "carol")}
+        if not any(left.values()) and lock_free(harness):
+            break
+        time.sleep(0.5)
+    assert not any(left.values()), f"left after Ctrl-C: {left}"
+    assert lock_free(harness)
     assert sfc("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "1").returncode == 0
 
 
@@ -176,12 +187,16 @@ def test_controller_killed_remote_driver_stops(harness, cluster):
 def test_detach_logs_and_cancel(harness, cluster):
     p = sfc("run", "-i", str(cluster), "--detach", str(SCRIPTS / "sleeper.py"), "--", "120")
     assert p.returncode == 0, p.stderr
-    time.sleep(4)
-    logs = sfc("logs", "-i", str(cluster))
-    assert "tick" in logs.stdout
-    assert not lock_free(harness)
-    c = sfc("cancel", "-i", str(cluster))
-    assert c.returncode == 0, c.stderr
+    follow = start("logs", "-f", "-i", str(cluster))  # re-attaches: output goes on arriving live
+    try:
+        wait_for(follow, "tick 3", timeout=60)
+        assert not lock_free(harness)  # the detached driver keeps the lock
+        c = sfc("cancel", "-i", str(cluster))
+        assert c.returncode == 0, c.stderr
+        follow.communicate(timeout=30)  # `logs -f` ends with the run
+    finally:
+        if follow.poll() is None:
+            follow.kill()
     time.sleep(1)
     assert lock_free(harness) and remote_left(harness, "alice") == ""
 
