@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -197,6 +198,8 @@ def remove_rules(cluster: Cluster, nodes: Nodes, n: str, backend: str, sudo: boo
 @dataclass
 class DownResult:
     stopped: Dict[str, List[int]] = field(default_factory=dict)
+    killed: Dict[str, List[int]] = field(default_factory=dict)   # did not exit on SIGTERM within the grace
+    seconds: Dict[str, float] = field(default_factory=dict)
     firewall_removed: List[str] = field(default_factory=list)
     errors: Dict[str, str] = field(default_factory=dict)
 
@@ -213,8 +216,9 @@ def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, progress: Progr
     recorded = state.load(cluster.name).get("firewall", {})
 
     def teardown(n: str) -> None:
+        t0 = time.monotonic()
         out = stop_ray(cluster, nodes, n)
-        result.stopped[n] = out["stopped"]
+        result.stopped[n], result.killed[n] = out["stopped"], out["killed"]
         progress(n, f"stopped {len(out['stopped'])} process(es)" if out["stopped"] else "nothing running")
         f = facts[n]
         backend = _firewall_backend(f)
@@ -222,6 +226,7 @@ def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, progress: Progr
             remove_rules(cluster, nodes, n, recorded.get(n, backend), sudo=_sudo(f))
             result.firewall_removed.append(n)
             progress(n, "firewall rules removed")
+        result.seconds[n] = round(time.monotonic() - t0, 2)
     workers = [w.name for w in cluster.workers if w.name in facts]
     for stage in (workers, [cluster.head_name] if cluster.head_name in facts else []):
         g2 = fan_out(teardown, stage)

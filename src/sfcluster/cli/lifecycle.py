@@ -53,13 +53,19 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool) -> None
 @click.command("down")
 @inventory_option
 @click.option("--force", is_flag=True, help="Tear down the reachable nodes even when some cannot be reached.")
+@json_option
 @handle_errors
-def down_cmd(inventory_path: str, force: bool) -> None:
+def down_cmd(inventory_path: str, force: bool, as_json: bool) -> None:
     """Stop workers, then the head; kill this cluster's leftovers holding planned ports; remove
-    exactly the firewall rules `up` added. Safe on a half-up cluster; idempotent."""
+    exactly the firewall rules `up` added. Safe on a half-up cluster; idempotent.
+    Exit 0 when every node is down, 1 when some node could not be torn down."""
     cluster = load(inventory_path)
     with Nodes(cluster) as nodes:
-        res = lifecycle.down(cluster, nodes, force=force, progress=_progress)
+        res = lifecycle.down(cluster, nodes, force=force, progress=(lambda n, m: None) if as_json else _progress)
+    if as_json:
+        emit_json({"cluster": cluster.name, "ok": not res.errors, "stopped": res.stopped, "killed": res.killed,
+                   "seconds": res.seconds, "firewall_removed": sorted(res.firewall_removed), "errors": res.errors})
+        sys.exit(1 if res.errors else 0)
     for n, e in res.errors.items():
         err_console.print(f"[red]{n}: {e}[/]")
     console.print(f"cluster '{cluster.name}' is down" if not res.errors else "down finished with errors")
