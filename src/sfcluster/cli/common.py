@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -13,8 +14,11 @@ from rich.console import Console
 from sfcluster.errors import SfclusterError
 from sfcluster.inventory import Cluster, load_inventory
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Piped into a file or a CI log, rich would assume 80 columns and cut IPs in tables to "172.30.…";
+# a terminal keeps its own width.
+_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160"))
+console = Console(stderr=False, highlight=False, width=_WIDTH)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else _WIDTH or 160)
 
 inventory_option = click.option(
     "-i", "--inventory", "inventory_path", default="inventory.yaml", show_default=True,
