@@ -46,7 +46,8 @@ def remote_left(h, node):
 
 
 def lock_free(h):
-    return h.docker_exec("alice", "test -e /tmp/sfc-harness/driver.lock.json", check=False).returncode != 0
+    """Nobody holds the flock (a holder's info file may outlive a SIGKILLed holder: harmless)."""
+    return h.docker_exec("alice", "flock -n /tmp/sfc-harness/driver.lock true", check=False).returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +95,14 @@ def test_two_runs_at_once_one_fails_fast_naming_the_holder(harness, cluster):
         assert second.returncode == 3
         assert took < 5, f"second run took {took:.1f} s to fail"
         assert "lock is held by" in second.stderr and "sleeper.py" in second.stderr and "pid" in second.stderr
+        waiter = start("run", "-i", str(cluster), "--wait", str(SCRIPTS / "sleeper.py"), "--", "1")
+        time.sleep(3)
+        assert waiter.poll() is None  # --wait: queued behind the holder, not failed
     finally:
         first.send_signal(signal.SIGINT)
         first.wait(60)
+    out = waiter.communicate(timeout=120)[0]
+    assert waiter.returncode == 0 and "done" in out, out[-2000:]
     assert lock_free(harness)
 
 
@@ -182,6 +188,24 @@ def test_controller_killed_remote_driver_stops(harness, cluster):
         time.sleep(0.5)
     assert lock_free(harness) and remote_left(harness, "alice") == ""
     assert sfc("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "1").returncode == 0
+
+
+def test_remote_wrapper_killed_driver_dies_with_its_lock(harness, cluster):
+    proc = start("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "120")
+    wait_for(proc, "tick 1")
+    info = json.loads(harness.docker_exec("alice", "cat /tmp/sfc-harness/driver.lock.json").stdout)
+    driver = info["driver_pid"]
+    assert info["pid"] != driver
+    harness.docker_exec("alice", f"kill -KILL {info['pid']}")  # the wrapper holding the lock
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 10
+    while harness.docker_exec("alice", f"kill -0 {driver}", check=False).returncode == 0 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert harness.docker_exec("alice", f"kill -0 {driver}", check=False).returncode != 0, "driver outlived its lock"
+    assert lock_free(harness), out
+    p = sfc("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "1")
+    assert p.returncode == 0, p.stdout + p.stderr  # the stale info file is no obstacle
 
 
 def test_detach_logs_and_cancel(harness, cluster):

@@ -31,6 +31,17 @@ def ctl(kind, payload=""):
         pass
 
 
+def die_with(parent):
+    """The driver never outlives its lock: the lock dies with this process (flock), and the driver
+    gets SIGKILL from the kernel when this process dies, however it dies (PR_SET_PDEATHSIG)."""
+    def arm():
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # died before the signal was armed
+            os._exit(1)
+    return arm
+
+
 def take_lock():
     os.makedirs(R["temp_dir"], exist_ok=True)
     fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -167,7 +178,8 @@ def main():
     else:
         out, err = sys.stdout.buffer, sys.stderr.buffer
     proc = subprocess.Popen([R["python"], os.path.join(R["run_dir"], R["script_name"])] + R["args"], cwd=R["run_dir"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=die_with(os.getpid()))
     ctl("STARTED", {"pid": proc.pid, "log": LOG, "wrapper_pid": os.getpid()})
     if R.get("detach"):
         os.dup2(log.fileno(), 2)  # closes the pipe: the reporting parent ends, the run goes on
