@@ -53,6 +53,10 @@ def test_lifecycle_idempotent_and_repairs(harness, open_inventory):
 
     p = sfc("up", "-i", str(inv))  # no-op
     assert p.returncode == 0 and "nothing changed" in p.stdout, p.stdout + p.stderr
+    p = sfc("up", "-i", str(inv), "--json")  # and says so to a machine
+    d = json.loads(p.stdout)
+    assert d["changed"] is False and d["actions"] == {} and d["ray_address"] == "172.30.77.11:6379"
+    assert [n["party"] for n in d["config"]["spu_cluster_def"]["nodes"]] == ["alice", "bob", "carol"]
     assert {n: raylet_pids(harness, n) for n in pids} == pids
     assert {n: ruleset(harness, n) for n in rules} == rules
 

@@ -23,22 +23,33 @@ def _progress(node: str, msg: str) -> None:
 @inventory_option
 @click.option("--skip-check", is_flag=True, help="Skip the preflight (facts, privileges and foreign Ray are still checked).")
 @click.option("--keep-on-failure", is_flag=True, help="On failure, leave what was started for inspection.")
+@json_option
 @handle_errors
-def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool) -> None:
+def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, as_json: bool) -> None:
     """Start the cluster: preflight, firewall rules scoped to peers, Ray head, then workers.
 
     \b
     Idempotent: on a cluster that is already up with this inventory it changes nothing and says so;
     a node that is down is started again; a Ray that is not this cluster's is reported, never killed.
     On failure it rolls back what it started (unless --keep-on-failure).
+    Prints the Ray address and the SecretFlow config the driver will get (`--json`: both, with
+    what was done per node).
     """
     cluster = load(inventory_path)
     with Nodes(cluster) as nodes:
         try:
             res = lifecycle.up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=_progress)
         except lifecycle.PreflightFailed as e:
-            render(e.report)
+            if as_json:
+                emit_json(e.report.to_json())
+            else:
+                render(e.report)
             raise
+    config = secretflow_config(cluster)
+    if as_json:
+        emit_json({"cluster": cluster.name, "changed": res.changed, "actions": res.actions, "parties": res.parties,
+                   "ray_address": cluster.ray_address, "config": config})
+        return
     if res.changed:
         console.print(f"[green]cluster '{cluster.name}' is up[/]: " +
                       "; ".join(f"{n}: {', '.join(a)}" for n, a in res.actions.items()))
@@ -46,8 +57,10 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool) -> None
         console.print(f"[green]cluster '{cluster.name}' is already up with this plan: nothing changed[/]")
     console.print(f"Ray address: {cluster.ray_address}   parties: " +
                   ", ".join(f"{p} ({s['resource']:g} cpu)" for p, s in res.parties.items() if s.get("resource")))
-    console.print("SecretFlow config: `sfcluster config -i %s --json`; run a driver: `sfcluster run -i %s SCRIPT`"
-                  % (inventory_path, inventory_path))
+    console.print("SecretFlow config (`sfcluster config -i %s --json`; `run` hands it to the driver):"
+                  % inventory_path)
+    console.print_json(data={k: config[k] for k in ("parties", "ray_address", "spu_cluster_def")})
+    console.print("run a driver: `sfcluster run -i %s SCRIPT`" % inventory_path)
 
 
 @click.command("down")

@@ -127,6 +127,10 @@ class SshRunner:
                 raise HostKeyError(
                     self.name, "", f"host key of {where} is not in known_hosts",
                     f"verify the fingerprint out of band, then add it: ssh-keyscan -p {conn.port} {conn.host} >> ~/.ssh/known_hosts") from e
+            if "banner" in str(e):  # TCP connected, but no "SSH-2.0-..." line came back
+                raise ConnectError(self.name, "", f"{where} accepted the connection but no SSH server answered ({e})",
+                                   f"check that sshd listens on port {conn.port} there; a proxy or NAT on the way "
+                                   "can accept connections for hosts that are not up") from e
             raise ConnectError(self.name, "", f"SSH to {where} failed: {e}",
                                "check user, key (ssh-agent or identity_file) and that sshd runs") from e
         except (OSError, EOFError) as e:
