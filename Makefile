@@ -34,5 +34,15 @@ harness: venv
 harness-down: venv
 	$(BIN)/python -m tests.harness.harness down
 
+# The benchmarks of issue #6 (bench/README.md): sfcluster vs `ray up` vs the bare lower bound on
+# N = 2, 4, 8 bench nodes; writes docs/BENCHMARKS.md and docs/bench-time-to-ready.png. Takes
+# 30-60 minutes on 2 cores: run nothing else meanwhile. Smaller: make bench BENCH_ARGS="--sizes 2 --reps-sfcluster 1 --reps-bare 1 --reps-rayup 1 --cycles 2"
+BENCH_ARGS ?=
+bench: venv
+	bash scripts/ensure-docker.sh
+	bash tests/harness/build-image.sh
+	bash bench/setup.sh
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean: harness-down
 	rm -rf build $(VENV)

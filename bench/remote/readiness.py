@@ -1,0 +1,83 @@
+# Runs ON the head (the bench's readiness poller), the same for every contender:
+#   /opt/sf/bin/python -u /tmp/sfbench_readiness.py HOST PORT WANT GIVE_UP
+# Imports Ray's GCS client first, prints "READY-TO-POLL <monotonic>", then polls the GCS node table
+# every 0.2 s and prints "COUNT <monotonic> <alive nodes>" whenever that count changes; "DONE"
+# once WANT nodes are alive, "GAVE-UP" after GIVE_UP seconds. Exits on stdin EOF (the controller
+# is gone or done).
+#
+# Facts (ray 2.9.3) this depends on:
+#  - GcsClient(address) against a closed port retries for ~6 s (~1 s with nums_reconnect_retry=0)
+#    before raising: far too slow for a 0.2 s poll, so a plain TCP connect comes first and the
+#    client is made only once the port answers (and made again after any error: during
+#    `sfcluster up`'s preflight a reachability listener, not the GCS, briefly holds the port).
+#  - `ray stop` kills by name/command line (raylet, gcs_server, ray::, monitor.py, reporter.py,
+#    log_monitor.py, ...): this file's name and arguments match none of them. HOST and PORT are
+#    separate arguments so the command line never holds "host:port", which sfcluster's
+#    ray_stop/probe use to recognise the cluster's own processes. It is not a raylet or
+#    gcs_server either, so sfcluster's preflight does not see a foreign Ray.
+#  - Containers share the host kernel's CLOCK_MONOTONIC (no time namespace), so the times printed
+#    here are on the controller's clock too.
+import os
+import socket
+import sys
+import threading
+import time
+
+HOST, PORT, WANT, GIVE_UP = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+INTERVAL = 0.2
+
+from ray._raylet import GcsClient  # noqa: E402  (0.7 s: before READY-TO-POLL, outside any timing)
+
+
+def watch_stdin():
+    while sys.stdin.buffer.read1(4096):
+        pass
+    os._exit(0)
+
+
+def port_open():
+    try:
+        with socket.create_connection((HOST, PORT), timeout=INTERVAL):
+            return True
+    except OSError:
+        return False
+
+
+client = None
+
+
+def alive_nodes():
+    """Alive nodes in the GCS node table; None when the GCS cannot be asked right now."""
+    global client
+    try:
+        if client is None:
+            if not port_open():
+                return 0
+            client = GcsClient(address="%s:%d" % (HOST, PORT), nums_reconnect_retry=0)
+        return sum(1 for info in client.get_all_node_info(timeout=1).values() if info["state"] == 0)
+    except Exception:  # noqa: BLE001 - not the GCS yet, or not answering: ask again next tick
+        client = None
+        return None
+
+
+threading.Thread(target=watch_stdin, daemon=True).start()
+start = time.monotonic()
+print("READY-TO-POLL %.6f" % start, flush=True)
+last = -1
+next_tick = start
+while True:
+    n = alive_nodes()
+    now = time.monotonic()
+    if n is not None and n != last:
+        print("COUNT %.6f %d" % (now, n), flush=True)
+        last = n
+    if last >= WANT:
+        print("DONE", flush=True)
+        break
+    if now - start > GIVE_UP:
+        print("GAVE-UP", flush=True)
+        break
+    next_tick += INTERVAL
+    time.sleep(max(0.0, next_tick - time.monotonic()))
+# stay until the controller closes the connection (watch_stdin exits), so DONE never races the reader
+threading.Event().wait()
