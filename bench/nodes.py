@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from tests.harness.harness import ensure_engine
+from tests.harness.harness import ensure_engine, wait_ssh
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "bench"
@@ -190,21 +190,7 @@ class BenchNodes:
                 sh(["docker", "network", "rm", net], check=False)
 
     def wait_ssh(self, timeout: float = 90) -> None:
-        import socket
-        deadline = time.monotonic() + timeout
-        for name, ip in zip(self.spec.names, self.spec.ips):
-            while True:
-                try:
-                    with socket.create_connection((ip, 22), timeout=1) as sock:
-                        sock.settimeout(2)
-                        if sock.recv(4).startswith(b"SSH-"):
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    logs = sh(["docker", "logs", "--tail", "30", self.spec.container(name)], check=False)
-                    raise RuntimeError(f"sshd on {name} ({ip}) did not answer within {timeout:.0f} s\n{logs.stdout}{logs.stderr}")
-                time.sleep(0.2)
+        wait_ssh(timeout, [(name, ip, 22, self.spec.container(name)) for name, ip in zip(self.spec.names, self.spec.ips)])
 
     def write_known_hosts(self) -> Path:
         lines = []

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from sfcluster import state
 from sfcluster.connect import Nodes
@@ -14,7 +15,7 @@ from sfcluster.facts import PRIVILEGED_EXEC, NodeFacts, gather_all, python_argv
 from sfcluster.firewall import plan_add, plan_remove
 from sfcluster.inventory.model import Cluster, FirewallMode
 from sfcluster.ports import plan_ports
-from sfcluster.raycluster.argv import START_TIMEOUT, head_start_argv, worker_start_argv
+from sfcluster.raycluster.argv import START_TIMEOUT, gcs_port_wait_argv, head_start_argv, worker_start_argv
 from sfcluster.remote.group import fan_out
 
 Progress = Callable[[str, str], None]  # (node, message)
@@ -51,7 +52,7 @@ def _sudo(facts: NodeFacts) -> bool:
 
 
 def gcs_query(cluster: Cluster, nodes: Nodes, wait: float = 0, jobs: bool = False,
-              on_line: Optional[Callable[[str], None]] = None) -> dict:
+              on_line: Optional[Callable[[str], None]] = None, stop: Optional[threading.Event] = None) -> dict:
     """Ask the head's GCS (with the head's own Ray) about nodes, party resources and drivers."""
     head = cluster.head
     req = {"address": cluster.ray_address, "parties": {n.name: n.host for n in cluster.nodes}, "wait": wait, "jobs": jobs}
@@ -68,7 +69,7 @@ def gcs_query(cluster: Cluster, nodes: Nodes, wait: float = 0, jobs: bool = Fals
             if on_line and text.startswith("JOINED "):
                 on_line(text[7:])
     err = bytearray()
-    code = nodes[head.name].stream(python_argv(head, "gcs", req), on_stdout=on_out, on_stderr=err.extend)
+    code = nodes[head.name].stream(python_argv(head, "gcs", req), on_stdout=on_out, on_stderr=err.extend, stop=stop)
     if buf:
         lines.append(buf.decode(errors="replace"))
     try:
@@ -116,6 +117,8 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
 
     added_fw: List[str] = []
     started: List[str] = []
+    head_done: Dict[str, Any] = {}
+    head_thread: Optional[threading.Thread] = None
     try:
         # 2. Firewall rules scoped to peers, in parallel.
         def add_rules(n: str) -> None:
@@ -127,14 +130,49 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
         fan_out(add_rules, fw_todo).raise_if_failed("adding firewall rules")
 
         # 3. Head, then workers in parallel; nodes already running as this cluster are left alone.
+        # Workers start once the head's GCS accepts connections (all a worker's `ray start` needs:
+        # it reads the session from the GCS, retrying each second), while the head's own `ray
+        # start` goes on with its raylet and agents; its outcome is checked before we go on.
         head = cluster.head
         if not facts[head.name].our_raylet_pids:
             progress(head.name, "starting Ray head")
-            nodes[head.name].run(head_start_argv(cluster), timeout=START_TIMEOUT + 10).check(
-                hint="see the Ray log under " + cluster.temp_dir + "/session_latest/logs on the head")
             started.append(head.name)
-            result.did(head.name, "ray head started")
+
+            def start_head() -> None:
+                try:
+                    head_done["result"] = nodes[head.name].run(head_start_argv(cluster), timeout=START_TIMEOUT + 10)
+                except Exception as e:  # noqa: BLE001 - re-raised in the caller's thread
+                    head_done["error"] = e
+            head_thread = threading.Thread(target=start_head, name="sfcluster-head-start", daemon=True)
+            head_thread.start()
+            gcs_up = nodes[head.name].run(gcs_port_wait_argv(cluster), timeout=START_TIMEOUT + 10)
+            if not gcs_up.ok:
+                head_thread.join()
+                _head_outcome(cluster, head_done)
+                raise SfclusterError(f"[{head.name}] Ray's GCS never opened {cluster.ray_address}",
+                                     "see the Ray log under " + cluster.temp_dir + "/session_latest/logs on the head")
+
+        def finish_head() -> None:
+            if head_thread is not None:
+                head_thread.join()
+                _head_outcome(cluster, head_done)
+                result.did(head.name, "ray head started")
         todo = [w.name for w in cluster.workers if not facts[w.name].our_raylet_pids]
+
+        # 4. The wait for every party's resource starts NOW, on the head, while the workers start:
+        # the waiter imports Ray (~1 s) during the workers' `ray start` instead of after it, and a
+        # worker's `ray start` returns ~1 s before its raylet shows in the GCS anyway.
+        joined: Dict[str, Any] = {}
+        stop_wait = threading.Event()
+
+        def wait_joined() -> None:
+            try:
+                joined.update(gcs_query(cluster, nodes, wait=JOIN_TIMEOUT, on_line=lambda p: progress(p, "joined"),
+                                        stop=stop_wait))
+            except Exception as e:  # noqa: BLE001 - reported below, in the caller's thread
+                joined["error"] = str(e)
+        waiter = threading.Thread(target=wait_joined, name="sfcluster-wait-joined", daemon=True)
+        waiter.start()
 
         def start_worker(n: str) -> None:
             progress(n, "starting Ray worker")
@@ -145,10 +183,16 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
             res.check()
             started.append(n)
             result.did(n, "ray worker started")
-        fan_out(start_worker, todo).raise_if_failed("starting Ray workers")
-
-        # 4. Wait until every party's resource is visible on the head.
-        data = gcs_query(cluster, nodes, wait=JOIN_TIMEOUT, on_line=lambda p: progress(p, "joined"))
+        try:
+            workers = fan_out(start_worker, todo)
+            finish_head()  # a failed head explains failed workers: its error goes first
+            workers.raise_if_failed("starting Ray workers")
+        except BaseException:
+            stop_wait.set()
+            waiter.join(10)
+            raise
+        waiter.join()
+        data = joined or {"error": "the wait on the head ended without an answer"}
         if "error" in data:
             raise SfclusterError(f"[{head.name}] cannot query Ray's GCS at {cluster.ray_address}: {data['error']}")
         result.parties = data["parties"]
@@ -157,12 +201,20 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
             raise SfclusterError(f"party resource not visible after {JOIN_TIMEOUT} s: {', '.join(missing)}",
                                  "run `sfcluster check` and look at the Ray logs on those nodes")
     except BaseException:
+        if head_thread is not None:
+            head_thread.join(START_TIMEOUT + 15)  # never roll back under a `ray start` still running
         if not keep_on_failure:
             _undo(cluster, nodes, facts, started, added_fw, fw_todo)
         raise
     state.save(cluster.name, {"inventory": cluster.source, "firewall": {n: _firewall_backend(f) for n, f in facts.items()
                                                                        if n in fw_todo or f.firewall.get("rules_present")}})
     return result
+
+
+def _head_outcome(cluster: Cluster, done: Dict[str, Any]) -> None:
+    if "error" in done:
+        raise done["error"]
+    done["result"].check(hint="see the Ray log under " + cluster.temp_dir + "/session_latest/logs on the head")
 
 
 def _undo(cluster: Cluster, nodes: Nodes, facts: Dict[str, NodeFacts], started: List[str], added_fw: List[str],

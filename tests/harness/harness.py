@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("SFCLUSTER_HARNESS_DIR", ROOT / "build" / "harness"))
@@ -99,20 +99,22 @@ def remove_leftovers() -> None:
             sh(["docker", "network", "rm", net], check=False)
 
 
-def wait_ssh(timeout: float = 60) -> None:
+def wait_ssh(timeout: float = 60, nodes: Optional[List[Tuple[str, str, int, str]]] = None) -> None:
+    """Wait until sshd answers with its banner on every node: (name, ip, port, container) tuples,
+    the harness's own nodes by default (the bench's generated nodes pass theirs)."""
     deadline = time.monotonic() + timeout
-    for n in NODES.values():
+    for name, ip, port, container in nodes or [(n.name, n.ip, n.port, n.container) for n in NODES.values()]:
         while True:
             try:
-                with socket.create_connection((n.ip, n.port), timeout=1) as s:
+                with socket.create_connection((ip, port), timeout=1) as s:
                     s.settimeout(2)
                     if s.recv(4).startswith(b"SSH-"):
                         break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                logs = sh(["docker", "logs", "--tail", "30", n.container], check=False)
-                raise RuntimeError(f"sshd on {n.name} ({n.ip}:{n.port}) did not answer within {timeout:.0f} s\n"
+                logs = sh(["docker", "logs", "--tail", "30", container], check=False)
+                raise RuntimeError(f"sshd on {name} ({ip}:{port}) did not answer within {timeout:.0f} s\n"
                                    f"{logs.stdout}{logs.stderr}")
             time.sleep(0.2)
 

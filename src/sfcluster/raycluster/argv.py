@@ -51,3 +51,13 @@ def head_start_argv(cluster: Cluster) -> List[str]:
 def worker_start_argv(cluster: Cluster, node: Node) -> List[str]:
     return ["timeout", "-k", "5", str(START_TIMEOUT), ray_executable(node), "start",
             f"--address={cluster.ray_address}", *_common(cluster, node)]
+
+
+def gcs_port_wait_argv(cluster: Cluster, interval: float = 0.05) -> List[str]:
+    """Run on the head: return 0 as soon as the GCS accepts TCP connections (bash's /dev/tcp: no
+    Python start), 1 after START_TIMEOUT. The head's `ray start` opens the GCS port ~1.5 s in and
+    then spends ~2 s more on the raylet and agents: workers may start at the port, not at the end."""
+    host, port = cluster.head.host, cluster.ray.gcs
+    tries = int(START_TIMEOUT / interval)
+    return ["bash", "-c", f"for _ in $(seq {tries}); do (exec 3<>/dev/tcp/{host}/{port}) 2>/dev/null && exit 0; "
+                          f"sleep {interval}; done; exit 1"]
