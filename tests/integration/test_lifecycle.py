@@ -150,7 +150,7 @@ def test_password_sudo_stops_before_any_change(harness, tmp_path):
     if p.returncode == 0:
         sfc("down", "-i", str(inv), "--force")
     assert p.returncode != 0
-    assert "carol" in p.stderr and "sudo" in p.stderr and "iptables" in p.stderr, p.stderr
+    assert "[carol]" in p.stderr and "sudo" in p.stderr and "iptables" in p.stderr, p.stderr
     for n in ("alice", "bob", "carol"):
         assert raylet_pids(harness, n) == []
         assert ruleset(harness, n) == before[n]
@@ -172,3 +172,22 @@ def test_gcs_blocked_for_carol_fails_naming_carol(harness, tmp_path):
             assert raylet_pids(harness, n) == []  # rolled back
     finally:
         harness.docker_exec("carol", f"iptables -D {rule}")
+
+
+def test_head_failing_after_its_gcs_opened_rolls_back_every_node(harness, tmp_path):
+    """Workers start once the head's GCS port opens; when the head's `ray start` fails after that
+    (its raylet port is taken), `up` names the head and leaves no Ray on any node."""
+    inv = harness.write_inventory(tmp_path / "inv.yaml", firewall="check")
+    harness.docker_exec("alice", "setsid -f /opt/sf/bin/python -c 'import socket,time; s=socket.socket(); "
+                                 "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"0.0.0.0\",6380)); "
+                                 "s.listen(); time.sleep(120)' >/dev/null 2>&1")
+    try:
+        p = sfc("up", "-i", str(inv), "--skip-check")  # the preflight would have caught the port
+        assert p.returncode != 0, p.stdout
+        assert "error: [alice]" in p.stderr and "ray start --head" in p.stderr, p.stderr
+        for n in ("alice", "bob", "carol"):
+            assert raylet_pids(harness, n) == []
+            assert harness.docker_exec(n, "pgrep -x gcs_server || true").stdout.strip() == ""
+    finally:
+        harness.docker_exec("alice", "fuser -k 6380/tcp", check=False)
+        sfc("down", "-i", str(inv), "--force")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from sfcluster.cli.common import console, emit_json, handle_errors, inventory_option, json_option, load
@@ -19,7 +20,7 @@ def render(report: Report) -> None:
         table.add_column(col, overflow="fold")
     order = {Status.FAIL: 0, Status.WARN: 1, Status.OK: 2}
     for c in sorted(report.checks, key=lambda c: (c.node, order[c.status], c.name)):
-        table.add_row(c.node, c.name, f"[{STYLE[c.status]}]{c.status.value}[/]", c.detail, c.fix)
+        table.add_row(escape(c.node), c.name, f"[{STYLE[c.status]}]{c.status.value}[/]", escape(c.detail), escape(c.fix or ""))
     console.print(table)
     n = len(report.failed)
     console.print("[green]all checks passed[/]" if not n else f"[bold red]{n} problem(s) must be fixed[/]")

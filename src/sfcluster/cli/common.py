@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from sfcluster.errors import SfclusterError
 from sfcluster.inventory import Cluster, load_inventory
@@ -42,9 +43,9 @@ def handle_errors(fn: Callable) -> Callable:
         try:
             return fn(*a, **kw)
         except SfclusterError as e:
-            err_console.print(f"[bold red]error:[/] {e.message}", markup=True, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(e.message)}", markup=True, soft_wrap=True)
             if e.hint:
-                err_console.print(f"  [bold]fix:[/] {e.hint}", markup=True, soft_wrap=True)
+                err_console.print(f"  [bold]fix:[/] {escape(e.hint)}", markup=True, soft_wrap=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted")

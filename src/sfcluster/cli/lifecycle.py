@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from sfcluster import lifecycle
@@ -16,7 +17,7 @@ HEALTH_EXIT = {"healthy": 0, "degraded": 1, "down": 2}
 
 
 def _progress(node: str, msg: str) -> None:
-    err_console.print(f"  [bold]{node:>8}[/] {msg}")
+    err_console.print(f"  [bold]{escape(node):>8}[/] {escape(msg)}")
 
 
 @click.command("up")
@@ -52,7 +53,7 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, as_json
         return
     if res.changed:
         console.print(f"[green]cluster '{cluster.name}' is up[/]: " +
-                      "; ".join(f"{n}: {', '.join(a)}" for n, a in res.actions.items()))
+                      escape("; ".join(f"{n}: {', '.join(a)}" for n, a in res.actions.items())))
     else:
         console.print(f"[green]cluster '{cluster.name}' is already up with this plan: nothing changed[/]")
     console.print(f"Ray address: {cluster.ray_address}   parties: " +
@@ -80,7 +81,7 @@ def down_cmd(inventory_path: str, force: bool, as_json: bool) -> None:
                    "seconds": res.seconds, "firewall_removed": sorted(res.firewall_removed), "errors": res.errors})
         sys.exit(1 if res.errors else 0)
     for n, e in res.errors.items():
-        err_console.print(f"[red]{n}: {e}[/]")
+        err_console.print(f"[red]{escape(n)}: {escape(str(e))}[/]")
     console.print(f"cluster '{cluster.name}' is down" if not res.errors else "down finished with errors")
     sys.exit(1 if res.errors else 0)
 
@@ -104,11 +105,11 @@ def status_cmd(inventory_path: str, as_json: bool) -> None:
         for r in st["nodes"]:
             t.add_row(r["party"], r["host"], r["role"], "[green]alive[/]" if r["ray_alive"] else "[red]down[/]",
                       f"{r['resource']:g}" if r["resource"] else "-", ",".join(map(str, r["raylet_pids"])) or "-",
-                      "yes" if r["spu_listening"] else "no", r["firewall"] if r["reachable"] else f"[red]{r['error']}[/]")
+                      "yes" if r["spu_listening"] else "no", escape(r["firewall"]) if r["reachable"] else f"[red]{escape(r['error'])}[/]")
         console.print(t)
         for d in st["drivers"]:
             tag = "[green]sanctioned[/]" if d["sanctioned"] else "[bold red]NOT sanctioned[/]"
-            console.print(f"driver: {d['driver_ip']} pid {d['driver_pid']} {tag}: {d['entrypoint'][:100]}")
+            console.print(f"driver: {d['driver_ip']} pid {d['driver_pid']} {tag}: {escape(d['entrypoint'][:100])}")
     sys.exit(HEALTH_EXIT[st["health"]])
 
 

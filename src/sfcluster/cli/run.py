@@ -5,6 +5,7 @@ import sys
 from typing import Tuple
 
 import click
+from rich.markup import escape
 
 from sfcluster.cli.common import err_console, handle_errors, inventory_option, load
 from sfcluster.connect import Nodes
@@ -43,7 +44,7 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, detach: boo
         code = driver.run(cluster, nodes, driver.RunOptions(script=script, args=list(args), files=list(files),
                                                            wait=wait, detach=detach),
                           out=_write(sys.stdout), err=_write(sys.stderr),
-                          note=lambda m: err_console.print(f"[bold]sfcluster:[/] {m}"))
+                          note=lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}"))
     sys.exit(code)
 
 
@@ -66,4 +67,4 @@ def cancel_cmd(inventory_path: str) -> None:
     cluster = load(inventory_path)
     with Nodes(cluster, [cluster.head_name]) as nodes:
         info = driver.cancel(cluster, nodes)
-    err_console.print(f"cancelled run {info['run_id']} ({info['script']}, started {info['since']} by {info['user']})")
+    err_console.print(escape(f"cancelled run {info['run_id']} ({info['script']}, started {info['since']} by {info['user']})"))
