@@ -124,3 +124,20 @@ def test_cluster_def_uses_listen_address_only_where_needed_and_string_protocol(c
     nodes = {n["party"]: n for n in cd["nodes"]}
     assert nodes["bob"] == {"party": "bob", "address": "203.0.113.7:20101", "listen_address": "10.0.0.2:20101"}
     assert "listen_address" not in nodes["alice"] and "\"listen_addr\"" not in json.dumps(cd)
+
+
+def test_run_bundle_unpacks_private_and_refuses_an_existing_run_dir(cluster, tmp_path):
+    import os
+    import stat
+    import subprocess
+    from sfcluster.run.driver import bundle, unpack_argv
+    data = bundle([("sfcluster/runtime.py", b"x = 1\n", 0o644), ("train.py", b"print(1)\n", 0o600)], dirs=("files",))
+    rd = tmp_path / "sfc" / "runs" / "r1"
+    argv = unpack_argv(cluster, str(rd))
+    argv[-2] = str(tmp_path / "sfc" / "runs")  # the cluster's temp dir, here under tmp_path
+    assert subprocess.run(argv, input=data).returncode == 0
+    assert (rd / "train.py").read_bytes() == b"print(1)\n" and (rd / "sfcluster" / "runtime.py").exists()
+    assert stat.S_IMODE(os.stat(rd).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(rd / "files").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(rd / "train.py").st_mode) == 0o600
+    assert subprocess.run(argv, input=data, capture_output=True).returncode != 0  # never into an existing dir

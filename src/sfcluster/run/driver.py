@@ -3,16 +3,18 @@ cluster-wide lock, checks Ray's job table and starts the driver, all in one remo
 from __future__ import annotations
 
 import getpass
+import io
 import json
 import os
 import secrets
 import signal
 import socket
+import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, List, Optional
+from pathlib import Path, PurePosixPath
+from typing import Callable, List, Optional, Tuple
 
 from sfcluster import state
 from sfcluster.config import secretflow_config
@@ -20,6 +22,7 @@ from sfcluster.connect import Nodes
 from sfcluster.errors import LockHeld, PlanError, SfclusterError
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import source
+from sfcluster.remote.group import fan_out
 
 RUNTIME_FILE = Path(__file__).resolve().parents[1] / "runtime.py"
 LOCKED_EXIT, FOREIGN_EXIT, NORAY_EXIT = 75, 76, 77
@@ -39,24 +42,53 @@ def run_dir(cluster: Cluster, run_id: str) -> str:
     return f"{cluster.temp_dir}/runs/{run_id}"
 
 
+def bundle(members: List[Tuple[str, bytes, int]], dirs: Tuple[str, ...] = ()) -> bytes:
+    """An in-memory tar of (relative path, content, mode); directories are 0700."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dirs = tuple(sorted(set(dirs) | {str(p) for name, _, _ in members
+                                         for p in PurePosixPath(name).parents if str(p) != "."}))
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o700
+            tar.addfile(info)
+        for name, data, mode in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def unpack_argv(cluster: Cluster, rd: str) -> List[str]:
+    """One remote step per node: a fresh private run dir (mkdir without -p fails if it exists:
+    nobody can plant it first in a shared temp dir), then the files from a tar on stdin."""
+    return ["sh", "-c", 'mkdir -p "$1" && mkdir -m 0700 "$2" && tar -x --no-same-owner -C "$2" -f -',
+            "sh", cluster.temp_dir + "/runs", rd]
+
+
 def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str) -> str:
+    """The script, its config and the runtime helper to the head; --files to every node (same
+    path). One SSH exec per node, the nodes in parallel."""
     head = cluster.head
     rd = run_dir(cluster, run_id)
-    files_dir = f"{rd}/files"
-    targets = [head.name] + ([w.name for w in cluster.workers] if opts.files else [])
-    for n in targets:
-        nodes[n].run(["mkdir", "-p", cluster.temp_dir + "/runs"], timeout=20).check()
-        nodes[n].run(["mkdir", "-m", "0700", rd], timeout=20).check(
+    files = [(f"files/{os.path.basename(f)}", Path(f).read_bytes(), 0o600) for f in opts.files]
+    head_members = files + [
+        ("sfcluster/__init__.py", b'"""sfcluster runtime helper, shipped with the script."""\n', 0o644),
+        ("sfcluster/runtime.py", RUNTIME_FILE.read_bytes(), 0o644),
+        ("sfcluster.json", json.dumps(secretflow_config(cluster), indent=2).encode(), 0o600),
+        (os.path.basename(opts.script), Path(opts.script).read_bytes(), 0o600),
+    ]
+    payload = {head.name: bundle(head_members, dirs=("files",))}
+    if opts.files:
+        payload.update({w.name: bundle(files) for w in cluster.workers})
+
+    def ship(n: str) -> None:
+        nodes[n].run(unpack_argv(cluster, rd), stdin=payload[n], timeout=60).check(
             hint=f"is Ray up on {n}? `sfcluster up` creates {cluster.temp_dir}")
-        nodes[n].run(["mkdir", "-m", "0700", files_dir], timeout=20).check()
-        for f in opts.files:
-            nodes[n].put(f, f"{files_dir}/{os.path.basename(f)}", 0o600)
-    r = nodes[head.name]
-    r.run(["mkdir", "-m", "0700", f"{rd}/sfcluster"], timeout=20).check()
-    r.put_bytes(b'"""sfcluster runtime helper, shipped with the script."""\n', f"{rd}/sfcluster/__init__.py")
-    r.put_bytes(RUNTIME_FILE.read_bytes(), f"{rd}/sfcluster/runtime.py")
-    r.put_bytes(json.dumps(secretflow_config(cluster), indent=2).encode(), f"{rd}/sfcluster.json", 0o600)
-    r.put(opts.script, f"{rd}/{os.path.basename(opts.script)}", 0o600)
+    shipped = fan_out(ship, payload)
+    if len(shipped.errors) == 1:
+        raise next(iter(shipped.errors.values()))  # as it is, with its node and hint
+    shipped.raise_if_failed("shipping the run's files")
     return rd
 
 
