@@ -191,3 +191,33 @@ def test_head_failing_after_its_gcs_opened_rolls_back_every_node(harness, tmp_pa
     finally:
         harness.docker_exec("alice", "fuser -k 6380/tcp", check=False)
         sfc("down", "-i", str(inv), "--force")
+
+
+def test_down_with_a_node_unreachable_stops_nothing_then_force_tears_down_the_rest(harness, tmp_path):
+    inv = harness.write_inventory(tmp_path / "inv.yaml", firewall="check")
+    p = sfc("up", "-i", str(inv))
+    assert p.returncode == 0, p.stdout + p.stderr
+    pids = {n: raylet_pids(harness, n) for n in ("alice", "bob")}
+    carol = harness.NODES["carol"].container
+    subprocess.run(["docker", "pause", carol], check=True)  # sshd and Ray frozen: a hung host
+    try:
+        t0 = time.monotonic()
+        code, st = status(inv)
+        assert time.monotonic() - t0 < 60
+        assert code == 1 and st["health"] == "degraded"
+        assert [r["party"] for r in st["nodes"] if not r["reachable"]] == ["carol"]
+
+        t0 = time.monotonic()
+        p = sfc("down", "-i", str(inv))
+        assert time.monotonic() - t0 < 60, "down hung on an unreachable node"
+        assert p.returncode != 0 and "carol" in p.stderr and "--force" in p.stderr, p.stderr
+        assert {n: raylet_pids(harness, n) for n in pids} == pids  # nothing stopped anywhere
+
+        p = sfc("down", "-i", str(inv), "--force")
+        assert p.returncode == 1 and "carol" in p.stderr, p.stdout + p.stderr
+        assert raylet_pids(harness, "alice") == [] and raylet_pids(harness, "bob") == []
+    finally:
+        subprocess.run(["docker", "unpause", carol], check=False)
+    p = sfc("down", "-i", str(inv))  # carol back: its leftovers go too
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert raylet_pids(harness, "carol") == []
