@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from tests.harness.harness import ensure_engine, wait_ssh
+from tests.harness.harness import ensure_engine, known_hosts_text, remove_networks, wait_ssh
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "bench"
@@ -183,21 +183,14 @@ class BenchNodes:
         mine = [c for c in names if c.startswith(self.spec.project + "-")]
         if mine:
             sh(["docker", "rm", "-f", *mine], check=False)
-        for net in sh(["docker", "network", "ls", "-q"], check=False).stdout.split():
-            info = sh(["docker", "network", "inspect", "-f", "{{.Name}} {{range .IPAM.Config}}{{.Subnet}}{{end}}", net],
-                      check=False).stdout.split()
-            if len(info) >= 2 and (info[0] == self.spec.project or info[1] == self.spec.subnet):
-                sh(["docker", "network", "rm", net], check=False)
+        remove_networks(self.spec.project, self.spec.subnet)
 
     def wait_ssh(self, timeout: float = 90) -> None:
         wait_ssh(timeout, [(name, ip, 22, self.spec.container(name)) for name, ip in zip(self.spec.names, self.spec.ips)])
 
     def write_known_hosts(self) -> Path:
-        lines = []
-        for name, ip in zip(self.spec.names, self.spec.ips):
-            key = self.exec(name, "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
-            lines.append(f"{ip} {key[0]} {key[1]}")
-        self.spec.known_hosts.write_text("\n".join(lines) + "\n")
+        self.spec.known_hosts.write_text(known_hosts_text(
+            [(ip, 22, self.spec.container(name)) for name, ip in zip(self.spec.names, self.spec.ips)]))
         return self.spec.known_hosts
 
     # -- looking inside (the bench's hand, not a contender's) -------------------------------

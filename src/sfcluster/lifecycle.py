@@ -112,7 +112,7 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
                                      f"allow passwordless sudo for {f.user} on {n}, or set firewall: check")
             if backend in ("none", "unknown"):
                 continue
-            if not f.firewall.get("rules_complete", f.firewall.get("rules_present")):
+            if not f.firewall.get("rules_complete"):
                 fw_todo[n] = backend
 
     added_fw: List[str] = []

@@ -86,17 +86,21 @@ def ensure_key() -> Path:
     return key
 
 
+def remove_networks(name: str, subnet: str) -> None:
+    """Docker networks called `name` or on `subnet`: an earlier (killed) run's."""
+    for net in sh(["docker", "network", "ls", "-q"], check=False).stdout.split():
+        info = sh(["docker", "network", "inspect", "-f", "{{.Name}} {{range .IPAM.Config}}{{.Subnet}}{{end}}", net],
+                  check=False).stdout.split()
+        if len(info) >= 2 and (info[1] == subnet or info[0] == name):
+            sh(["docker", "network", "rm", net], check=False)
+
+
 def remove_leftovers() -> None:
     """Containers and networks of an earlier (killed) run: same names or same subnet."""
     compose("down", "-v", "--remove-orphans", "-t", "1", check=False)
     for n in NODES.values():
         sh(["docker", "rm", "-f", n.container], check=False)
-    nets = sh(["docker", "network", "ls", "-q"], check=False).stdout.split()
-    for net in nets:
-        info = sh(["docker", "network", "inspect", "-f", "{{.Name}} {{range .IPAM.Config}}{{.Subnet}}{{end}}", net],
-                  check=False).stdout.split()
-        if len(info) >= 2 and (info[1] == SUBNET or info[0] == PROJECT):
-            sh(["docker", "network", "rm", net], check=False)
+    remove_networks(PROJECT, SUBNET)
 
 
 def wait_ssh(timeout: float = 60, nodes: Optional[List[Tuple[str, str, int, str]]] = None) -> None:
@@ -119,15 +123,20 @@ def wait_ssh(timeout: float = 60, nodes: Optional[List[Tuple[str, str, int, str]
             time.sleep(0.2)
 
 
-def write_known_hosts() -> Path:
-    """known_hosts from the containers' real host keys, read through docker exec."""
+def known_hosts_text(nodes: List[Tuple[str, int, str]]) -> str:
+    """known_hosts lines for (ip, sshd port, container), from the real host keys read inside each
+    container (docker exec): never scanned over the network."""
     lines = []
-    for n in NODES.values():
-        key = docker_exec(n.name, "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()
-        host = n.ip if n.port == 22 else f"[{n.ip}]:{n.port}"
+    for ip, port, container in nodes:
+        key = sh(["docker", "exec", container, "cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).stdout.split()
+        host = ip if port == 22 else f"[{ip}]:{port}"
         lines.append(f"{host} {key[0]} {key[1]}")
+    return "\n".join(lines) + "\n"
+
+
+def write_known_hosts() -> Path:
     path = BUILD / "known_hosts"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(known_hosts_text([(n.ip, n.port, n.container) for n in NODES.values()]))
     return path
 
 

@@ -204,8 +204,8 @@ def firewall(prefer, can_priv, chain, nft_table, ufw_comment, ufw_expect, firewa
         return info
     # `ufw` and `firewall-cmd` are Python programs (~0.1-0.2 s of CPU each): ask them only when
     # their config says enabled / their daemon runs. Eight probes share two cores on the bench.
-    ufw_active = ("ufw" in info["available"] and ufw_enabled_in_config()
-                  and "Status: active" in run(priv(["ufw", "status"]))[1])
+    ufw_status = run(priv(["ufw", "status"]))[1] if "ufw" in info["available"] and ufw_enabled_in_config() else ""
+    ufw_active = "Status: active" in ufw_status
     fwd = ("firewall-cmd" in info["available"] and process_running("firewalld")
            and run(priv(["firewall-cmd", "--state"]))[1].strip() == "running")
     nft_tables = run(priv(["nft", "list", "tables"]))[1] if "nft" in info["available"] else ""
@@ -232,8 +232,7 @@ def firewall(prefer, can_priv, chain, nft_table, ufw_comment, ufw_expect, firewa
         info["rules_present"] = info["rules_complete"] = ("table inet " + nft_table) in nft_tables
     elif backend == "ufw":
         # `ufw status` prints each rule's comment after a '#'; ufw adds a (v6) twin of each deny
-        out = run(priv(["ufw", "status"]))[1]
-        ours = [l for l in out.splitlines() if l.rstrip().endswith("# " + ufw_comment)]
+        ours = [l for l in ufw_status.splitlines() if l.rstrip().endswith("# " + ufw_comment)]
         info["rules_present"] = bool(ours)
         v4 = [l for l in ours if "(v6)" not in l]
         info["rules_complete"] = [sum(1 for l in v4 if " ALLOW " in l), sum(1 for l in v4 if " DENY " in l)] == ufw_expect
@@ -243,7 +242,6 @@ def firewall(prefer, can_priv, chain, nft_table, ufw_comment, ufw_expect, firewa
         info["rules_present"] = bool(have & want)
         info["rules_complete"] = bool(want) and want <= have
     return info
-
 
 
 def meminfo():
