@@ -1,13 +1,15 @@
 """One exception tree. Every error carries what a user needs to act on it."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, List, Optional
+
+from sfcluster.exitcodes import Exit
 
 
 class SfclusterError(Exception):
     """Base of every error sfcluster raises on purpose. `hint` says what to do next."""
 
-    exit_code = 1
+    exit_code: int = Exit.FAILURE
 
     def __init__(self, message: str, hint: Optional[str] = None) -> None:
         super().__init__(message)
@@ -18,14 +20,32 @@ class SfclusterError(Exception):
         return self.message if not self.hint else f"{self.message}\n  fix: {self.hint}"
 
 
+class Problem(str):
+    """One problem of an inventory: reads as `path (line N): message` (what users see), and keeps
+    its parts for `--json` (`problems: [{"path", "line", "message"}]`)."""
+
+    path: str
+    line: Optional[int]
+    message: str
+
+    def __new__(cls, path: str, line: Optional[int], message: str) -> "Problem":
+        where = f"{path} (line {line})" if path and line else (f"(line {line})" if line else path)
+        self = super().__new__(cls, f"{where}: {message}" if where else message)
+        self.path, self.line, self.message = path, line, message
+        return self
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"path": self.path or None, "line": self.line, "message": self.message}
+
+
 class InventoryError(SfclusterError):
     """The inventory file is invalid. Carries every problem found, each with its YAML path."""
 
-    exit_code = 2
+    exit_code = Exit.CONFIG
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: List[Problem]) -> None:
         self.source = source
-        self.problems = problems
+        self.problems = [p if isinstance(p, Problem) else Problem("", None, str(p)) for p in problems]
         lines = "\n".join(f"  {p}" for p in problems)
         super().__init__(f"{source}: invalid inventory ({len(problems)} problem(s)):\n{lines}")
 
@@ -42,9 +62,13 @@ class RemoteError(SfclusterError):
 class HostKeyError(RemoteError):
     """The host key is unknown or changed: never accepted silently."""
 
+    exit_code = Exit.UNAVAILABLE
+
 
 class ConnectError(RemoteError):
     """The SSH connection could not be made (network, auth)."""
+
+    exit_code = Exit.UNAVAILABLE
 
 
 class CommandFailed(RemoteError):
@@ -67,15 +91,31 @@ class CommandFailed(RemoteError):
 class CommandTimeout(RemoteError):
     """A remote command did not finish within its timeout (and was stopped)."""
 
+    exit_code = Exit.UNAVAILABLE
+
+
+class UnavailableError(SfclusterError):
+    """A node, the cluster or its Ray cannot be reached."""
+
+    exit_code = Exit.UNAVAILABLE
+
 
 class PrivilegeError(SfclusterError):
     """A step needs root and sudo would ask for a password."""
+
+    exit_code = Exit.NO_PRIVILEGE
 
 
 class LockHeld(SfclusterError):
     """Another driver holds the cluster-wide single-driver lock."""
 
-    exit_code = 3
+    exit_code = Exit.LOCKED
+
+
+class ForeignDriver(SfclusterError):
+    """A driver that sfcluster did not start is connected to the cluster's Ray."""
+
+    exit_code = Exit.FOREIGN_DRIVER
 
 
 class PlanError(SfclusterError):

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import yaml
 from yaml.constructor import SafeConstructor
 
-from sfcluster.errors import InventoryError
+from sfcluster.errors import InventoryError, Problem
 from sfcluster.inventory.model import Cluster, FirewallMode, Node, RayPorts, SpuSettings, SshSpec
 
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -38,13 +38,13 @@ class _Doc:
     def __init__(self, text: str, source: str) -> None:
         self.source = source
         self.lines: Dict[Tuple[str, ...], int] = {}
-        self.problems: List[str] = []
+        self.problems: List[Problem] = []
         try:
             node = yaml.compose(text)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
-            where = f"line {mark.line + 1}" if mark else "?"
-            raise InventoryError(source, [f"({where}): not valid YAML: {getattr(e, 'problem', e)}"]) from e
+            raise InventoryError(source, [Problem("", mark.line + 1 if mark else None,
+                                                  f"not valid YAML: {getattr(e, 'problem', e)}")]) from e
         self.data = self._convert(node, ()) if node is not None else None
 
     def _convert(self, node: yaml.Node, path: Tuple[str, ...]) -> Any:
@@ -73,17 +73,17 @@ class _Doc:
             self.error(path, f"cannot read a value tagged {node.tag!r}: {getattr(e, 'problem', None) or e}")
             return None
 
-    def where(self, path: Tuple[str, ...]) -> str:
-        """`a.b.c (line N)`; a key absent from the file gets the line of its nearest present parent."""
-        p = ".".join(path) or "<top>"
+    def line_of(self, path: Tuple[str, ...]) -> Optional[int]:
+        """The line of `path`; a key absent from the file gets the line of its nearest present parent."""
         for i in range(len(path), -1, -1):
             line = self.lines.get(path[:i])
             if line:
-                return f"{p} (line {line})"
-        return p
+                return line
+        return None
 
     def error(self, path: Tuple[str, ...], message: str) -> None:
-        self.problems.append(f"{self.where(path)}: {message}")
+        """Reads as `a.b.c (line N): message`."""
+        self.problems.append(Problem(".".join(path) or "<top>", self.line_of(path), message))
 
     # -- typed getters: report and return None on a bad value ---------------------------------
     def mapping(self, value: Any, path: Tuple[str, ...], allowed: set) -> Dict[str, Any]:
@@ -162,7 +162,7 @@ def load_inventory(path: str) -> Cluster:
     try:
         text = p.read_text()
     except OSError as e:
-        raise InventoryError(path, [f"cannot read: {e.strerror}"]) from e
+        raise InventoryError(path, [Problem("", None, f"cannot read: {e.strerror}")]) from e
     return parse_inventory(text, source=path)
 
 
@@ -170,7 +170,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
     doc = _Doc(text, source)
     top = doc.mapping(doc.data, (), TOP_KEYS)
     if not isinstance(doc.data, dict):
-        raise InventoryError(source, doc.problems or ["(line 1): the inventory must be a YAML mapping"])
+        raise InventoryError(source, doc.problems or [Problem("", 1, "the inventory must be a YAML mapping")])
 
     name = doc.string(top, "cluster", (), None, _check_name)
     if top.get("cluster") is None:
