@@ -649,6 +649,6 @@ def test_all_problems_reported_at_once():
 def test_error_exit_code_and_message():
     with pytest.raises(InventoryError) as ei:
         parse_inventory("cluster: demo\nnodes:\n  alice: {host: 10.0.0.1}\n", source="inv.yaml")
-    assert ei.value.exit_code == 2
+    assert ei.value.exit_code == 78  # EX_CONFIG
     assert str(ei.value) == ("inv.yaml: invalid inventory (1 problem(s)):\n"
                              "  nodes (line 2): a SecretFlow cluster needs at least two parties")
