@@ -1,4 +1,5 @@
-"""SS-LR (SS-SGD logistic regression on SPU, SEMI2K / FM128) on vertically partitioned data.
+"""SS-LR (SS-SGD logistic regression on the SPU, with the inventory's protocol and field) on
+vertically partitioned data.
 
 Run it with sfcluster, never by hand:   sfcluster run -i inventory.yaml templates/train_lr.py
 Each party's features are loaded ON that party's node (inventory `data: {features: path}` as .npy;
@@ -68,7 +69,8 @@ def main():
                    partition_way=PartitionWay.VERTICAL)
 
     model = SSRegression(spu)
-    print("training SS-LR on SPU (SEMI2K, FM128)...", flush=True)
+    rc = cfg["spu_cluster_def"]["runtime_config"]
+    print(f"training SS-LR on SPU ({rc['protocol']}, {rc['field']})...", flush=True)
     model.fit(x=x, y=y, epochs=3, learning_rate=0.3, batch_size=128, sig_type="t1", reg_type="logistic",
               penalty="l2", l2_norm=0.01)
     y_pred = sf.reveal(model.predict(x))

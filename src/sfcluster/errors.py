@@ -19,6 +19,10 @@ class SfclusterError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  fix: {self.hint}"
 
+    def details(self) -> Dict[str, Any]:
+        """Extra fields for `--json` (e.g. a failed preflight's report)."""
+        return {}
+
 
 class Problem(str):
     """One problem of an inventory: reads as `path (line N): message` (what users see), and keeps

@@ -10,7 +10,8 @@ from typing import Any, Callable, Dict, List, Optional
 from sfcluster import state
 from sfcluster.connect import Nodes
 from sfcluster.doctor import Report, run_checks
-from sfcluster.errors import PlanError, PrivilegeError, SfclusterError
+from sfcluster.errors import PlanError, PrivilegeError, SfclusterError, UnavailableError
+from sfcluster.exitcodes import Exit
 from sfcluster.facts import PRIVILEGED_EXEC, NodeFacts, gather_all, python_argv
 from sfcluster.firewall import plan_add, plan_remove
 from sfcluster.inventory.model import Cluster, FirewallMode
@@ -37,10 +38,15 @@ class UpResult:
 
 
 class PreflightFailed(PlanError):
+    exit_code = Exit.PREFLIGHT
+
     def __init__(self, report: Report) -> None:
         self.report = report
         super().__init__(f"preflight found {len(report.failed)} problem(s); nothing was changed",
                          "fix them (see the table), or run `sfcluster check` for details")
+
+    def details(self) -> Dict[str, Any]:
+        return self.report.to_json()
 
 
 def _firewall_backend(facts: NodeFacts) -> str:
@@ -262,7 +268,7 @@ def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, progress: Progr
     for n, e in g.errors.items():
         result.errors[n] = str(e)
     if g.errors and not force:
-        raise SfclusterError("cannot reach " + ", ".join(g.errors) + "; nothing was stopped anywhere",
+        raise UnavailableError("cannot reach " + ", ".join(g.errors) + "; nothing was stopped anywhere",
                              "fix SSH to those nodes, or `sfcluster down --force` to tear down the rest")
     facts = g.results
     recorded = state.load(cluster.name).get("firewall", {})
@@ -329,6 +335,17 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
         sanctioned = f"{cluster.temp_dir}/runs/" in (j.get("entrypoint") or "") and j["driver_ip"] == cluster.head.host
         drivers.append(dict(j, sanctioned=sanctioned))
     alive = [r for r in rows if r.ray_alive]
-    health = "healthy" if len(alive) == len(rows) else ("down" if not alive else "degraded")
+    problems = [{"path": r.party, "line": None,
+                 "message": f"{r.party} ({r.host}): " + (f"unreachable: {r.error}" if not r.reachable else "Ray is not up")}
+                for r in rows if not r.ray_alive]
+    # A driver that `sfcluster run` did not start makes the cluster unfit for a run (a second set
+    # of SPU runtimes is the failure this tool exists to prevent): degraded, naming it.
+    for d in drivers:
+        if not d["sanctioned"]:
+            problems.append({"path": cluster.head_name, "line": None,
+                             "message": f"a driver sfcluster did not start is connected: {d['driver_ip']} pid "
+                                        f"{d['driver_pid']} ({d.get('entrypoint') or '?'}); stop it on that host"})
+    health = "down" if not alive else ("healthy" if not problems else "degraded")
     return {"cluster": cluster.name, "health": health, "ray_address": cluster.ray_address,
-            "nodes": [r.__dict__ for r in rows], "drivers": drivers, "gcs_error": gcs.get("error")}
+            "nodes": [r.__dict__ for r in rows], "drivers": drivers, "gcs_error": gcs.get("error"),
+            "problems": problems}

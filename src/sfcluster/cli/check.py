@@ -7,9 +7,10 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from sfcluster.cli.common import console, emit_json, handle_errors, inventory_option, json_option, load
+from sfcluster.cli.common import console, emit_result, handle_errors, inventory_option, json_option, load
 from sfcluster.connect import Nodes
 from sfcluster.doctor import Report, Status, run_checks
+from sfcluster.exitcodes import Exit
 
 STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red"}
 
@@ -39,13 +40,15 @@ def check_cmd(inventory_path: str, as_json: bool, no_reach: bool) -> None:
     everywhere; every planned port free (naming the process that holds it); SPU address bindable
     (else use listen_address); Ray already running (this cluster's or a foreign one); sudo and
     firewall backend; memory and disk; and a reachability matrix of every port a peer must reach.
-    Exit 0 only when nothing FAILs. A running cluster of the same inventory passes.
+    Exit 0 only when nothing FAILs, 65 when something does (see `sfcluster --help` for every
+    code). A running cluster of the same inventory passes.
     """
     cluster = load(inventory_path)
     with Nodes(cluster) as nodes:
         report = run_checks(cluster, nodes.runners, reach=not no_reach)
+    code = Exit.OK if report.ok else Exit.PREFLIGHT
     if as_json:
-        emit_json(report.to_json())
+        emit_result(report.to_json(), code)
     else:
         render(report)
-    sys.exit(0 if report.ok else 1)
+    sys.exit(int(code))

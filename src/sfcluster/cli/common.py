@@ -1,31 +1,43 @@
 """What every command shares: the inventory option, JSON output, one place that turns domain
-errors into user messages and exit codes."""
+errors into user messages, JSON and exit codes (sfcluster.exitcodes)."""
 from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Dict, List, Optional
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
-from sfcluster.errors import SfclusterError
+from sfcluster.errors import InventoryError, SfclusterError
+from sfcluster.exitcodes import Exit
 from sfcluster.inventory import Cluster, load_inventory
 
-# Piped into a file or a CI log, rich would assume 80 columns and cut IPs in tables to "172.30.…";
-# a terminal keeps its own width.
-_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160"))
-console = Console(stderr=False, highlight=False, width=_WIDTH)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else _WIDTH or 160)
+# Output that is not going to a terminal (a pipe, a log file, CI) is never wrapped, cut or padded
+# at a guessed width: rich would guess 80 columns (or trust $COLUMNS) and break one message over
+# two lines or cut IPs in tables to "172.30.…". One message is one line there, and a table row is
+# one line with every cell whole. A terminal keeps its own width.
+UNBOUNDED = 1_000_000
+
+
+def _console(stream: Any, stderr: bool) -> Console:
+    tty = stream.isatty()
+    return Console(stderr=stderr, highlight=False, width=None if tty else UNBOUNDED, soft_wrap=not tty)
+
+
+console = _console(sys.stdout, stderr=False)
+err_console = _console(sys.stderr, stderr=True)
 
 inventory_option = click.option(
     "-i", "--inventory", "inventory_path", default="inventory.yaml", show_default=True,
-    envvar="SFCLUSTER_INVENTORY", type=click.Path(dir_okay=False),
+    envvar="SFCLUSTER_INVENTORY", show_envvar=True, type=click.Path(dir_okay=False),
     help="Inventory YAML describing the cluster (see inventory.example.yaml).")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True,
+    help="Print one JSON object on stdout, on every outcome: at least `ok` and `exit_code`, and on "
+         "failure `problems` ([{path, line, message}]) and `fix`.")
 
 
 def load(path: str) -> Cluster:
@@ -36,18 +48,44 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
+def emit_result(data: Dict[str, Any], code: int) -> None:
+    """The JSON of an outcome: `ok` and `exit_code` first, then the command's own fields."""
+    emit_json({"ok": code == 0, "exit_code": int(code), **data})
+
+
+def problems_of(e: SfclusterError) -> List[Dict[str, Any]]:
+    if isinstance(e, InventoryError):
+        return [p.to_json() for p in e.problems]
+    return [{"path": getattr(e, "host", None), "line": None, "message": e.message}]
+
+
+def error_json(e: SfclusterError, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    return {"ok": False, "exit_code": int(e.exit_code), "error": e.message, "fix": e.hint,
+            "problems": problems_of(e), **(extra or {}), **e.details()}
+
+
+def say(message: str, style: str = "") -> None:
+    """One line of progress or outcome on stderr (stdout stays for results and JSON)."""
+    err_console.print(f"[{style}]{escape(message)}[/]" if style else escape(message))
+
+
 def handle_errors(fn: Callable) -> Callable:
-    """Domain errors become a message on stderr and their exit code; nothing else is swallowed."""
+    """Domain errors become a message on stderr and their exit code (with `--json`, also one JSON
+    object on stdout); nothing else is swallowed."""
     @functools.wraps(fn)
     def wrapper(*a: Any, **kw: Any) -> Any:
         try:
             return fn(*a, **kw)
         except SfclusterError as e:
-            err_console.print(f"[bold red]error:[/] {escape(e.message)}", markup=True, soft_wrap=True)
+            if kw.get("as_json"):
+                emit_json(error_json(e))
+            err_console.print(f"[bold red]error:[/] {escape(e.message)}")
             if e.hint:
-                err_console.print(f"  [bold]fix:[/] {escape(e.hint)}", markup=True, soft_wrap=True)
-            sys.exit(e.exit_code)
+                err_console.print(f"  [bold]fix:[/] {escape(e.hint)}")
+            sys.exit(int(e.exit_code))
         except KeyboardInterrupt:
+            if kw.get("as_json"):
+                emit_json({"ok": False, "exit_code": int(Exit.CANCELLED), "error": "interrupted", "problems": []})
             err_console.print("interrupted")
-            sys.exit(130)
+            sys.exit(int(Exit.CANCELLED))
     return wrapper

@@ -9,11 +9,13 @@ from rich.table import Table
 
 from sfcluster import lifecycle
 from sfcluster.cli.check import render
-from sfcluster.cli.common import console, emit_json, err_console, handle_errors, inventory_option, json_option, load
+from sfcluster.cli.common import (console, emit_json, emit_result, err_console, handle_errors, inventory_option,
+                                  json_option, load)
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
+from sfcluster.exitcodes import Exit
 
-HEALTH_EXIT = {"healthy": 0, "degraded": 1, "down": 2}
+HEALTH_EXIT = {"healthy": Exit.OK, "degraded": Exit.DEGRADED, "down": Exit.UNAVAILABLE}
 
 
 def _progress(node: str, msg: str) -> None:
@@ -41,15 +43,13 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, as_json
         try:
             res = lifecycle.up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=_progress)
         except lifecycle.PreflightFailed as e:
-            if as_json:
-                emit_json(e.report.to_json())
-            else:
+            if not as_json:  # with --json, the report is part of the error's JSON
                 render(e.report)
             raise
     config = secretflow_config(cluster)
     if as_json:
-        emit_json({"cluster": cluster.name, "changed": res.changed, "actions": res.actions, "parties": res.parties,
-                   "ray_address": cluster.ray_address, "config": config})
+        emit_result({"cluster": cluster.name, "changed": res.changed, "actions": res.actions, "parties": res.parties,
+                     "ray_address": cluster.ray_address, "config": config}, Exit.OK)
         return
     if res.changed:
         console.print(f"[green]cluster '{cluster.name}' is up[/]: " +
@@ -72,18 +72,21 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, as_json
 def down_cmd(inventory_path: str, force: bool, as_json: bool) -> None:
     """Stop workers, then the head; kill this cluster's leftovers holding planned ports; remove
     exactly the firewall rules `up` added. Safe on a half-up cluster; idempotent.
-    Exit 0 when every node is down, 1 when some node could not be torn down."""
+    Exit 0 when every node is down, 1 when some node could not be torn down, 69 when a node cannot
+    be reached (nothing stopped; see --force)."""
     cluster = load(inventory_path)
     with Nodes(cluster) as nodes:
         res = lifecycle.down(cluster, nodes, force=force, progress=(lambda n, m: None) if as_json else _progress)
+    code = Exit.FAILURE if res.errors else Exit.OK
     if as_json:
-        emit_json({"cluster": cluster.name, "ok": not res.errors, "stopped": res.stopped, "killed": res.killed,
-                   "seconds": res.seconds, "firewall_removed": sorted(res.firewall_removed), "errors": res.errors})
-        sys.exit(1 if res.errors else 0)
+        emit_result({"cluster": cluster.name, "stopped": res.stopped, "killed": res.killed, "seconds": res.seconds,
+                     "firewall_removed": sorted(res.firewall_removed), "errors": res.errors,
+                     "problems": [{"path": n, "line": None, "message": e} for n, e in res.errors.items()]}, code)
+        sys.exit(int(code))
     for n, e in res.errors.items():
         err_console.print(f"[red]{escape(n)}: {escape(str(e))}[/]")
     console.print(f"cluster '{cluster.name}' is down" if not res.errors else "down finished with errors")
-    sys.exit(1 if res.errors else 0)
+    sys.exit(int(code))
 
 
 @click.command("status")
@@ -92,12 +95,14 @@ def down_cmd(inventory_path: str, force: bool, as_json: bool) -> None:
 @handle_errors
 def status_cmd(inventory_path: str, as_json: bool) -> None:
     """Per party: role, Ray alive, resources seen by the head, SPU listening, firewall rules, and
-    the drivers connected (from Ray's job table). Exit 0 healthy, 1 degraded, 2 down."""
+    the drivers connected (from Ray's job table). Exit 0 healthy; 71 degraded (a party is not up,
+    or a driver that `sfcluster run` did not start is connected); 69 down."""
     cluster = load(inventory_path)
     with Nodes(cluster) as nodes:
         st = lifecycle.status(cluster, nodes)
+    code = HEALTH_EXIT[st["health"]]
     if as_json:
-        emit_json(st)
+        emit_result(st, code)
     else:
         t = Table(title=f"cluster {cluster.name}: {st['health']}")
         for col in ("party", "host", "role", "ray", "resource", "raylet pid", "spu listening", "firewall"):
@@ -109,8 +114,10 @@ def status_cmd(inventory_path: str, as_json: bool) -> None:
         console.print(t)
         for d in st["drivers"]:
             tag = "[green]sanctioned[/]" if d["sanctioned"] else "[bold red]NOT sanctioned[/]"
-            console.print(f"driver: {d['driver_ip']} pid {d['driver_pid']} {tag}: {escape(d['entrypoint'][:100])}")
-    sys.exit(HEALTH_EXIT[st["health"]])
+            console.print(f"driver: {d['driver_ip']} pid {d['driver_pid']} {tag}: {escape(d['entrypoint'])}")
+        for why in st["problems"]:
+            console.print(f"[bold red]{escape(why['message'])}[/]")
+    sys.exit(int(code))
 
 
 @click.command("config")
@@ -121,7 +128,7 @@ def config_cmd(inventory_path: str, as_json: bool) -> None:
     """The generated SecretFlow config (what `run` hands the driver as $SFCLUSTER_CONFIG)."""
     cfg = secretflow_config(load(inventory_path))
     if as_json:
-        emit_json(cfg)
+        emit_result(cfg, Exit.OK)
         return
     console.print(f"cluster {cfg['cluster']}, head {cfg['head']}, Ray address {cfg['ray_address']}")
     for p, v in cfg["parties"].items():

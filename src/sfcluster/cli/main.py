@@ -7,9 +7,18 @@ from sfcluster import __version__
 from sfcluster.cli.check import check_cmd
 from sfcluster.cli.lifecycle import config_cmd, down_cmd, status_cmd, up_cmd
 from sfcluster.cli.run import cancel_cmd, logs_cmd, run_cmd
+from sfcluster.exitcodes import help_table
+
+ENVIRONMENT = """\b
+Environment:
+  SFCLUSTER_INVENTORY   the inventory file when -i is not given (default: inventory.yaml)
+  SFCLUSTER_STATE_DIR   where the controller keeps its state (default: ~/.local/state/sfcluster)
+\b
+Shell completion (bash; zsh and fish alike with zsh_source / fish_source):
+  eval "$(_SFCLUSTER_COMPLETE=bash_source sfcluster)"     # e.g. in ~/.bashrc"""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=help_table() + "\n\n" + ENVIRONMENT)
 @click.version_option(__version__, prog_name="sfcluster")
 def cli() -> None:
     """Launch SecretFlow simulation-mode clusters the right way.
@@ -19,11 +28,12 @@ def cli() -> None:
       sfcluster check  -i inventory.yaml     preflight, with a fix for each problem
       sfcluster up     -i inventory.yaml     Ray head + workers over SSH, firewall scoped to peers
       sfcluster run    -i inventory.yaml train_lr.py   the single driver, on the head
-      sfcluster status / down
+      sfcluster status / logs / cancel / down
     """
 
 
 for _cmd in (check_cmd, up_cmd, status_cmd, down_cmd, config_cmd, run_cmd, logs_cmd, cancel_cmd):
+    _cmd.epilog = help_table()
     cli.add_command(_cmd)
 
 

@@ -25,10 +25,15 @@ def _write(stream):  # noqa: ANN001
               help="Supporting module/file, importable in party functions on every node (repeatable).")
 @click.option("--wait", is_flag=True, help="Wait for the driver lock instead of failing at once.")
 @click.option("--detach", is_flag=True, help="Leave the driver running; follow with `logs -f`, stop with `cancel`.")
+@click.option("--starve-timeout", "starve_seconds", type=click.FloatRange(min=0), default=driver.STARVE_SECONDS,
+              show_default=True, metavar="SECONDS",
+              help="Stop the run (exit 70) when a resource demand of it has waited this long while no task of it "
+                   "made progress (a party's CPUs all taken); 0 turns the watch off.")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
-def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, detach: bool, script: str, args: Tuple[str, ...]) -> None:
+def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, detach: bool, starve_seconds: float, script: str,
+            args: Tuple[str, ...]) -> None:
     """Run SCRIPT as the cluster's one driver, on the head only.
 
     \b
@@ -36,13 +41,15 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, detach: boo
     refuses while another driver is connected to Ray, hands the script $SFCLUSTER_CONFIG (use
     `from sfcluster import runtime; runtime.guard(); cfg = runtime.load()`), streams its output
     and exits with its exit code. Ctrl-C stops the driver and its SPU actors and frees the lock.
+    When sfcluster stops the run itself (a party's node lost, another driver connected, a starved
+    party, cancel), it exits with its own code (74, 76, 70, 130) and its last line says why.
     Script arguments go after `--`:  sfcluster run -i inv.yaml train.py -- --epochs 3
     """
     cluster = load(inventory_path)
     names = list(cluster.party_names) if files else [cluster.head_name]
     with Nodes(cluster, names) as nodes:
         code = driver.run(cluster, nodes, driver.RunOptions(script=script, args=list(args), files=list(files),
-                                                           wait=wait, detach=detach),
+                                                           wait=wait, detach=detach, starve_seconds=starve_seconds),
                           out=_write(sys.stdout), err=_write(sys.stderr),
                           note=lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}"))
     sys.exit(code)

@@ -10,7 +10,8 @@ from typing import Dict, List, Optional, Tuple
 
 from sfcluster.errors import ConnectError, HostKeyError, SfclusterError
 from sfcluster.facts import NodeFacts, gather_all, python_argv, spu_bind_address
-from sfcluster.inventory.model import Cluster, FirewallMode
+from sfcluster.inventory.model import Cluster, FirewallMode, Node
+from sfcluster.raycluster.resources import MIN_CPUS
 from sfcluster.ports import PortEntry, plan_ports, spu_clashes_with_ray_defaults
 from sfcluster.remote.group import fan_out
 from sfcluster.remote.ssh import SshRunner
@@ -51,8 +52,13 @@ class Report:
     def ok(self) -> bool:
         return not self.failed
 
+    def problems(self) -> List[dict]:
+        """The failed checks as `--json` problems: path = the node, with the check's fix."""
+        return [{"path": c.node, "line": None, "message": f"{c.name}: {c.detail}", "fix": c.fix or None}
+                for c in self.failed]
+
     def to_json(self) -> dict:
-        return {"ok": self.ok, "checks": [dict(asdict(c), status=c.status.value) for c in self.checks]}
+        return {"checks": [dict(asdict(c), status=c.status.value) for c in self.checks], "problems": self.problems()}
 
 
 def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = True) -> Report:
@@ -70,6 +76,8 @@ def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = Tr
         _ray_running(cluster, report, facts)
         _privileges_and_firewall(cluster, report, facts)
         _resources(report, facts)
+    for node in cluster.nodes:
+        _cpus(report, node)
     for msg in spu_clashes_with_ray_defaults(cluster):
         report.add(msg.split(":")[0], "spu_port", Status.WARN, msg, "pick an SPU port above 20000")
     if reach and len(report.facts) == len(cluster.nodes):
@@ -77,6 +85,19 @@ def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = Tr
     elif reach:
         report.add("*", "reachability", Status.WARN, "skipped: not every node answered over SSH")
     return report
+
+
+def _cpus(report: Report, node: Node) -> None:
+    """Below MIN_CPUS a party cannot train: its SPU runtime actor holds a CPU for its whole life
+    and its PYU tasks wait for one forever (raycluster/resources.py)."""
+    if node.cpus < MIN_CPUS:
+        report.add(node.name, "cpus", Status.FAIL,
+                   f"cpus: {node.cpus} is below the {MIN_CPUS} a party needs: the SPU runtime holds one CPU for "
+                   f"the whole run and every task of {node.name} needs another, so training would wait forever",
+                   f"set `cpus: {MIN_CPUS}` (or more) for {node.name} in the inventory (nodes.{node.name}.cpus or the "
+                   f"top-level cpus)")
+    else:
+        report.add(node.name, "cpus", Status.OK, f"cpus: {node.cpus} (Ray --num-cpus; at least {MIN_CPUS})")
 
 
 def _ssh_failure(report: Report, name: str, err: BaseException) -> None:

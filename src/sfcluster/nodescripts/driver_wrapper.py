@@ -62,17 +62,21 @@ def take_lock():
             time.sleep(0.5)
 
 
-def live_drivers():
+def job_drivers(client):
     """Drivers Ray's job table shows alive (anything connected to the cluster right now)."""
+    out = []
+    for _, info in client.get_all_job_info(timeout=5).items():
+        if not info.is_dead:
+            out.append({"ip": info.driver_ip_address, "pid": info.driver_pid,
+                        "entrypoint": getattr(info, "entrypoint", "")})
+    return out
+
+
+def live_drivers():
     try:
         from ray._raylet import GcsClient
         c = GcsClient(address=R["ray_address"])
-        out = []
-        for _, info in c.get_all_job_info(timeout=5).items():
-            if not info.is_dead:
-                out.append({"ip": info.driver_ip_address, "pid": info.driver_pid,
-                            "entrypoint": getattr(info, "entrypoint", "")})
-        return c, out
+        return c, job_drivers(c)
     except Exception as e:  # noqa: BLE001
         ctl("NORAY", str(e))
         sys.exit(77)
@@ -89,6 +93,41 @@ def node_alive_by_gcs(client):
         if i["state"] == 0:
             alive.add(ip.decode() if isinstance(ip, bytes) else ip)
     return alive
+
+
+def resource_snapshot(client):
+    """(pending demands, fingerprint) from the GCS, as Ray's autoscaler reads them (ray 2.9.3:
+    GetAllResourceUsage -> resource_usage_data.resource_load_by_shape.resource_demands).
+    pending: {shape as sorted (resource, amount) tuples: requests queued}; fingerprint: every
+    node's available resources, which change whenever a task or actor of the run starts or ends,
+    or an object is stored. None when the GCS does not answer."""
+    try:
+        data = client.get_all_resource_usage(timeout=3).resource_usage_data
+    except Exception:  # noqa: BLE001
+        return None
+    pending = {}
+    for d in data.resource_load_by_shape.resource_demands:
+        n = d.num_ready_requests_queued + d.num_infeasible_requests_queued + d.backlog_size
+        if n:
+            pending[tuple(sorted(d.shape.items()))] = n
+    fingerprint = tuple(sorted((bytes(b.node_id), tuple(sorted(b.resources_available.items()))) for b in data.batch))
+    return pending, fingerprint
+
+
+def starvation_message(shape, waited):
+    """Name the party, the resource and the fix."""
+    res = dict(shape)
+    party = next((k for k in res if k in R["parties"]), None)
+    other = sorted(k for k in res if k != party and not k.startswith("node:"))
+    what = ", ".join("%s: %g" % (k, res[k]) for k in sorted(res))
+    if party is None:
+        return ("a resource request {%s} has waited %d s while no task of the run made progress"
+                " (no party named in it)" % (what, waited))
+    return ("party %s is starved: a task or actor of this run needs {%s} on %s and has waited %d s while "
+            "no task of the run made progress (%s there is all taken; cpus: %s). Fix: raise `cpus` for %s in the "
+            "inventory (at least %d; `sfcluster check` names the minimum), then `sfcluster down` and `sfcluster up`"
+            % (party, what, party, waited, "/".join(other) or "its resource", R["parties"][party]["cpus"], party,
+               R["min_cpus"]))
 
 
 def tcp_ok(host, port, timeout=2.0):
@@ -192,6 +231,12 @@ def main():
         t.start()
     reason = {}
 
+    def stop_for(kind, why):
+        """sfcluster ends the run: the first reason wins; the controller maps `kind` to its exit code."""
+        reason.setdefault("kind", kind)
+        reason.setdefault("why", why)
+        stop(proc, reason["why"])
+
     def watch_stdin():
         # The controller sends a heartbeat line every second; EOF or 10 s of silence means it is gone.
         import select
@@ -210,27 +255,57 @@ def main():
                 break
         else:
             return
-        reason.setdefault("why", "the controller's connection closed")
-        stop(proc, reason["why"])
+        stop_for("controller_gone", "the controller's connection closed")
 
-    def watch_nodes():
+    def watch_cluster():
+        """ONE watcher on the head, every 2 s, for the run's whole life:
+        - a party's node that dies or is cut off (GCS node table + TCP to its raylet, 3 misses);
+        - a driver in Ray's job table that is not ours (a second driver is the failure sfcluster
+          exists to prevent): named (IP, pid, entrypoint) and the run stops;
+        - starvation: a resource demand pending while nothing of the run changes (Ray's GCS knows
+          the demands; with one driver on the cluster, every demand is this run's)."""
         misses = {}
+        ours = {(R["head_host"], proc.pid)}
+        starve_limit = float(R.get("starve_seconds") or 0)
+        stalled_since, last_fp = None, None
         while proc.poll() is None:
             alive = node_alive_by_gcs(client)
             for party, (host, port) in R["watch"].items():
                 gone = (alive is not None and host not in alive) or not tcp_ok(host, port)
                 misses[party] = misses.get(party, 0) + 1 if gone else 0
                 if misses[party] >= 3:
-                    reason.setdefault("why", "party %s (%s) is down or cut off" % (party, host))
                     ctl("NODE_DOWN", {"party": party, "host": host})
-                    stop(proc, reason["why"])
+                    stop_for("node_lost", "party %s (%s) is down or cut off" % (party, host))
                     return
+            try:
+                others = [d for d in job_drivers(client) if (d["ip"], d["pid"]) not in ours]
+            except Exception:  # noqa: BLE001 - the GCS being away is the node watch's business
+                others = []
+            if others:
+                d = others[0]
+                ctl("FOREIGN", others)
+                stop_for("foreign_driver", "another driver connected to the cluster mid-run: %s pid %s (%s)"
+                         % (d["ip"], d["pid"], (d["entrypoint"] or "?")[:200]))
+                return
+            snap = resource_snapshot(client) if starve_limit > 0 else None
+            if snap is not None:
+                pending, fp = snap
+                now = time.monotonic()
+                if not pending or fp != last_fp:
+                    stalled_since = now if pending else None
+                elif stalled_since is not None and now - stalled_since >= starve_limit:
+                    shape = max(pending, key=lambda k: pending[k])
+                    msg = starvation_message(shape, now - stalled_since)
+                    ctl("STARVED", {"shape": dict(shape), "message": msg})
+                    stop_for("starved", msg)
+                    return
+                last_fp = fp
             time.sleep(2)
 
-    signal.signal(signal.SIGTERM, lambda *a: (reason.setdefault("why", "cancelled"), stop(proc, "cancelled")))
+    signal.signal(signal.SIGTERM, lambda *a: stop_for("cancelled", "cancelled (sfcluster cancel)"))
     if not R.get("detach"):
         threading.Thread(target=watch_stdin, daemon=True).start()
-    threading.Thread(target=watch_nodes, daemon=True).start()
+    threading.Thread(target=watch_cluster, daemon=True).start()
     code = proc.wait()
     for t in pumps:
         t.join(5)
@@ -238,8 +313,9 @@ def main():
         os.unlink(INFO)
     except OSError:
         pass
-    ctl("EXIT", {"code": code, "why": reason.get("why", "")})
-    log.write(("\n[sfcluster] driver exited %d %s\n" % (code, reason.get("why", ""))).encode())
+    ctl("EXIT", {"code": code, "why": reason.get("why", ""), "kind": reason.get("kind", "")})
+    log.write(("\n[sfcluster] driver exited %d%s\n" % (code, ": stopped by sfcluster: " + reason["why"]
+                                                       if reason else "")).encode())
     log.close()
     os.close(lock_fd)
     return code if code >= 0 else 128 - code

@@ -19,13 +19,21 @@ from typing import Callable, List, Optional, Tuple
 from sfcluster import state
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
-from sfcluster.errors import LockHeld, PlanError, SfclusterError
+from sfcluster.errors import ForeignDriver, LockHeld, SfclusterError, UnavailableError
+from sfcluster.exitcodes import Exit
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import source
+from sfcluster.raycluster.resources import MIN_CPUS
 from sfcluster.remote.group import fan_out
 
 RUNTIME_FILE = Path(__file__).resolve().parents[1] / "runtime.py"
+# What nodescripts/driver_wrapper.py exits with before the driver starts (it cannot import Exit).
 LOCKED_EXIT, FOREIGN_EXIT, NORAY_EXIT = 75, 76, 77
+STARVE_SECONDS = 60
+# Why sfcluster ended a run (the wrapper's EXIT `kind`) -> the exit code `run` returns instead of
+# the driver's own (which is then only the driver reacting to being stopped).
+STOPPED_EXIT = {"node_lost": Exit.NODE_LOST, "foreign_driver": Exit.FOREIGN_DRIVER, "starved": Exit.STARVED,
+                "cancelled": Exit.CANCELLED, "interrupted": Exit.CANCELLED, "controller_gone": Exit.CANCELLED}
 
 
 @dataclass
@@ -36,6 +44,7 @@ class RunOptions:
     wait: bool = False
     wait_seconds: float = 3600
     detach: bool = False
+    starve_seconds: float = STARVE_SECONDS   # 0: no starvation watch
 
 
 def run_dir(cluster: Cluster, run_id: str) -> str:
@@ -100,6 +109,8 @@ def _request(cluster: Cluster, opts: RunOptions, run_id: str, rd: str) -> dict:
         "wait_seconds": opts.wait_seconds if opts.wait else 0, "detach": opts.detach, "run_id": run_id,
         "token": secrets.token_hex(16), "user": getpass.getuser(), "controller": socket.gethostname(),
         "watch": {w.name: [w.host, cluster.ray.node_manager] for w in cluster.workers},
+        "head_host": head.host, "parties": {n.name: {"cpus": n.cpus} for n in cluster.nodes},
+        "min_cpus": MIN_CPUS, "starve_seconds": opts.starve_seconds,
     }
 
 
@@ -131,6 +142,8 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
                 if kind == "NODE_DOWN":
                     p = json.loads(payload)
                     note(f"node {p['party']} ({p['host']}) is down or cut off: stopping the run")
+                elif kind == "STARVED":
+                    note(json.loads(payload)["message"])
                 elif kind == "STOPPING":
                     note(f"stopping the driver: {payload}")
             else:
@@ -166,21 +179,43 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         raise LockHeld(f"the cluster '{cluster.name}' driver lock is held by {h.get('user')}@{h.get('controller')} "
                        f"(wrapper pid {h.get('pid')} on {h.get('host')}, since {h.get('since')}, script {h.get('script')})",
                        "wait for it (`sfcluster run --wait`), follow it (`sfcluster logs -f`) or stop it (`sfcluster cancel`)")
-    if code == FOREIGN_EXIT and "FOREIGN" in control:
-        ds = json.loads(control["FOREIGN"])
-        desc = "; ".join(f"{d['ip']} pid {d['pid']} ({d['entrypoint'][:80]})" for d in ds)
-        raise PlanError(f"another driver is connected to the cluster: {desc}",
-                        "stop it on that host (kill <pid>), then retry; only `sfcluster run` should start drivers")
-    if code == NORAY_EXIT:
-        raise PlanError(f"Ray is not reachable at {cluster.ray_address}: {control.get('NORAY', '')}",
-                        "bring the cluster up first: sfcluster up")
+    if code == FOREIGN_EXIT and "FOREIGN" in control and "STARTED" not in control:
+        raise ForeignDriver(f"another driver is connected to the cluster: {_drivers(control['FOREIGN'])}",
+                            FOREIGN_FIX)
+    if code == NORAY_EXIT and "STARTED" not in control:
+        raise UnavailableError(f"Ray is not reachable at {cluster.ray_address}: {control.get('NORAY', '')}",
+                               "bring the cluster up first: sfcluster up")
     if opts.detach and "STARTED" in control:
         note(f"detached: run {run_id} goes on; follow it with `sfcluster logs -f`, stop it with `sfcluster cancel`")
         return 0
-    if "EXIT" in control:
-        c = int(json.loads(control["EXIT"])["code"])
-        return c if 0 <= c < 256 else 128 - c if c < 0 else 1
-    return code if code >= 0 else 1
+    return outcome(control, code, interrupted.is_set(), note)
+
+
+FOREIGN_FIX = ("stop it on that host (kill <pid>), then retry; only `sfcluster run` starts drivers "
+               "(runbook: 'another driver is connected')")
+
+
+def _drivers(payload: str) -> str:
+    return "; ".join(f"{d['ip']} pid {d['pid']} ({(d.get('entrypoint') or '?')[:120]})" for d in json.loads(payload))
+
+
+def outcome(control: dict, code: int, interrupted: bool, note: Callable[[str], None]) -> int:
+    """The exit code of a run whose driver started, and its last line: the driver's own code when
+    it ended by itself; sfcluster's code (and why, as the last line the user sees, below the
+    driver's traceback) when sfcluster stopped it."""
+    if "EXIT" not in control:
+        note(f"run ended without a word from the head (wrapper exit {code}): the connection was lost")
+        return int(Exit.UNAVAILABLE)
+    ex = json.loads(control["EXIT"])
+    kind = ex.get("kind") or ("interrupted" if interrupted else "")
+    if kind in STOPPED_EXIT:
+        why = ex.get("why") or kind
+        if kind == "foreign_driver" and "FOREIGN" in control:
+            why = f"another driver connected to the cluster mid-run: {_drivers(control['FOREIGN'])}; fix: {FOREIGN_FIX}"
+        note(f"run stopped by sfcluster: {why} (driver exit {ex['code']}; sfcluster exits {int(STOPPED_EXIT[kind])})")
+        return int(STOPPED_EXIT[kind])
+    c = int(ex["code"])
+    return c if 0 <= c < 256 else 128 - c if c < 0 else 1
 
 
 def lock_info(cluster: Cluster, nodes: Nodes) -> Optional[dict]:
