@@ -14,7 +14,7 @@ from sfcluster.errors import PlanError, PrivilegeError, SfclusterError, Unavaila
 from sfcluster.exitcodes import Exit
 from sfcluster.facts import PRIVILEGED_EXEC, NodeFacts, gather_all, python_argv
 from sfcluster.firewall import plan_add, plan_remove
-from sfcluster.inventory.model import Cluster, FirewallMode
+from sfcluster.inventory.model import Cluster, FirewallMode, Node
 from sfcluster.ports import plan_ports
 from sfcluster.raycluster.argv import START_TIMEOUT, gcs_port_wait_argv, head_start_argv, worker_start_argv
 from sfcluster.remote.group import fan_out
@@ -125,6 +125,7 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
     started: List[str] = []
     head_done: Dict[str, Any] = {}
     head_thread: Optional[threading.Thread] = None
+    stop_head = threading.Event()
     try:
         # 2. Firewall rules scoped to peers, in parallel.
         def add_rules(n: str) -> None:
@@ -146,7 +147,14 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
 
             def start_head() -> None:
                 try:
-                    head_done["result"] = nodes[head.name].run(head_start_argv(cluster), timeout=START_TIMEOUT + 10)
+                    err = bytearray()
+                    code = nodes[head.name].stream(quiet(head_start_argv(cluster)), on_stderr=err.extend,
+                                                   stop=stop_head)
+                    if code > 0:
+                        tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-8:])
+                        raise SfclusterError(f"[{head.name}] `ray start --head` exited {code}" +
+                                             (f":\n{tail}" if tail else ""),
+                                             "see the Ray log under " + cluster.temp_dir + "/session_latest/logs on the head")
                 except Exception as e:  # noqa: BLE001 - re-raised in the caller's thread
                     head_done["error"] = e
             head_thread = threading.Thread(target=start_head, name="sfcluster-head-start", daemon=True)
@@ -162,8 +170,9 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
             if head_thread is not None:
                 head_thread.join()
                 _head_outcome(cluster, head_done)
-                result.did(head.name, "ray head started")
         todo = [w.name for w in cluster.workers if not facts[w.name].our_raylet_pids]
+        if head_thread is not None:
+            result.did(head.name, "ray head started")
 
         # 4. The wait for every party's resource starts NOW, on the head, while the workers start:
         # the waiter imports Ray (~1 s) during the workers' `ray start` instead of after it, and a
@@ -180,25 +189,68 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
         waiter = threading.Thread(target=wait_joined, name="sfcluster-wait-joined", daemon=True)
         waiter.start()
 
+        # 5. Workers start in parallel. `up` waits for the parties to JOIN (the waiter), not for
+        # each `ray start` CLI to exit: at N=8 on 2 cores the CLI goes on for 2.5-3 s after its
+        # raylet registered. Its output goes to a private file on the node (worker_start_remote),
+        # so closing the channel early costs it nothing; a failing start still ends `up` at once.
+        failed: Dict[str, BaseException] = {}
+        stop_starts = threading.Event()
+
         def start_worker(n: str) -> None:
+            try:
+                err = bytearray()
+                code = nodes[n].stream(worker_start_remote(cluster, cluster.node(n)), on_stderr=err.extend,
+                                       stop=stop_starts)
+                if code == 124:
+                    failed[n] = SfclusterError(
+                        f"[{n}] `ray start` did not join the head {cluster.ray_address} within {START_TIMEOUT} s",
+                        f"check that {n} reaches {cluster.ray_address} (tcp/{cluster.ray.gcs}): sfcluster check")
+                elif code > 0:
+                    tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-8:])
+                    failed[n] = SfclusterError(f"[{n}] `ray start` exited {code}" + (f":\n{tail}" if tail else ""),
+                                               "see the Ray log under /tmp/ray on that node")
+            except BaseException as e:  # noqa: BLE001 - reported in the caller's thread
+                failed[n] = e
+        starters = []
+        for n in todo:
             progress(n, "starting Ray worker")
-            res = nodes[n].run(worker_start_argv(cluster, cluster.node(n)), timeout=START_TIMEOUT + 10)
-            if res.exit_code == 124:
-                raise SfclusterError(f"[{n}] `ray start` did not join the head {cluster.ray_address} within {START_TIMEOUT} s",
-                                     f"check that {n} reaches {cluster.ray_address} (tcp/{cluster.ray.gcs}): sfcluster check")
-            res.check()
-            started.append(n)
-            result.did(n, "ray worker started")
+            started.append(n)  # before the start: a rollback stops a half-started worker too
+            t = threading.Thread(target=start_worker, args=(n,), name=f"sfcluster-start-{n}", daemon=True)
+            t.start()
+            starters.append(t)
         try:
-            workers = fan_out(start_worker, todo)
-            finish_head()  # a failed head explains failed workers: its error goes first
-            workers.raise_if_failed("starting Ray workers")
+            while waiter.is_alive() and not failed and not ("error" in head_done):
+                waiter.join(0.05)
+                if head_thread is not None and not head_thread.is_alive():
+                    finish_head()  # raises when the head's `ray start` failed
+                    head_thread = None
+            if head_thread is not None and ("error" in head_done or failed):
+                finish_head()  # a failed head explains failed workers: its error goes first
+            if failed:
+                if len(failed) == 1:
+                    raise next(iter(failed.values()))
+                raise SfclusterError("starting Ray workers failed on %d node(s):\n%s"
+                                     % (len(failed), "\n".join(f"  {k}: {e}" for k, e in failed.items())))
         except BaseException:
             stop_wait.set()
             waiter.join(10)
+            for t in starters:  # never roll back under a `ray start` still running (bounded by `timeout`)
+                t.join(START_TIMEOUT + 15)
             raise
-        waiter.join()
+        if head_thread is not None and not head_thread.is_alive():
+            finish_head()
+            head_thread = None
+        for n in todo:
+            result.did(n, "ray worker started")
         data = joined or {"error": "the wait on the head ended without an answer"}
+        if "error" not in data and all(s["alive"] and s["resource"] for s in data["parties"].values()):
+            # every party joined: the `ray start` CLIs still talking are only finishing their output
+            stop_starts.set()
+            stop_head.set()
+            head_thread = None
+        else:
+            for t in starters:
+                t.join(START_TIMEOUT + 15)
         if "error" in data:
             raise SfclusterError(f"[{head.name}] cannot query Ray's GCS at {cluster.ray_address}: {data['error']}")
         result.parties = data["parties"]
@@ -217,10 +269,24 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
     return result
 
 
+# A `ray start` whose output goes to a private file (mktemp: 0600, a fresh name) instead of the SSH
+# channel: the channel may close before the CLI exits (up returns once every party joined) without a
+# broken pipe killing it. On failure the log's tail comes back on stderr; the file is removed.
+_QUIET = ('log=$(mktemp) || exit 1; "$@" >"$log" 2>&1; rc=$?; '
+          '[ "$rc" = 0 ] || tail -n 40 "$log" >&2; rm -f "$log"; exit "$rc"')
+
+
+def quiet(argv: List[str]) -> List[str]:
+    return ["sh", "-c", _QUIET, "sh", *argv]
+
+
+def worker_start_remote(cluster: Cluster, node: Node) -> List[str]:
+    return quiet(worker_start_argv(cluster, node))
+
+
 def _head_outcome(cluster: Cluster, done: Dict[str, Any]) -> None:
     if "error" in done:
         raise done["error"]
-    done["result"].check(hint="see the Ray log under " + cluster.temp_dir + "/session_latest/logs on the head")
 
 
 def _undo(cluster: Cluster, nodes: Nodes, facts: Dict[str, NodeFacts], started: List[str], added_fw: List[str],
