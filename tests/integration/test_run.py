@@ -92,7 +92,7 @@ def test_two_runs_at_once_one_fails_fast_naming_the_holder(harness, cluster):
         t0 = time.monotonic()
         second = sfc("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "1")
         took = time.monotonic() - t0
-        assert second.returncode == 3
+        assert second.returncode == 75  # EX_TEMPFAIL
         assert took < 5, f"second run took {took:.1f} s to fail"
         assert "lock is held by" in second.stderr and "sleeper.py" in second.stderr and "pid" in second.stderr
         waiter = start("run", "-i", str(cluster), "--wait", str(SCRIPTS / "sleeper.py"), "--", "1")
@@ -140,13 +140,45 @@ def test_foreign_driver_makes_run_refuse(harness, cluster):
                 break
             time.sleep(1)
         assert st["drivers"] and not st["drivers"][0]["sanctioned"] and st["drivers"][0]["driver_ip"] == "172.30.77.12"
+        p = sfc("status", "-i", str(cluster), "--json")  # not healthy for a run: degraded, naming it
+        st = json.loads(p.stdout)
+        assert p.returncode == 71 and st["health"] == "degraded", p.stdout
+        assert any("172.30.77.12" in x["message"] and "did not start" in x["message"] for x in st["problems"])
         p = sfc("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "1")
-        assert p.returncode != 0
+        assert p.returncode == 76
         assert "another driver is connected" in p.stderr and "172.30.77.12" in p.stderr
     finally:
         harness.docker_exec("bob", "pkill -f 'ray[.]init' || true", check=False)
     deadline = time.monotonic() + 30
     while json.loads(sfc("status", "-i", str(cluster), "--json").stdout)["drivers"] and time.monotonic() < deadline:
+        time.sleep(1)
+
+
+def test_foreign_driver_mid_run_stops_the_run_naming_it(harness, cluster):
+    proc = start("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "120")
+    try:
+        wait_for(proc, "tick 1")
+        t0 = time.monotonic()
+        harness.docker_exec("bob", "setsid -f /opt/sf/bin/python -c 'import ray,time; ray.init(address=\"172.30.77.11:6379\"); "
+                                   "print(\"FOREIGN UP\", flush=True); time.sleep(60)' >/tmp/foreign.log 2>&1", user="sfops")
+        out = proc.communicate(timeout=60)[0]
+        took = time.monotonic() - t0
+        up = harness.docker_exec("bob", "cat /tmp/foreign.log").stdout
+        assert "FOREIGN UP" in up, up  # it really connected
+        assert proc.returncode == 76, out[-2000:]
+        last = out.strip().splitlines()[-1]
+        assert "another driver connected" in last and "172.30.77.12" in last and "pid" in last, out[-2000:]
+        assert took < 20, f"the second driver was stopped only after {took:.1f} s"
+        assert "done" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        harness.docker_exec("bob", "pkill -f 'ray[.]init' || true", check=False)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (lock_free(harness) and remote_left(harness, "alice") == ""):
+        time.sleep(0.5)
+    assert lock_free(harness) and remote_left(harness, "alice") == ""
+    while json.loads(sfc("status", "-i", str(cluster), "--json").stdout)["drivers"] and time.monotonic() < deadline + 30:
         time.sleep(1)
 
 
@@ -165,7 +197,9 @@ def test_ctrl_c_during_fit_stops_driver_and_spu_actors_and_frees_lock(harness, c
     assert "SPURuntime" in remote_left(harness, "bob"), "fit never started"
     proc.send_signal(signal.SIGINT)
     rest = proc.communicate(timeout=60)[0]
-    assert proc.returncode != 0 and "RESULT" not in rest
+    assert proc.returncode == 130 and "RESULT" not in rest
+    last = rest.strip().splitlines()[-1]  # below the driver's KeyboardInterrupt traceback: why
+    assert "run stopped by sfcluster" in last and "sfcluster exits 130" in last, rest[-2000:]
     deadline = time.monotonic() + 20
     left = {}
     while time.monotonic() < deadline:
@@ -234,8 +268,9 @@ def test_node_cut_off_mid_run_ends_naming_it(harness, cluster):
         t0 = time.monotonic()
         out = proc.communicate(timeout=90)[0]
         took = time.monotonic() - t0
-        assert proc.returncode != 0
-        assert "carol" in out and "down or cut off" in out
+        assert proc.returncode == 74
+        last = out.strip().splitlines()[-1]
+        assert "run stopped by sfcluster" in last and "carol" in last and "down or cut off" in last, out[-2000:]
         assert took < 45
     finally:
         harness.docker_exec("carol", f"iptables -D {rule}")

@@ -3,15 +3,16 @@ refused with an InventoryError whose problems name the YAML path and the line.""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
-from textwrap import dedent
+from textwrap import dedent, indent
 
 import pytest
 
 from sfcluster.errors import InventoryError
 from sfcluster.inventory import load_inventory, parse_inventory
-from sfcluster.inventory.load import (DEFAULT_PYTHON, NODE_KEYS, PORT_KEYS, SPU_KEYS, SSH_KEYS, TOP_KEYS,
-                                      WORKER_KEYS)
+from sfcluster.inventory.load import (DEFAULT_PYTHON, MAX_INVENTORY_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, NODE_KEYS,
+                                      PORT_KEYS, SPU_KEYS, SSH_KEYS, TOP_KEYS, WORKER_KEYS)
 from sfcluster.inventory.model import FirewallMode, RayPorts, SpuSettings, SshSpec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory.example.yaml"
@@ -200,6 +201,105 @@ def test_load_inventory_missing_file(tmp_path):
     with pytest.raises(InventoryError) as ei:
         load_inventory(str(tmp_path / "nope.yaml"))
     assert "cannot read" in ei.value.problems[0]
+
+
+def test_proxy_jump_forms_and_protocol_party_counts_accepted():
+    c = parse_inventory(y("""
+        cluster: c1
+        ssh: {proxy_jump: ops@bastion.example.com:2222}
+        spu: {protocol: CHEETAH}
+        nodes:
+          alice: {host: 10.0.0.1, ssh: {proxy_jump: 10.0.0.9}}
+          bob: {host: fd00::2, ssh: {proxy_jump: bastion}}
+    """))
+    assert [n.ssh.proxy_jump for n in c.nodes] == ["10.0.0.9", "bastion"]
+    assert c.node("bob").host == "fd00::2"          # an IPv6 address without a scope id is fine
+    assert c.spu.protocol == "CHEETAH"
+
+
+def test_limits_leave_room_for_a_100_party_inventory():
+    """Every key set on 100 parties stays well under MAX_YAML_NODES and MAX_INVENTORY_BYTES."""
+    party = y("""
+        p{i}:
+          host: 10.1.0.{n}
+          cpus: 4
+          ssh: {{user: sfops, port: 22, identity_file: ~/.ssh/id_ed25519, proxy_jump: ops@bastion:22}}
+          python: /opt/sf/bin/python
+          spu_port: {spu}
+          advertise: 203.0.113.{n}
+          bind: 0.0.0.0
+          data: {{train: /data/train_{i}.csv, test: /data/test_{i}.csv}}
+          firewall_backend: nftables
+    """)
+    parties = "".join(indent(party.format(i=i, n=i + 1, spu=30000 + i), "  ") for i in range(100))
+    text = _uncomment_optional_keys(EXAMPLE.read_text()).split("\nnodes:")[0].replace("head: alice", "head: p0")
+    text += "\nnodes:\n" + parties
+    assert len(text) < MAX_INVENTORY_BYTES / 4
+    assert len(parse_inventory(text).nodes) == 100
+
+
+# --------------------------------------------------------------------------------------------
+# files that must be refused fast, never with a traceback or a hang
+# --------------------------------------------------------------------------------------------
+
+def test_load_inventory_not_utf8(tmp_path):
+    f = tmp_path / "inv.yaml"
+    data = b"cluster: demo\nnodes:\n  alice: {host: d\xe9mo}\n"
+    f.write_bytes(data)
+    with pytest.raises(InventoryError) as ei:
+        load_inventory(str(f))
+    assert ei.value.exit_code == 78
+    assert ei.value.problems == [f"(line 3): not UTF-8: byte 0xe9 at byte offset {data.index(0xe9)}; "
+                                 f"save the file as UTF-8"]
+
+
+def test_load_inventory_refuses_a_file_over_the_size_limit(tmp_path):
+    f = tmp_path / "inv.yaml"
+    f.write_text(MINIMAL + "#" * MAX_INVENTORY_BYTES + "\n")   # valid YAML, only too big
+    with pytest.raises(InventoryError) as ei:
+        load_inventory(str(f))
+    assert ei.value.problems == [f"the file is {f.stat().st_size} bytes, an inventory is at most "
+                                 f"{MAX_INVENTORY_BYTES}: is it the right file?"]
+
+
+def test_billion_laughs_is_refused_fast():
+    lol = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    assert len(lol) < 600                            # 9**9 strings once expanded
+    start = time.monotonic()
+    problems = problems_of(lol + MINIMAL)
+    assert time.monotonic() - start < 5              # was 37 s and 3 GB
+    assert len(problems) == 1 and PROBLEM.match(problems[0])
+    assert problems[0].message.startswith(f"more than {MAX_YAML_NODES} YAML nodes")
+    assert problems[0].line == 5                     # `e:`, the first alias whose expansion passed the limit
+
+
+def test_too_many_nodes_without_aliases():
+    problems = problems_of(MINIMAL + "spu: [" + ", ".join(["1"] * MAX_YAML_NODES) + "]\n")
+    assert len(problems) == 1 and problems[0].line == 5
+    assert f"more than {MAX_YAML_NODES} YAML nodes" in problems[0]
+
+
+@pytest.mark.parametrize("text, line", [
+    ("cluster: " + "[" * 5000 + "]" * 5000 + "\n", 1),             # was a RecursionError in PyYAML
+    ("cluster: demo\nspu: " + "[" * 100000 + "\n", 2),
+])
+def test_too_deep(text, line):
+    problems = problems_of(text)
+    assert problems == [f"(line {line}): nested more than {MAX_YAML_DEPTH} levels deep; an inventory needs 5"]
+
+
+def test_too_deep_through_aliases():
+    # each line nests 10 levels around the previous one: shallow in the file, deep once expanded
+    text = "".join(f"x{i}: &x{i} {'[' * 10}{f'*x{i - 1}' if i else 1}{']' * 10}\n" for i in range(50))
+    problems = problems_of(text + MINIMAL)
+    # reported at the alias whose expansion goes too deep: x1's, 10 levels into line 2
+    assert f"x1{'.0' * 10} (line 2): nested more than {MAX_YAML_DEPTH} levels deep; an inventory needs 5" in problems
+
+
+def test_character_yaml_does_not_allow():
+    problems = problems_of("cluster: demo\nnodes:\n  alice: {host: 10.0.0.1\x00}\n")
+    assert problems == ["(line 3): not valid YAML: character U+0000 is not allowed (special characters are not allowed)"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,6 +675,106 @@ BAD = [
           alice: {host: 10.0.0.1}
           bob: {host: 10.0.0.2}
     """), ["cpus (line 2): cannot read a value tagged 'tag:yaml.org,2002:int'"]),
+
+    ("nodes_empty_mapping", y("""
+        cluster: demo
+        nodes: {}
+    """), ["nodes (line 2): a SecretFlow cluster needs at least two parties"]),
+
+    ("aby3_with_two_parties", y("""
+        cluster: demo
+        spu:
+          protocol: ABY3
+        nodes:
+          alice: {host: 10.0.0.1}
+          bob: {host: 10.0.0.2}
+    """), ["spu.protocol (line 3): ABY3 needs exactly 3 parties, `nodes` has 2"]),
+
+    ("cheetah_with_three_parties", y("""
+        cluster: demo
+        spu: {protocol: CHEETAH}
+        nodes:
+          alice: {host: 10.0.0.1}
+          bob: {host: 10.0.0.2}
+          carol: {host: 10.0.0.3}
+    """), ["spu.protocol (line 2): CHEETAH needs exactly 2 parties, `nodes` has 3"]),
+
+    ("proxy_jump_port_not_int", y("""
+        cluster: demo
+        ssh:
+          proxy_jump: host:abc
+        nodes:
+          alice: {host: 10.0.0.1}
+          bob: {host: 10.0.0.2}
+    """), ["ssh.proxy_jump (line 3): 'host:abc': port 'abc' is not an integer 1-65535 (expected [user@]host[:port])"]),
+
+    ("proxy_jump_per_node", y("""
+        cluster: demo
+        nodes:
+          alice: {host: 10.0.0.1, ssh: {proxy_jump: "ops@bad host"}}
+          bob: {host: 10.0.0.2, ssh: {proxy_jump: "ops@bastion:70000"}}
+          carol: {host: 10.0.0.3, ssh: {proxy_jump: "a@b,c@d"}}
+          dave: {host: 10.0.0.4, ssh: {proxy_jump: "@bastion"}}
+          eve: {host: 10.0.0.5, ssh: {proxy_jump: "ops@[fd00::1]:22"}}
+          fay: {host: 10.0.0.6, ssh: {proxy_jump: "-oProxyCommand=x"}}
+    """), ["nodes.alice.ssh.proxy_jump (line 3): jump host 'bad host' is neither an IP address nor a valid host name",
+           "nodes.bob.ssh.proxy_jump (line 4): 'ops@bastion:70000': port '70000' is not an integer 1-65535",
+           "nodes.carol.ssh.proxy_jump (line 5): 'a@b,c@d' names several jump hosts; one is supported",
+           "nodes.dave.ssh.proxy_jump (line 6): '@bastion' has an empty user before '@'",
+           "nodes.eve.ssh.proxy_jump (line 7): 'ops@[fd00::1]:22': an IPv6 address cannot be a jump host here",
+           "nodes.fay.ssh.proxy_jump (line 8): jump host '-oProxyCommand=x' is neither an IP address"]),
+
+    ("ipv6_scope_id", y("""
+        cluster: demo
+        ssh: {proxy_jump: "ops@fe80::9%eth0"}
+        nodes:
+          alice:
+            host: fe80::1%eth0
+          bob:
+            host: 10.0.0.2
+            advertise: fe80::1%$(reboot)
+            bind: "fe80::2%1"
+    """), ["ssh.proxy_jump (line 2): jump host 'fe80::9%eth0' has a '%': IPv6 scope ids",
+           "nodes.alice.host (line 5): 'fe80::1%eth0' has a '%': IPv6 scope ids (fe80::1%eth0) are not supported; "
+           "use a global address or a host name",
+           "nodes.bob.advertise (line 8): 'fe80::1%$(reboot)' has a '%'",
+           "nodes.bob.bind (line 9): 'fe80::2%1' has a '%'"]),
+
+    ("alias_cycle_in_list", y("""
+        cluster: demo
+        python: &x
+          - *x
+        nodes:
+          alice: {host: 10.0.0.1}
+          bob: {host: 10.0.0.2}
+    """), ["python.0 (line 3): alias *x is used inside the node it names, which would then contain itself forever"]),
+
+    ("alias_cycle_in_mapping", y("""
+        cluster: demo
+        nodes:
+          alice: &x
+            host: 10.0.0.1
+            ssh: *x
+          bob: {host: 10.0.0.2}
+    """), ["nodes.alice.ssh (line 5): alias *x is used inside the node it names"]),
+
+    ("alias_cycle_via_merge_key", y("""
+        cluster: demo
+        nodes:
+          alice: {host: 10.0.0.1}
+          bob: &x
+            host: 10.0.0.2
+            <<: *x
+    """), ["nodes.bob.<< (line 6): alias *x is used inside the node it names"]),
+
+    ("key_not_a_scalar", y("""
+        cluster: demo
+        ? [a, b]
+        : 1
+        nodes:
+          alice: {host: 10.0.0.1}
+          bob: {host: 10.0.0.2}
+    """), ["<top> (line 2): a key must be a plain name, not a list or a mapping"]),
 ]
 
 

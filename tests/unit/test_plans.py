@@ -103,19 +103,21 @@ def test_ray_start_argv_pins_every_port_and_names_the_party(cluster):
 def test_gcs_port_wait_is_bash_only_and_bounded(cluster, tmp_path):
     import socket
     import subprocess
-    from sfcluster.raycluster.argv import gcs_port_wait_argv
+    from sfcluster.raycluster.argv import GCS_WAIT_SCRIPT, gcs_port_wait_argv
     argv = gcs_port_wait_argv(cluster)
-    assert argv[:2] == ["bash", "-c"] and "/dev/tcp/10.0.0.1/6379" in argv[2] and "seq 1200" in argv[2]
+    # the script text is constant: host and port travel as its positional arguments ($1, $2)
+    assert argv == ["bash", "-c", GCS_WAIT_SCRIPT, "bash", "10.0.0.1", "6379", "1200", "0.05"]
+    assert "10.0.0.1" not in argv[2] and "6379" not in argv[2]
+    other = parse_inventory(INV.replace("10.0.0.1", "node-a.example.com"))
+    assert gcs_port_wait_argv(other)[2] == argv[2] and gcs_port_wait_argv(other)[4] == "node-a.example.com"
     # against loopback: open port -> 0 at once; closed port -> 1 when the tries run out
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen()
     port = srv.getsockname()[1]
-    script = argv[2].replace("10.0.0.1/6379", f"127.0.0.1/{port}")
-    assert subprocess.run(["bash", "-c", script], timeout=10).returncode == 0
+    assert subprocess.run([*argv[:4], "127.0.0.1", str(port), *argv[6:]], timeout=10).returncode == 0
     srv.close()
-    short = script.replace("seq 1200", "seq 3")
-    assert subprocess.run(["bash", "-c", short], timeout=10).returncode == 1
+    assert subprocess.run([*argv[:4], "127.0.0.1", str(port), "3", "0.05"], timeout=10).returncode == 1
 
 
 def test_cluster_def_uses_listen_address_only_where_needed_and_string_protocol(cluster):

@@ -57,7 +57,7 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, as_json
     else:
         console.print(f"[green]cluster '{cluster.name}' is already up with this plan: nothing changed[/]")
     console.print(f"Ray address: {cluster.ray_address}   parties: " +
-                  ", ".join(f"{p} ({s['resource']:g} cpu)" for p, s in res.parties.items() if s.get("resource")))
+                  ", ".join(f"{p} ({cluster.node(p).cpus} cpus)" for p, s in res.parties.items() if s.get("resource")))
     console.print("SecretFlow config (`sfcluster config -i %s --json`; `run` hands it to the driver):"
                   % inventory_path)
     console.print_json(data={k: config[k] for k in ("parties", "ray_address", "spu_cluster_def")})

@@ -3,12 +3,15 @@ else (no SSH, no remote step) happens until the file is valid."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import yaml
+from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
+from yaml.reader import ReaderError
 
 from sfcluster.errors import InventoryError, Problem
 from sfcluster.inventory.model import Cluster, FirewallMode, Node, RayPorts, SpuSettings, SshSpec
@@ -16,12 +19,19 @@ from sfcluster.inventory.model import Cluster, FirewallMode, Node, RayPorts, Spu
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 PROTOCOLS = ("SEMI2K", "ABY3", "CHEETAH", "REF2K")
+PROTOCOL_PARTIES = {"ABY3": 3, "CHEETAH": 2}  # exactly this many; SEMI2K and REF2K take any number >= 2
 FIELDS = ("FM32", "FM64", "FM128")
 BACKENDS = ("auto", "none", "iptables", "nftables", "ufw", "firewalld")
 DEFAULT_PYTHON = "python3"
 # YAML 1.1 reads these as booleans; no key of the inventory is a boolean, so they stay the words
 # the user wrote (`firewall: off` must mean "off", not False).
 _YAML11_BOOL_WORDS = {"yes", "no", "on", "off"}
+
+# Limits that keep a hostile or broken file under a second of pure-Python YAML (~70 us a node,
+# ~1.3 us a byte). A 100-party inventory with every key set is ~40 KB, ~3,500 nodes, 5 levels deep.
+MAX_INVENTORY_BYTES = 256 * 1024   # checked before the file is read
+MAX_YAML_NODES = 10_000            # keys and values, each alias counted as its whole expansion
+MAX_YAML_DEPTH = 20                # nesting levels, through aliases too
 
 TOP_KEYS = {"cluster", "head", "ssh", "python", "cpus", "ports", "spu", "firewall", "known_hosts", "ssh_config", "nodes"}
 SSH_KEYS = {"user", "port", "identity_file", "alias", "proxy_jump"}
@@ -32,6 +42,51 @@ SPU_KEYS = {"protocol", "field"}
 NODE_KEYS = {"host", "ssh", "python", "cpus", "spu_port", "advertise", "bind", "data", "firewall_backend"}
 
 
+_TOO_MANY_NODES = (f"more than {MAX_YAML_NODES} YAML nodes (keys and values, each alias counted as all it "
+                   f"expands to); an inventory needs a few thousand: write values out instead of nesting aliases")
+_TOO_DEEP = f"nested more than {MAX_YAML_DEPTH} levels deep; an inventory needs 5"
+
+
+class _LimitExceeded(ComposerError):
+    """A limit of this module was hit while composing: reported as is, not as a YAML syntax error."""
+
+
+class _AliasNode(yaml.Node):
+    """An alias where it is used: the anchored node (`value`) and the alias's own position."""
+
+    id = "alias"
+
+    def __init__(self, target: yaml.Node, anchor: str, start_mark: Any, end_mark: Any) -> None:
+        super().__init__(target.tag, target, start_mark, end_mark)
+        self.anchor = anchor
+
+
+class _Composer(yaml.SafeLoader):
+    """PyYAML's composer that keeps each alias as an _AliasNode (so a cycle or an expansion is
+    reported at the alias's line) and stops past MAX_YAML_NODES nodes or MAX_YAML_DEPTH levels
+    (its recursion would otherwise end in a RecursionError)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Optional[yaml.Node], index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            return _AliasNode(super().compose_node(parent, index), event.anchor, event.start_mark, event.end_mark)
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            raise _LimitExceeded(None, None, _TOO_MANY_NODES, event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _LimitExceeded(None, None, _TOO_DEEP, event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 class _Doc:
     """YAML data plus the line of every path, and the list of problems found so far."""
 
@@ -39,30 +94,72 @@ class _Doc:
         self.source = source
         self.lines: Dict[Tuple[str, ...], int] = {}
         self.problems: List[Problem] = []
+        self._visited = 0                        # nodes converted, aliases expanded (MAX_YAML_NODES)
+        self._open: Set[int] = set()             # ids of the collections on the current path (cycles)
+        self._aliases: List[Tuple[str, ...]] = []  # paths of the aliases being expanded, outermost first
+        self._too_deep: Set[Tuple[str, ...]] = set()  # where MAX_YAML_DEPTH was reported
         try:
-            node = yaml.compose(text)
+            node = yaml.compose(text, Loader=_Composer)
+        except ReaderError as e:  # a character YAML does not allow (NUL, ESC...)
+            line = text.count("\n", 0, e.position) + 1
+            raise InventoryError(source, [Problem("", line, f"not valid YAML: character U+{e.character:04X} is "
+                                                            f"not allowed ({e.reason})")]) from e
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
-            raise InventoryError(source, [Problem("", mark.line + 1 if mark else None,
-                                                  f"not valid YAML: {getattr(e, 'problem', e)}")]) from e
+            what = getattr(e, "problem", e)
+            message = what if isinstance(e, _LimitExceeded) else f"not valid YAML: {what}"
+            raise InventoryError(source, [Problem("", mark.line + 1 if mark else None, message)]) from e
         self.data = self._convert(node, ()) if node is not None else None
 
     def _convert(self, node: yaml.Node, path: Tuple[str, ...]) -> Any:
         self.lines[path] = node.start_mark.line + 1
+        if not isinstance(node, _AliasNode):
+            return self._convert_node(node, path)
+        if id(node.value) in self._open:
+            self.error(path, f"alias *{node.anchor} is used inside the node it names, which would then contain "
+                             f"itself forever: remove the alias")
+            return None
+        self._aliases.append(path)
+        try:
+            return self._convert_node(node.value, path)
+        finally:
+            self._aliases.pop()
+
+    def _convert_node(self, node: yaml.Node, path: Tuple[str, ...]) -> Any:
+        self._count(path)
+        if len(path) >= MAX_YAML_DEPTH:  # only through aliases: the composer stops deeper text
+            where = self._aliases[0] if self._aliases else path
+            if where not in self._too_deep:  # once per alias, however many of its branches go too deep
+                self._too_deep.add(where)
+                self.error(where, _TOO_DEEP)
+            return None
         if isinstance(node, yaml.MappingNode):
             out: Dict[str, Any] = {}
-            for k, v in node.value:
-                key = str(k.value)
-                if key in out:
-                    first = self.lines.get(path + (key,))
+            self._open.add(id(node))
+            try:
+                for k, v in node.value:
+                    self._count(path)
+                    key_node = k.value if isinstance(k, _AliasNode) else k
+                    if not isinstance(key_node, yaml.ScalarNode):
+                        self.error(path, "a key must be a plain name, not a list or a mapping", k.start_mark.line + 1)
+                        continue
+                    key = str(key_node.value)
+                    if key in out:
+                        first = self.lines.get(path + (key,))
+                        self.lines[path + (key,)] = k.start_mark.line + 1
+                        self.error(path + (key,), f"duplicate key (first at line {first})")
                     self.lines[path + (key,)] = k.start_mark.line + 1
-                    self.error(path + (key,), f"duplicate key (first at line {first})")
-                self.lines[path + (key,)] = k.start_mark.line + 1
-                out[key] = self._convert(v, path + (key,))
-                self.lines[path + (key,)] = k.start_mark.line + 1
+                    out[key] = self._convert(v, path + (key,))
+                    self.lines[path + (key,)] = k.start_mark.line + 1
+            finally:
+                self._open.discard(id(node))
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [self._convert(v, path + (str(i),)) for i, v in enumerate(node.value)]
+            self._open.add(id(node))
+            try:
+                return [self._convert(v, path + (str(i),)) for i, v in enumerate(node.value)]
+            finally:
+                self._open.discard(id(node))
         if node.tag == "tag:yaml.org,2002:str":
             return node.value
         if node.tag == "tag:yaml.org,2002:bool" and node.value.lower() in _YAML11_BOOL_WORDS:
@@ -73,6 +170,14 @@ class _Doc:
             self.error(path, f"cannot read a value tagged {node.tag!r}: {getattr(e, 'problem', None) or e}")
             return None
 
+    def _count(self, path: Tuple[str, ...]) -> None:
+        """Count one more node; past MAX_YAML_NODES stop at once, naming the outermost alias being expanded."""
+        self._visited += 1
+        if self._visited > MAX_YAML_NODES:
+            where = self._aliases[0] if self._aliases else path
+            raise InventoryError(self.source, self.problems + [
+                Problem(".".join(where) or "<top>", self.line_of(where), _TOO_MANY_NODES)])
+
     def line_of(self, path: Tuple[str, ...]) -> Optional[int]:
         """The line of `path`; a key absent from the file gets the line of its nearest present parent."""
         for i in range(len(path), -1, -1):
@@ -81,9 +186,9 @@ class _Doc:
                 return line
         return None
 
-    def error(self, path: Tuple[str, ...], message: str) -> None:
-        """Reads as `a.b.c (line N): message`."""
-        self.problems.append(Problem(".".join(path) or "<top>", self.line_of(path), message))
+    def error(self, path: Tuple[str, ...], message: str, line: Optional[int] = None) -> None:
+        """Reads as `a.b.c (line N): message`; N is the line of `path` unless given."""
+        self.problems.append(Problem(".".join(path) or "<top>", line or self.line_of(path), message))
 
     # -- typed getters: report and return None on a bad value ---------------------------------
     def mapping(self, value: Any, path: Tuple[str, ...], allowed: set) -> Dict[str, Any]:
@@ -143,6 +248,9 @@ def _check_name(v: str) -> Optional[str]:
 
 
 def _check_host(v: str) -> Optional[str]:
+    if "%" in v:  # ipaddress accepts `fe80::1%<anything>`; the zone would reach ssh, Ray and SPU as is
+        return (f"'{v}' has a '%': IPv6 scope ids (fe80::1%eth0) are not supported; use a global address "
+                f"or a host name")
     try:
         ipaddress.ip_address(v)
         return None
@@ -151,22 +259,67 @@ def _check_host(v: str) -> Optional[str]:
     return None if HOSTNAME.match(v) else f"'{v}' is neither an IP address nor a valid host name"
 
 
+def _check_proxy_jump(v: str) -> Optional[str]:
+    """One jump host, `[user@]host[:port]`, split as the SSH transport splits it (at the first `@`
+    and the last `:`), so an IPv6 literal cannot be written here."""
+    form = "expected [user@]host[:port]"
+    if "," in v:
+        return f"'{v}' names several jump hosts; one is supported (chain more in ~/.ssh/config)"
+    user, at, rest = v.partition("@")
+    if not at:
+        rest = v
+    elif not user:
+        return f"'{v}' has an empty user before '@' ({form})"
+    if "%" in rest:
+        return f"jump host {_check_host(rest)}"
+    host, colon, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if not host:
+        return f"'{v}' has no host ({form})"
+    if ":" in host or host.startswith("["):
+        return f"'{v}': an IPv6 address cannot be a jump host here; use its host name ({form})"
+    problem = _check_host(host)
+    if problem:
+        return f"jump host {problem}"
+    if colon and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
+        return f"'{v}': port '{port}' is not an integer 1-65535 ({form})"
+    return None
+
+
 def _one_of(choices: Tuple[str, ...]) -> Callable[[str], Optional[str]]:
     def check(v: str) -> Optional[str]:
         return None if v in choices else f"'{v}' is not one of {', '.join(choices)}"
     return check
 
 
+def _too_big(size: int) -> Problem:
+    return Problem("", None, f"the file is {size} bytes, an inventory is at most {MAX_INVENTORY_BYTES}: "
+                             f"is it the right file?")
+
+
 def load_inventory(path: str) -> Cluster:
-    p = Path(path)
+    """Read `path` (UTF-8, at most MAX_INVENTORY_BYTES: checked before reading) and parse it."""
     try:
-        text = p.read_text()
+        with Path(path).open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_INVENTORY_BYTES:
+                raise InventoryError(path, [_too_big(size)])
+            data = f.read(MAX_INVENTORY_BYTES + 1)  # a pipe or a device has no size to check first
     except OSError as e:
         raise InventoryError(path, [Problem("", None, f"cannot read: {e.strerror}")]) from e
+    if len(data) > MAX_INVENTORY_BYTES:
+        raise InventoryError(path, [_too_big(len(data))])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InventoryError(path, [Problem("", line, f"not UTF-8: byte 0x{data[e.start]:02x} at byte offset "
+                                                      f"{e.start}; save the file as UTF-8")]) from e
     return parse_inventory(text, source=path)
 
 
 def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
+    if len(text) > MAX_INVENTORY_BYTES:
+        raise InventoryError(source, [_too_big(len(text.encode("utf-8", "replace")))])
     doc = _Doc(text, source)
     top = doc.mapping(doc.data, (), TOP_KEYS)
     if not isinstance(doc.data, dict):
@@ -217,6 +370,13 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
     elif not isinstance(raw_nodes, dict):
         doc.error(("nodes",), f"expected a mapping of party name -> node, got {_show(raw_nodes)}")
         raw_nodes = {}
+    elif len(raw_nodes) < 2:
+        doc.error(("nodes",), "a SecretFlow cluster needs at least two parties")
+    else:
+        needed = PROTOCOL_PARTIES.get(spu.protocol)
+        if needed and len(raw_nodes) != needed:
+            doc.error(("spu", "protocol"), f"{spu.protocol} needs exactly {needed} parties, `nodes` has "
+                                           f"{len(raw_nodes)} (SEMI2K takes any number)")
     for i, (party, raw) in enumerate(raw_nodes.items()):
         np_ = ("nodes", party)
         if _check_name(party):
@@ -248,8 +408,6 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
             data=tuple(sorted((str(k), str(v)) for k, v in dm.items())),
             firewall_backend=doc.string(nm, "firewall_backend", np_, "auto", _one_of(BACKENDS)) or "auto",
         ))
-    if raw_nodes and len(raw_nodes) < 2:
-        doc.error(("nodes",), "a SecretFlow cluster needs at least two parties")
 
     head = doc.string(top, "head", (), nodes[0].name if nodes else None)
     if head is not None and nodes and head not in {n.name for n in nodes}:
@@ -276,7 +434,7 @@ def _ssh(doc: _Doc, raw: Any, path: Tuple[str, ...], base: SshSpec) -> SshSpec:
         port=doc.integer(m, "port", path, base.port, 1, 65535, "port"),
         identity_file=doc.string(m, "identity_file", path, base.identity_file),
         alias=doc.string(m, "alias", path, base.alias),
-        proxy_jump=doc.string(m, "proxy_jump", path, base.proxy_jump),
+        proxy_jump=doc.string(m, "proxy_jump", path, base.proxy_jump, _check_proxy_jump),
     )
 
 

@@ -114,20 +114,27 @@ def resource_snapshot(client):
     return pending, fingerprint
 
 
-def starvation_message(shape, waited):
-    """Name the party, the resource and the fix."""
-    res = dict(shape)
-    party = next((k for k in res if k in R["parties"]), None)
-    other = sorted(k for k in res if k != party and not k.startswith("node:"))
-    what = ", ".join("%s: %g" % (k, res[k]) for k in sorted(res))
-    if party is None:
-        return ("a resource request {%s} has waited %d s while no task of the run made progress"
-                " (no party named in it)" % (what, waited))
-    return ("party %s is starved: a task or actor of this run needs {%s} on %s and has waited %d s while "
-            "no task of the run made progress (%s there is all taken; cpus: %s). Fix: raise `cpus` for %s in the "
-            "inventory (at least %d; `sfcluster check` names the minimum), then `sfcluster down` and `sfcluster up`"
-            % (party, what, party, waited, "/".join(other) or "its resource", R["parties"][party]["cpus"], party,
-               R["min_cpus"]))
+def starvation_message(pending, waited):
+    """Name the starved parties, the resource and the fix."""
+    starved = {}
+    for shape in sorted(pending, key=lambda k: -pending[k]):
+        res = dict(shape)
+        for party in (k for k in res if k in R["parties"]):
+            starved.setdefault(party, res)
+    if not starved:
+        what = "; ".join("{%s}" % ", ".join("%s: %g" % kv for kv in shape) for shape in pending)
+        return ("resource requests %s have waited %d s while no task of the run made progress (no party named in "
+                "them)" % (what, waited))
+    parts = []
+    for party, res in sorted(starved.items()):
+        other = [k for k in sorted(res) if k != party and not k.startswith("node:")]
+        parts.append("party %s needs {%s} and its %s is all taken (cpus: %s)" % (
+            party, ", ".join("%s: %g" % (k, res[k]) for k in sorted(res)), "/".join(other) or "resource",
+            R["parties"][party]["cpus"]))
+    names = ", ".join(sorted(starved))
+    return ("starved: %s; waited %d s while no task of the run made progress. Fix: raise `cpus` for %s in the "
+            "inventory (at least %d; `sfcluster check` fails below it), then `sfcluster down` and `sfcluster up`"
+            % ("; ".join(parts), waited, names, R["min_cpus"]))
 
 
 def tcp_ok(host, port, timeout=2.0):
@@ -294,9 +301,8 @@ def main():
                 if not pending or fp != last_fp:
                     stalled_since = now if pending else None
                 elif stalled_since is not None and now - stalled_since >= starve_limit:
-                    shape = max(pending, key=lambda k: pending[k])
-                    msg = starvation_message(shape, now - stalled_since)
-                    ctl("STARVED", {"shape": dict(shape), "message": msg})
+                    msg = starvation_message(pending, now - stalled_since)
+                    ctl("STARVED", {"message": msg})
                     stop_for("starved", msg)
                     return
                 last_fp = fp

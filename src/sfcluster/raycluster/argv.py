@@ -12,6 +12,7 @@ import posixpath
 from typing import List
 
 from sfcluster.inventory.model import Cluster, Node
+from sfcluster.raycluster.resources import PARTY_RESOURCE
 
 START_TIMEOUT = 60
 
@@ -33,7 +34,8 @@ def _common(cluster: Cluster, node: Node) -> List[str]:
         f"--min-worker-port={r.worker_min}",
         f"--max-worker-port={r.worker_max}",
         f"--num-cpus={node.cpus}",
-        f"--resources={json.dumps({node.name: node.cpus})}",
+        # the party resource is a label, not a CPU budget (raycluster/resources.py)
+        f"--resources={json.dumps({node.name: PARTY_RESOURCE})}",
         "--disable-usage-stats",
     ]
 
@@ -53,11 +55,14 @@ def worker_start_argv(cluster: Cluster, node: Node) -> List[str]:
             f"--address={cluster.ray_address}", *_common(cluster, node)]
 
 
+# bash -c GCS_WAIT_SCRIPT bash HOST PORT TRIES INTERVAL: the text is constant, the values are arguments.
+GCS_WAIT_SCRIPT = 'for _ in $(seq "$3"); do (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && exit 0; sleep "$4"; done; exit 1'
+
+
 def gcs_port_wait_argv(cluster: Cluster, interval: float = 0.05) -> List[str]:
     """Run on the head: return 0 as soon as the GCS accepts TCP connections (bash's /dev/tcp: no
     Python start), 1 after START_TIMEOUT. The head's `ray start` opens the GCS port ~1.5 s in and
-    then spends ~2 s more on the raylet and agents: workers may start at the port, not at the end."""
-    host, port = cluster.head.host, cluster.ray.gcs
+    then spends ~2 s more on the raylet and agents: workers may start at the port, not at the end.
+    Host and port are positional arguments of the script, never part of its text."""
     tries = int(START_TIMEOUT / interval)
-    return ["bash", "-c", f"for _ in $(seq {tries}); do (exec 3<>/dev/tcp/{host}/{port}) 2>/dev/null && exit 0; "
-                          f"sleep {interval}; done; exit 1"]
+    return ["bash", "-c", GCS_WAIT_SCRIPT, "bash", cluster.head.host, str(cluster.ray.gcs), str(tries), str(interval)]
