@@ -9,6 +9,7 @@ from sfcluster.config import secretflow_config
 from sfcluster.firewall import allows_for, plan_add, plan_remove
 from sfcluster.inventory import parse_inventory
 from sfcluster.raycluster.argv import head_start_argv, worker_start_argv
+from sfcluster.raycluster.resources import PARTY_RESOURCE
 
 INV = """
 cluster: demo
@@ -91,9 +92,11 @@ def test_ray_start_argv_pins_every_port_and_names_the_party(cluster):
     assert head[:4] == ["timeout", "-k", "5", "60"] and head[4] == "/opt/sf/bin/ray"
     assert "--head" in head and "--port=6379" in head and "--temp-dir=/tmp/sfc-demo" in head
     assert "--include-dashboard=false" in head and "--disable-usage-stats" in head
-    assert f"--resources={json.dumps({'alice': 2})}" in head
+    # the party resource is a label of PARTY_RESOURCE units, never the CPU count (that starves runs)
+    assert f"--resources={json.dumps({'alice': PARTY_RESOURCE})}" in head and "--num-cpus=2" in head
     w = worker_start_argv(cluster, cluster.node("carol"))
-    assert "--address=10.0.0.1:6379" in w and "--num-cpus=4" in w and '--resources={"carol": 4}' in w
+    assert "--address=10.0.0.1:6379" in w and "--num-cpus=4" in w and '--resources={"carol": 1000}' in w
+    assert PARTY_RESOURCE >= 16  # SecretFlow's deployment docs: 16 or more
     assert not any(a.startswith("--temp-dir") for a in w)  # honoured on the head only (ray 2.9.3)
     for flag in ("--node-manager-port=6380", "--object-manager-port=6381", "--min-worker-port=6400",
                  "--max-worker-port=6499", "--runtime-env-agent-port=6385", "--node-ip-address=10.0.0.3"):
