@@ -62,7 +62,7 @@ def test_example_loads_head_first_with_defaults():
     assert [n.spu_advertise for n in c.nodes] == [n.host for n in c.nodes]
     assert all(n.spu_bind is None for n in c.nodes)
     assert all(n.python == "/opt/sf/bin/python" for n in c.nodes)
-    assert [n.cpus for n in c.nodes] == [2, 1, 1]
+    assert [n.cpus for n in c.nodes] == [2, 2, 2]
     assert all(n.firewall_backend == "auto" for n in c.nodes)
     assert alice.data_paths == {"iris": "/data/iris_alice.csv"} and bob.data == () and carol.data == ()
     # ssh: top-level defaults, overridden key by key
@@ -119,7 +119,7 @@ def test_minimal_file_defaults():
     for i, n in enumerate(c.nodes):
         assert n.ssh == SshSpec()
         assert n.python == DEFAULT_PYTHON
-        assert n.cpus == 1
+        assert n.cpus == 2  # MIN_CPUS: the fewest a party trains with
         assert n.spu_port == 20100 + i
         assert n.spu_advertise == n.host and n.spu_bind is None
         assert n.data == () and n.firewall_backend == "auto"

@@ -14,6 +14,7 @@ from yaml.constructor import SafeConstructor
 from yaml.reader import ReaderError
 
 from sfcluster.errors import InventoryError, Problem
+from sfcluster.raycluster.resources import MIN_CPUS
 from sfcluster.inventory.model import Cluster, FirewallMode, Node, RayPorts, SpuSettings, SshSpec
 
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -331,7 +332,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
 
     ssh_default = _ssh(doc, top.get("ssh"), ("ssh",), SshSpec())
     python_default = doc.string(top, "python", (), DEFAULT_PYTHON)
-    cpus_default = doc.integer(top, "cpus", (), 1, 1, 1024, "cpus")
+    cpus_default = doc.integer(top, "cpus", (), MIN_CPUS, 1, 1024, "cpus")
 
     pm = doc.mapping(top.get("ports"), ("ports",), PORT_KEYS)
     pp = ("ports",)
@@ -401,7 +402,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
             host=host or "",
             ssh=_ssh(doc, nm.get("ssh"), np_ + ("ssh",), ssh_default),
             python=doc.string(nm, "python", np_, python_default) or DEFAULT_PYTHON,
-            cpus=doc.integer(nm, "cpus", np_, cpus_default, 1, 1024, "cpus") or 1,
+            cpus=doc.integer(nm, "cpus", np_, cpus_default, 1, 1024, "cpus") or MIN_CPUS,
             spu_port=spu_port,
             spu_advertise=advertise or host or "",
             spu_bind=bind,
