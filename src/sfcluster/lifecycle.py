@@ -171,6 +171,7 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
                 head_thread.join()
                 _head_outcome(cluster, head_done)
         todo = [w.name for w in cluster.workers if not facts[w.name].our_raylet_pids]
+        head_fresh = head_thread is not None
         if head_thread is not None:
             result.did(head.name, "ray head started")
 
@@ -243,6 +244,14 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
         for n in todo:
             result.did(n, "ray worker started")
         data = joined or {"error": "the wait on the head ended without an answer"}
+        if not head_fresh:
+            # A repair (the head was already up): the GCS may still list a dead raylet of a party
+            # being restarted as alive for ~15 s, so "joined" proves nothing until its `ray start`
+            # is done. A head started by this `up` has a fresh GCS: no stale entries.
+            for t in starters:
+                t.join(START_TIMEOUT + 15)
+            if failed:
+                raise next(iter(failed.values()))
         if "error" not in data and all(s["alive"] and s["resource"] for s in data["parties"].values()):
             # every party joined: the `ray start` CLIs still talking are only finishing their output
             stop_starts.set()
