@@ -7,7 +7,7 @@
              `ray stop --force`
 
 Every contender starts Ray with the same flags (sfcluster's argv builder: pinned ports, dashboard
-off, usage stats off, one CPU and one party resource per node), minus what only one of them can
+off, usage stats off, MIN_CPUS CPUs and the same party resource per node), minus what only one of them can
 express (sfcluster's temp dir; ray up's uniform worker command names the party by hostname).
 """
 from __future__ import annotations
@@ -30,8 +30,11 @@ from bench.nodes import NODE_PYTHON, NODE_RAY, ROOT, BenchNodes, SshMasters, log
 from sfcluster.inventory import load_inventory
 from sfcluster.inventory.model import Cluster
 from sfcluster.raycluster.argv import head_start_argv, worker_start_argv
+from sfcluster.raycluster.resources import MIN_CPUS, PARTY_RESOURCE
 
-CPUS = 1
+# every contender: the fewest CPUs a party can train with (sfcluster check fails below it) and the
+# same party resource sfcluster gives (a label of PARTY_RESOURCE units)
+CPUS = MIN_CPUS
 BENCH_VENV = ROOT / "build" / "bench" / "venv"
 
 
@@ -226,7 +229,7 @@ class RayUp(Contender):
         # drop what a uniform worker command cannot say per node; Ray detects the node IP itself
         # (one NIC per container), and the party resource is named after the hostname (p0, p1...)
         keep = [a for a in _strip_timeout(argv) if not a.startswith(("--temp-dir=", "--node-ip-address=", "--resources="))]
-        return shlex.join(keep) + ' "--resources={\\"$(hostname)\\": ' + str(CPUS) + '}"'
+        return shlex.join(keep) + ' "--resources={\\"$(hostname)\\": ' + str(PARTY_RESOURCE) + '}"'
 
     def cluster_config(self) -> dict:
         s = self.nodes.spec
