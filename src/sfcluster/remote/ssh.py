@@ -165,17 +165,24 @@ class SshRunner:
 
     def stream(self, argv: Sequence[str], *, on_stdout: OnData = None, on_stderr: OnData = None,
                keep_stdin_open: bool = False, stop: Optional[threading.Event] = None,
-               close_stdin: Optional[threading.Event] = None) -> int:
-        """Run and hand output over as it arrives. With keep_stdin_open the remote stdin stays open
-        for the life of the connection: the remote side sees EOF when we go away (even SIGKILL)."""
-        return self._exec(command_line(argv, sudo=False, user=self.user), stdin=None, timeout=None,
+               close_stdin: Optional[threading.Event] = None, stdin: Input = None,
+               timeout: Optional[float] = None, idle_timeout: Optional[float] = None) -> int:
+        """Run and hand output over as it arrives. `stdin` is sent first (a request, a secret).
+        With keep_stdin_open the remote stdin stays open for the life of the connection: the
+        remote side sees EOF when we go away (even SIGKILL). `timeout` bounds the whole command,
+        `idle_timeout` the silence between two pieces of output (for commands that beat)."""
+        return self._exec(command_line(argv, sudo=False, user=self.user), stdin=stdin, timeout=timeout,
                           on_stdout=on_stdout, on_stderr=on_stderr, keep_stdin_open=keep_stdin_open, stop=stop,
-                          close_stdin=close_stdin)
+                          close_stdin=close_stdin, idle_timeout=idle_timeout)
 
     def _exec(self, command: str, *, stdin: Input, timeout: Optional[float], on_stdout: OnData,
               on_stderr: OnData, keep_stdin_open: bool, stop: Optional[threading.Event] = None,
-              close_stdin: Optional[threading.Event] = None) -> int:
+              close_stdin: Optional[threading.Event] = None, idle_timeout: Optional[float] = None) -> int:
         chan = self.transport.open_session(timeout=self.target.connect_timeout)
+        # Every channel has an end: a remote command gets a deadline, or beats and gets an idle
+        # limit; the transport sends keepalives so a silent peer is noticed by TCP too.
+        self.transport.set_keepalive(5)
+        last_data = time.monotonic()
         try:
             chan.exec_command(command)
             if stdin is not None:
@@ -211,34 +218,16 @@ class SshRunner:
                     return -1  # closing the channel closes the remote stdin: the remote side ends
                 if deadline is not None and time.monotonic() > deadline:
                     raise CommandTimeout(self.name, command,
-                                         f"`{command[:200]}` did not finish within {timeout:.0f} s; stopped it")
+                                         f"`{command[:200]}` did not finish within {timeout:.0f} s; stopped it",
+                                         f"is {self.name} frozen or cut off? `sfcluster status` names what answers")
+                if got:
+                    last_data = time.monotonic()
+                elif idle_timeout is not None and time.monotonic() - last_data > idle_timeout:
+                    raise CommandTimeout(self.name, command,
+                                         f"{self.name} went silent for {idle_timeout:.0f} s (no output, no heartbeat)",
+                                         f"is {self.name} frozen, powered off or cut off? check it, then `sfcluster status`")
                 if not got:
                     select.select([chan], [], [], 0.05)
             return chan.recv_exit_status()
         finally:
             chan.close()
-
-    # -- files --------------------------------------------------------------------------------
-    def put(self, local_path: str, remote_path: str, mode: int = 0o644) -> None:
-        sftp = self.transport.open_sftp_client()
-        try:
-            sftp.put(local_path, remote_path)
-            sftp.chmod(remote_path, mode)
-        finally:
-            sftp.close()
-
-    def put_bytes(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
-        sftp = self.transport.open_sftp_client()
-        try:
-            with sftp.open(remote_path, "wb") as f:
-                f.write(data)
-            sftp.chmod(remote_path, mode)
-        finally:
-            sftp.close()
-
-    def get(self, remote_path: str, local_path: str) -> None:
-        sftp = self.transport.open_sftp_client()
-        try:
-            sftp.get(remote_path, local_path)
-        finally:
-            sftp.close()
