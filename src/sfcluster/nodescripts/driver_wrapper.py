@@ -386,4 +386,13 @@ def main():
     return code if code >= 0 else 128 - code
 
 
-sys.exit(main())
+rc = main()
+# No interpreter teardown: with Ray's GCS client loaded and the watcher possibly inside a call, it
+# can take seconds (C++ destructors wait for in-flight RPCs), and `run` waits for this process.
+# Everything that matters is done: the lock info is gone, the log closed, the EXIT line written.
+try:
+    sys.stdout.flush()
+    sys.stderr.flush()
+except (OSError, ValueError):
+    pass
+os._exit(rc if isinstance(rc, int) and 0 <= rc < 256 else 1)

@@ -200,6 +200,10 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     if code == FOREIGN_EXIT and "FOREIGN" in control and "STARTED" not in control:
         raise ForeignDriver(f"another driver is connected to the cluster: {_drivers(control['FOREIGN'])}",
                             FOREIGN_FIX)
+    if "UNSAFE" in control and "STARTED" not in control:
+        raise SfclusterError(f"[{cluster.head_name}] the cluster's state dir is not safe to use: {control['UNSAFE']}",
+                             "sfcluster keeps its lock and run dirs in ~/.sfcluster/<cluster> (0700, ours): look at "
+                             "what is there and fix or remove it")
     if code == NORAY_EXIT and "STARTED" not in control:
         raise UnavailableError(f"Ray is not reachable at {cluster.ray_address}: {control.get('NORAY', '')}",
                                "bring the cluster up first: sfcluster up")
