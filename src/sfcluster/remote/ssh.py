@@ -22,6 +22,9 @@ from fabric import Config, Connection
 from sfcluster.errors import CommandTimeout, ConnectError, HostKeyError
 from sfcluster.remote.base import Input, OnData, Result, command_line
 
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+
 # paramiko logs every failed handshake with a traceback; our errors say it better.
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
@@ -52,27 +55,33 @@ def _ssh_config(path: Optional[str]) -> Config:
 
 
 def _open_connection(target: SshTarget, jump: Optional[str] = None) -> Connection:
-    """A Fabric Connection with strict host-key checking, following ProxyJump hop by hop."""
+    """A Fabric Connection with strict host-key checking on EVERY hop. Fabric, left to itself,
+    builds the gateway of a ssh_config ProxyJump with its own client (AutoAddPolicy: an unknown
+    jump host accepted silently) and recurses for `Host *` + ProxyJump: so the gateway is always
+    ours (gateway=False when there is none) and a jump host is never itself jumped through."""
     host = jump or target.host
     config = _ssh_config(target.config_file)
     connect_kwargs: dict = {
         "banner_timeout": target.connect_timeout,
         "auth_timeout": target.connect_timeout,
     }
-    if jump is None and target.identity_file:
+    if target.identity_file:
         connect_kwargs["key_filename"] = [os.path.expanduser(target.identity_file)]
-    probe = Connection(host, config=config)  # only to read this host's ssh_config section
-    proxy_jump = target.proxy_jump if jump is None else None
-    if proxy_jump is None:
-        proxy_jump = probe.ssh_config.get("proxyjump")
-    gateway = None
-    if proxy_jump and proxy_jump.lower() != "none":
-        # "a,b" means through a then b: the last hop is the direct gateway.
-        hops = [h.strip() for h in proxy_jump.split(",") if h.strip()]
-        gateway = _open_connection(target, jump=hops[-1]) if len(hops) == 1 else None
-        if gateway is None:
-            raise ConnectError(target.label, "", f"ProxyJump with several hops ({proxy_jump}) is not supported",
-                               "use one jump host, or chain them in ~/.ssh/config")
+    probe = Connection(host, config=config, gateway=False)  # only to read this host's ssh_config section
+    gateway: object = False
+    if jump is None:
+        proxy_jump = target.proxy_jump or probe.ssh_config.get("proxyjump")
+        if proxy_jump and proxy_jump.lower() != "none":
+            # "a,b" means through a then b: one hop is what we support
+            hops = [h.strip() for h in proxy_jump.split(",") if h.strip()]
+            if len(hops) != 1:
+                raise ConnectError(target.label, "", f"ProxyJump with several hops ({proxy_jump}) is not supported",
+                                   "use one jump host, or chain them in ~/.ssh/config")
+            gateway = _open_connection(target, jump=hops[0])
+        else:
+            proxy_command = probe.ssh_config.get("proxycommand")
+            if proxy_command and proxy_command.lower() != "none":
+                gateway = proxy_command  # a socket only: the host key is still checked on this hop
     user = None
     port = None
     if jump is None:
@@ -86,17 +95,17 @@ def _open_connection(target: SshTarget, jump: Optional[str] = None) -> Connectio
             spec, p = spec.rsplit(":", 1)
             port = int(p)
         host = spec
-        if target.identity_file:
-            connect_kwargs["key_filename"] = [os.path.expanduser(target.identity_file)]
     conn = Connection(host, user=user, port=port, config=config, gateway=gateway,
                       connect_timeout=target.connect_timeout, connect_kwargs=connect_kwargs)
     conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    known = target.known_hosts or conn.ssh_config.get("userknownhostsfile")
-    if known:
-        for path in shlex.split(known) if " " in known else [known]:
-            path = os.path.expanduser(path)
-            if os.path.exists(path):
-                conn.client.load_host_keys(path)
+    # known_hosts: the inventory's, else ssh_config's UserKnownHostsFile, else OpenSSH's defaults
+    known = target.known_hosts or conn.ssh_config.get("userknownhostsfile") or DEFAULT_KNOWN_HOSTS
+    for path in shlex.split(known) if " " in known else [known]:
+        path = os.path.expanduser(path)
+        if os.path.exists(path):
+            conn.client.load_host_keys(path)
+    if os.path.exists(GLOBAL_KNOWN_HOSTS):
+        conn.client.load_system_host_keys(GLOBAL_KNOWN_HOSTS)
     return conn
 
 
