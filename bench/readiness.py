@@ -2,8 +2,10 @@
 every 0.2 s by one remote process (bench/remote/readiness.py) over ONE SSH connection that is
 open, with Ray imported, before the clock starts.
 
-Counts alive nodes for every contender alike (sfcluster's `up` additionally waits for each
-party's resource itself; that shows in its command time, not in time-to-ready).
+Counts ready nodes for every contender alike: alive in the GCS node table and reporting their
+resources (the party resource a SecretFlow task asks for), which is what `sfcluster up` waits for
+before it returns. Until issue #10 it counted alive nodes only, which a raylet is ~0.5-2 s before
+its first resource report under load.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 # Runs ON the head (the bench's readiness poller), the same for every contender:
 #   /opt/sf/bin/python -u /tmp/sfbench_readiness.py HOST PORT WANT GIVE_UP
-# Imports Ray's GCS client first, prints "READY-TO-POLL <monotonic>", then polls the GCS node table
-# every 0.2 s and prints "COUNT <monotonic> <alive nodes>" whenever that count changes; "DONE"
-# once WANT nodes are alive, "GAVE-UP" after GIVE_UP seconds. Exits on stdin EOF (the controller
+# Imports Ray's GCS client first, prints "READY-TO-POLL <monotonic>", then polls the GCS every
+# 0.2 s and prints "COUNT <monotonic> <ready nodes>" whenever that count changes (ready: alive and
+# reporting resources); "DONE" once WANT nodes are ready, "GAVE-UP" after GIVE_UP seconds. Exits on stdin EOF (the controller
 # is gone or done).
 #
 # Facts (ray 2.9.3) this depends on:
@@ -47,14 +47,21 @@ client = None
 
 
 def alive_nodes():
-    """Alive nodes in the GCS node table; None when the GCS cannot be asked right now."""
+    """Nodes that are ready: alive in the GCS node table AND reporting their resources (their party
+    resource included) to the GCS, i.e. what a SecretFlow task can be scheduled on. A raylet
+    registers ~0.5-2 s before its first resource report under load; counting the registration
+    alone made a contender that waits for the resources (sfcluster up) look late. None when the
+    GCS cannot be asked right now."""
     global client
     try:
         if client is None:
             if not port_open():
                 return 0
             client = GcsClient(address="%s:%d" % (HOST, PORT), nums_reconnect_retry=0)
-        return sum(1 for info in client.get_all_node_info(timeout=1).values() if info["state"] == 0)
+        alive = sum(1 for info in client.get_all_node_info(timeout=1).values() if info["state"] == 0)
+        batch = client.get_all_resource_usage(timeout=1).resource_usage_data.batch
+        reporting = sum(1 for b in batch if len(b.resources_total) > 0)
+        return min(alive, reporting)
     except Exception:  # noqa: BLE001 - not the GCS yet, or not answering: ask again next tick
         client = None
         return None

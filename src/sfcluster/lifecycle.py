@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Optional
 from sfcluster import state
 from sfcluster.connect import Nodes
 from sfcluster.doctor import Report, run_checks
-from sfcluster.errors import PlanError, PrivilegeError, SfclusterError, UnavailableError
+from sfcluster.errors import CommandTimeout, PlanError, PrivilegeError, SfclusterError, UnavailableError
 from sfcluster.exitcodes import Exit
 from sfcluster.facts import PRIVILEGED_EXEC, NodeFacts, gather_all, python_argv
 from sfcluster.firewall import plan_add, plan_remove
@@ -21,12 +21,16 @@ from sfcluster.remote.group import fan_out
 
 Progress = Callable[[str, str], None]  # (node, message)
 JOIN_TIMEOUT = 60
+# Bounds of status's remote steps: a head that froze (power loss, a cable) ends `status` in
+# STATUS_PROBE_TIMEOUT + GCS_QUERY_TIMEOUT + SSH's connect timeout, naming it.
+STATUS_PROBE_TIMEOUT = 12
+GCS_QUERY_TIMEOUT = 12
+JOIN_GRACE = 8  # past the join wait's own end on the head, we stop waiting for its answer
 
 
 @dataclass
 class UpResult:
     actions: Dict[str, List[str]] = field(default_factory=dict)
-    report: Optional[Report] = None
     parties: Dict[str, dict] = field(default_factory=dict)
 
     def did(self, node: str, what: str) -> None:
@@ -75,7 +79,8 @@ def gcs_query(cluster: Cluster, nodes: Nodes, wait: float = 0, jobs: bool = Fals
             if on_line and text.startswith("JOINED "):
                 on_line(text[7:])
     err = bytearray()
-    code = nodes[head.name].stream(python_argv(head, "gcs", req), on_stdout=on_out, on_stderr=err.extend, stop=stop)
+    code = nodes[head.name].stream(python_argv(head, "gcs", req), on_stdout=on_out, on_stderr=err.extend, stop=stop,
+                                   timeout=wait + (GCS_QUERY_TIMEOUT if wait == 0 else JOIN_GRACE))
     if buf:
         lines.append(buf.decode(errors="replace"))
     try:
@@ -88,7 +93,7 @@ def gcs_query(cluster: Cluster, nodes: Nodes, wait: float = 0, jobs: bool = Fals
 
 
 def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_failure: bool = False,
-       progress: Progress = lambda n, m: None) -> UpResult:
+       progress: Progress = lambda n, m: None, join_timeout: float = JOIN_TIMEOUT) -> UpResult:
     result = UpResult()
     # 1. Facts and preflight. The probe always runs: privileges and foreign Ray are never skipped.
     if skip_check:
@@ -97,7 +102,6 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
         facts = g.results
     else:
         report = run_checks(cluster, nodes.runners)
-        result.report = report
         if not report.ok:
             raise PreflightFailed(report)
         facts = report.facts
@@ -123,6 +127,7 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
 
     added_fw: List[str] = []
     started: List[str] = []
+    silent: set = set()  # nodes that stopped answering mid-way: their rollback would only wait
     head_done: Dict[str, Any] = {}
     head_thread: Optional[threading.Thread] = None
     stop_head = threading.Event()
@@ -130,6 +135,11 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
         # 2. Firewall rules scoped to peers, in parallel.
         def add_rules(n: str) -> None:
             plan = plan_add(cluster, n, fw_todo[n])
+            if facts[n].firewall.get("rules_present"):
+                # some of ours are there, not all (e.g. the INPUT jump to our iptables chain was
+                # lost): remove what is left of ours, then add the whole plan again
+                remove_rules(cluster, nodes, n, fw_todo[n], sudo=_sudo(facts[n]))
+                progress(n, f"firewall: incomplete ({facts[n].firewall.get('missing') or 'some rules missing'}): repairing")
             added_fw.append(n)  # before the first rule: a rollback removes a partly added plan too
             nodes[n].run(["sh", "-c", plan.script()], sudo=_sudo(facts[n]), stdin=plan.stdin, timeout=60).check()
             result.did(n, f"firewall rules added ({plan.backend})")
@@ -149,7 +159,7 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
                 try:
                     err = bytearray()
                     code = nodes[head.name].stream(quiet(head_start_argv(cluster)), on_stderr=err.extend,
-                                                   stop=stop_head)
+                                                   stop=stop_head, timeout=START_TIMEOUT + 15)
                     if code > 0:
                         tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-8:])
                         raise SfclusterError(f"[{head.name}] `ray start --head` exited {code}" +
@@ -183,8 +193,10 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
 
         def wait_joined() -> None:
             try:
-                joined.update(gcs_query(cluster, nodes, wait=JOIN_TIMEOUT, on_line=lambda p: progress(p, "joined"),
+                joined.update(gcs_query(cluster, nodes, wait=join_timeout, on_line=lambda p: progress(p, "joined"),
                                         stop=stop_wait))
+            except CommandTimeout as e:  # the head went silent: reported below, never rolled back into
+                joined.update(error=e.message, timeout=True)
             except Exception as e:  # noqa: BLE001 - reported below, in the caller's thread
                 joined["error"] = str(e)
         waiter = threading.Thread(target=wait_joined, name="sfcluster-wait-joined", daemon=True)
@@ -201,7 +213,7 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
             try:
                 err = bytearray()
                 code = nodes[n].stream(worker_start_remote(cluster, cluster.node(n)), on_stderr=err.extend,
-                                       stop=stop_starts)
+                                       stop=stop_starts, timeout=START_TIMEOUT + 15)
                 if code == 124:
                     failed[n] = SfclusterError(
                         f"[{n}] `ray start` did not join the head {cluster.ray_address} within {START_TIMEOUT} s",
@@ -244,6 +256,14 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
         for n in todo:
             result.did(n, "ray worker started")
         data = joined or {"error": "the wait on the head ended without an answer"}
+        if data.get("timeout"):
+            # the head went silent: nothing of it (nor of the workers joining it) will end in time
+            silent.add(head.name)
+            stop_starts.set()
+            stop_head.set()
+            head_thread = None
+            raise UnavailableError(f"[{head.name}] went silent during the join wait: {data['error']}",
+                                   f"is {head.name} frozen or cut off? once it is back: sfcluster down, then up")
         if not head_fresh:
             # A repair (the head was already up): the GCS may still list a dead raylet of a party
             # being restarted as alive for ~15 s, so "joined" proves nothing until its `ray start`
@@ -265,13 +285,16 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
         result.parties = data["parties"]
         missing = [p for p, s in data["parties"].items() if not (s["alive"] and s["resource"])]
         if missing:
-            raise SfclusterError(f"party resource not visible after {JOIN_TIMEOUT} s: {', '.join(missing)}",
+            raise SfclusterError(f"party resource not visible after {join_timeout:g} s: {', '.join(missing)}",
                                  "run `sfcluster check` and look at the Ray logs on those nodes")
     except BaseException:
         if head_thread is not None:
             head_thread.join(START_TIMEOUT + 15)  # never roll back under a `ray start` still running
         if not keep_on_failure:
-            _undo(cluster, nodes, facts, started, added_fw, fw_todo)
+            _undo(cluster, nodes, facts, [n for n in started if n not in silent],
+                  [n for n in added_fw if n not in silent], fw_todo)
+            for n in silent:
+                progress(n, "not rolled back: it does not answer (run `sfcluster down` once it is back)")
         raise
     state.save(cluster.name, {"inventory": cluster.source, "firewall": {n: _firewall_backend(f) for n, f in facts.items()
                                                                        if n in fw_todo or f.firewall.get("rules_present")}})
@@ -300,17 +323,20 @@ def _head_outcome(cluster: Cluster, done: Dict[str, Any]) -> None:
 
 def _undo(cluster: Cluster, nodes: Nodes, facts: Dict[str, NodeFacts], started: List[str], added_fw: List[str],
           fw_todo: Dict[str, str]) -> None:
-    """Roll back what this `up` did (and only that)."""
-    for n in started:
-        try:
-            stop_ray(cluster, nodes, n)
-        except Exception:  # noqa: BLE001 - best effort; the error that got us here is what matters
-            pass
-    for n in added_fw:
-        try:
-            remove_rules(cluster, nodes, n, fw_todo[n], sudo=_sudo(facts[n]))
-        except Exception:  # noqa: BLE001
-            pass
+    """Roll back what this `up` did (and only that), the nodes in parallel: a frozen node costs
+    its own timeouts, not everyone's."""
+    def undo(n: str) -> None:
+        if n in started:
+            try:
+                stop_ray(cluster, nodes, n)
+            except Exception:  # noqa: BLE001 - best effort; the error that got us here is what matters
+                pass
+        if n in added_fw:
+            try:
+                remove_rules(cluster, nodes, n, fw_todo[n], sudo=_sudo(facts[n]))
+            except Exception:  # noqa: BLE001
+                pass
+    fan_out(undo, list(dict.fromkeys(started + added_fw)))
 
 
 def stop_ray(cluster: Cluster, nodes: Nodes, n: str) -> dict:
@@ -385,10 +411,13 @@ class NodeStatus:
 
 
 def status(cluster: Cluster, nodes: Nodes) -> dict:
-    g = gather_all(cluster, nodes.runners)
+    g = gather_all(cluster, nodes.runners, timeout=STATUS_PROBE_TIMEOUT)
     gcs: dict = {}
     if cluster.head_name in g.results and g.results[cluster.head_name].our_raylet_pids:
-        gcs = gcs_query(cluster, nodes, jobs=True)
+        try:
+            gcs = gcs_query(cluster, nodes, jobs=True)
+        except SfclusterError as e:
+            gcs = {"error": str(e)}
     rows = []
     for n in cluster.nodes:
         f = g.results.get(n.name)
@@ -401,18 +430,33 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
         fw = f.firewall
         rows.append(NodeStatus(n.name, n.host, "head" if n.name == cluster.head_name else "worker",
                                bool(p.get("alive")) and bool(f.our_raylet_pids), p.get("resource"), f.our_raylet_pids,
-                               bool(spu), f"{fw.get('backend')}: {'present' if fw.get('rules_present') else 'absent'}"))
+                               bool(spu), f"{fw.get('backend')}: " + ("present" if fw.get("rules_complete") else
+                                                                       "INCOMPLETE" if fw.get("rules_present") else "absent")))
     drivers = []
-    for j in gcs.get("jobs", []) or []:
-        if j["is_dead"]:
-            continue
-        # `sfcluster run` starts drivers from <temp_dir>/runs/<id>/ on the head only
-        sanctioned = f"{cluster.temp_dir}/runs/" in (j.get("entrypoint") or "") and j["driver_ip"] == cluster.head.host
+    live = [j for j in gcs.get("jobs", []) or [] if not j["is_dead"]]
+    run: dict = {}
+    if live:
+        # sanctioned = exactly the active run's own driver (pid and node, as its verified wrapper
+        # recorded it), never a command line that merely looks like ours
+        from sfcluster.run.driver import lock_info
+        try:
+            run = lock_info(cluster, nodes)
+        except SfclusterError as e:
+            run = {"error": str(e)}
+    for j in live:
+        sanctioned = bool(run.get("verified")) and j["driver_ip"] == cluster.head.host \
+            and j["driver_pid"] == run.get("driver_pid")
         drivers.append(dict(j, sanctioned=sanctioned))
     alive = [r for r in rows if r.ray_alive]
     problems = [{"path": r.party, "line": None,
                  "message": f"{r.party} ({r.host}): " + (f"unreachable: {r.error}" if not r.reachable else "Ray is not up")}
                 for r in rows if not r.ray_alive]
+    for n, f in g.results.items():
+        fw = f.firewall
+        if cluster.firewall is FirewallMode.OPEN and fw.get("rules_present") and not fw.get("rules_complete"):
+            problems.append({"path": n, "line": None,
+                             "message": f"{n}: firewall rules incomplete ({fw.get('missing') or 'some of ours missing'}); "
+                                        "`sfcluster up` repairs them"})
     # A driver that `sfcluster run` did not start makes the cluster unfit for a run (a second set
     # of SPU runtimes is the failure this tool exists to prevent): degraded, naming it.
     for d in drivers:

@@ -61,6 +61,17 @@ def test_lifecycle_idempotent_and_repairs(harness, open_inventory):
     assert {n: raylet_pids(harness, n) for n in pids} == pids
     assert {n: ruleset(harness, n) for n in rules} == rules
 
+    # the INPUT jump to our chain is lost (a site script, `iptables -D`): the chain alone lets
+    # everyone in. status names it; up repairs it and leaves the ruleset as up made it.
+    harness.docker_exec("alice", "iptables -w -D INPUT -j SFC-harness")
+    code, st = status(inv)
+    assert code == 71 and any("alice" in x["message"] and "INPUT" in x["message"] for x in st["problems"]), st
+    assert [r["firewall"] for r in st["nodes"] if r["party"] == "alice"] == ["iptables: INCOMPLETE"]
+    p = sfc("up", "-i", str(inv))
+    assert p.returncode == 0 and "repairing" in p.stderr, p.stdout + p.stderr
+    assert ruleset(harness, "alice") == rules["alice"]
+    assert status(inv)[0] == 0
+
     harness.docker_exec("carol", "/opt/sf/bin/ray stop --force", user="sfops")
     deadline = time.monotonic() + 60
     while True:
@@ -225,3 +236,54 @@ def test_down_with_a_node_unreachable_stops_nothing_then_force_tears_down_the_re
     code, st = status(inv)  # nothing up anywhere: down, 69, naming every party
     assert code == 69 and st["health"] == "down" and st["ok"] is False and st["exit_code"] == 69
     assert sorted(p["path"] for p in st["problems"]) == ["alice", "bob", "carol"]
+
+
+def test_a_frozen_head_ends_status_run_and_up_in_bounded_time_naming_it(harness, tmp_path):
+    """A head that vanishes silently (power loss, a cable: `docker pause`, no FIN, no RST) must not
+    hang any command: every remote step has a deadline, or beats and has an idle limit."""
+    from pathlib import Path
+    sleeper = Path(__file__).parent / "scripts" / "sleeper.py"
+    inv = harness.write_inventory(tmp_path / "inv.yaml", firewall="check")
+    alice = harness.NODES["alice"].container
+    p = sfc("up", "-i", str(inv))
+    assert p.returncode == 0, p.stdout + p.stderr
+    try:
+        run = subprocess.Popen([*SFC, "run", "-i", str(inv), str(sleeper), "--", "300"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True,
+                               env=dict(os.environ, SFCLUSTER_STATE_DIR="/tmp/sfc-test-state"))
+        while "tick 1" not in (run.stdout.readline() or "tick 1"):
+            pass
+        subprocess.run(["docker", "pause", alice], check=True)
+        try:
+            t0 = time.monotonic()
+            code, st = status(inv)
+            took = time.monotonic() - t0
+            assert took < 30, f"status took {took:.0f} s on a frozen head"
+            assert code == 69 and any(x["path"] == "alice" for x in st["problems"]), st
+            out = run.communicate(timeout=90)[0]
+            took = time.monotonic() - t0
+            assert run.returncode == 69 and "alice went silent" in "".join(out.strip().splitlines()[-2:]), out[-2000:]
+            assert took < 60, f"run noticed the frozen head after {took:.0f} s"
+        finally:
+            subprocess.run(["docker", "unpause", alice], check=False)
+        assert sfc("down", "-i", str(inv), "--force").returncode == 0
+
+        up = subprocess.Popen([*SFC, "up", "-i", str(inv), "--join-timeout", "20"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              env=dict(os.environ, SFCLUSTER_STATE_DIR="/tmp/sfc-test-state"))
+        while "starting Ray worker" not in (up.stdout.readline() or "starting Ray worker"):
+            pass
+        subprocess.run(["docker", "pause", alice], check=True)
+        try:
+            t0 = time.monotonic()
+            out = up.communicate(timeout=120)[0]
+            took = time.monotonic() - t0
+            assert up.returncode == 69 and "[alice] went silent" in out, out[-3000:]
+            assert took < 20 + 15, f"up ended {took:.0f} s after the head froze (join timeout 20 s)"
+            for n in ("bob", "carol"):  # the rollback on the others happened, and in bounded time
+                assert raylet_pids(harness, n) == [], n
+        finally:
+            subprocess.run(["docker", "unpause", alice], check=False)
+    finally:
+        subprocess.run(["docker", "unpause", alice], check=False, capture_output=True)
+        assert sfc("down", "-i", str(inv), "--force").returncode == 0

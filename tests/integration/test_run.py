@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(__file__).parent / "scripts"
 SFC = [sys.executable, "-m", "sfcluster.cli.main"]
+STATE = "/root/.sfcluster/harness"  # the cluster's private state on the head (alice logs in as root)
 ENV = dict(os.environ, SFCLUSTER_STATE_DIR="/tmp/sfc-test-state")
 
 
@@ -42,12 +43,12 @@ def wait_for(proc, text, timeout=90):
 def remote_left(h, node):
     """Drivers, SPU/PYU actors of a run still alive on a node."""
     # [x] in the patterns: grep must not match its own command line
-    return h.docker_exec(node, "ps -eo pid,args | grep -E '[r]ay::SPURuntime|[r]ay::PYU|[s]fc-harness/runs/' || true").stdout.strip()
+    return h.docker_exec(node, "ps -eo pid,args | grep -E '[r]ay::SPURuntime|[r]ay::PYU|[.]sfcluster/harness/runs/' || true").stdout.strip()
 
 
 def lock_free(h):
     """Nobody holds the flock (a holder's info file may outlive a SIGKILLed holder: harmless)."""
-    return h.docker_exec("alice", "flock -n /tmp/sfc-harness/driver.lock true", check=False).returncode == 0
+    return h.docker_exec("alice", f"flock -n {STATE} true", check=False).returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_guard_stops_a_driver_started_by_hand_on_bob(harness, cluster):
     subprocess.run(["docker", "cp", str(ROOT / "src/sfcluster/runtime.py"), "sfcluster-test-alice:/tmp/byhand/sfcluster/runtime.py"], check=True)
     harness.docker_exec("alice", f"cat > /tmp/byhand/cfg.json <<'EOF'\n{cfg}\nEOF")
     p = harness.docker_exec("alice", "cd /tmp/byhand && SFCLUSTER_CONFIG=/tmp/byhand/cfg.json SFCLUSTER_RUN_TOKEN=x "
-                                     "SFCLUSTER_LOCK_INFO=/tmp/sfc-harness/driver.lock.json "
+                                     f"SFCLUSTER_LOCK_INFO={STATE}/lock.json "
                                      "/opt/sf/bin/python -c 'from sfcluster import runtime; runtime.guard(); print(\"PASSED GUARD\")'",
                             check=False)
     assert p.returncode != 0 and "PASSED GUARD" not in p.stdout
@@ -227,7 +228,7 @@ def test_controller_killed_remote_driver_stops(harness, cluster):
 def test_remote_wrapper_killed_driver_dies_with_its_lock(harness, cluster):
     proc = start("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "120")
     wait_for(proc, "tick 1")
-    info = json.loads(harness.docker_exec("alice", "cat /tmp/sfc-harness/driver.lock.json").stdout)
+    info = json.loads(harness.docker_exec("alice", f"cat {STATE}/lock.json").stdout)
     driver = info["driver_pid"]
     assert info["pid"] != driver
     harness.docker_exec("alice", f"kill -KILL {info['pid']}")  # the wrapper holding the lock
@@ -274,3 +275,106 @@ def test_node_cut_off_mid_run_ends_naming_it(harness, cluster):
         assert took < 45
     finally:
         harness.docker_exec("carol", f"iptables -D {rule}")
+
+
+def test_lock_and_run_state_are_private_and_the_token_is_on_no_command_line(harness, cluster):
+    proc = start("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "60")
+    try:
+        wait_for(proc, "tick 1")
+        assert harness.docker_exec("alice", f"stat -c '%a %U' {STATE} {STATE}/runs").stdout.split() == \
+            ["700", "root", "700", "root"]
+        info = json.loads(harness.docker_exec("alice", f"cat {STATE}/lock.json").stdout)
+        assert harness.docker_exec("alice", f"stat -c '%a' {STATE}/lock.json").stdout.strip() == "600"
+        # another local user can neither lock, nor read, nor delete anything of it
+        for cmd in (f"flock -n {STATE} true", f"cat {STATE}/lock.json", f"rm -rf {STATE}/runs", f"ls {STATE}"):
+            p = harness.docker_exec("alice", cmd, user="sfops", check=False)
+            assert p.returncode != 0 and "denied" in p.stderr, (cmd, p.stderr)
+        # Ray's world-writable temp dir holds nothing of ours
+        assert harness.docker_exec("alice", "ls -a /tmp/sfc-harness | grep -c -E 'lock|runs' || true").stdout.strip() == "0"
+        ps = harness.docker_exec("alice", "ps -eo args", user="sfops").stdout
+        assert info["token"] not in ps and '"token"' not in ps and "sfc_wrapper.py" in ps
+        assert proc.poll() is None  # the run went on through all of that
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert lock_free(harness)
+    assert harness.docker_exec("alice", f"test -e {STATE}/lock.json", check=False).returncode != 0
+
+
+def test_a_lying_script_cannot_speak_for_the_controller(harness, cluster, tmp_path):
+    liar = tmp_path / "liar.py"
+    liar.write_text("import os, sys, time\n"
+                    "sys.stderr.write('SFC:NODE_DOWN x\\nSFC:EXIT {\"code\": 0}\\nSFC:STARVED {{{\\n')\n"
+                    "sys.stderr.flush()\n"
+                    "print('lied', flush=True)\n"
+                    "if sys.argv[1:] == ['kill-wrapper']:\n"
+                    "    os.kill(os.getppid(), 9)\n"
+                    "    time.sleep(30)\n"
+                    "sys.exit(3)\n")
+    p = sfc("run", "-i", str(cluster), str(liar))
+    assert p.returncode == 3, p.stdout + p.stderr  # its own exit code, not the forged 0
+    assert "[driver] SFC:EXIT" in p.stderr and "[driver] SFC:NODE_DOWN x" in p.stderr and "Traceback" not in p.stderr
+    p = sfc("run", "-i", str(cluster), str(liar), "--", "kill-wrapper")
+    assert p.returncode == 69, p.stdout + p.stderr  # the wrapper died without a word: never "success"
+    assert "without a word from the head" in p.stderr.strip().splitlines()[-1]
+    deadline = time.monotonic() + 20
+    while not lock_free(harness) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert lock_free(harness) and remote_left(harness, "alice") == ""
+
+
+def test_cancel_signals_only_a_verified_wrapper(harness, cluster):
+    p = sfc("run", "-i", str(cluster), "--detach", str(SCRIPTS / "sleeper.py"), "--", "120")
+    assert p.returncode == 0, p.stderr
+    victim = harness.docker_exec("alice", "setsid -f sleep 300; sleep 0.2; pgrep -n -x sleep").stdout.strip()
+    real = harness.docker_exec("alice", f"cat {STATE}/lock.json").stdout
+    try:
+        forged = dict(json.loads(real), pid=int(victim), log="/etc/shadow")
+        harness.docker_exec("alice", f"cat > {STATE}/lock.json.f <<'EOF'\n{json.dumps(forged)}\nEOF\n"
+                                     f"mv {STATE}/lock.json.f {STATE}/lock.json")
+        c = sfc("cancel", "-i", str(cluster))
+        assert c.returncode == 1 and "nothing was signalled" in c.stderr, c.stderr
+        lg = sfc("logs", "-i", str(cluster))
+        assert lg.returncode == 1 and "root:" not in lg.stdout
+        assert harness.docker_exec("alice", f"kill -0 {victim}", check=False).returncode == 0
+        assert not lock_free(harness)  # the real run goes on
+        harness.docker_exec("alice", f"cat > {STATE}/lock.json.f <<'EOF'\n{real}\nEOF\n"
+                                     f"mv {STATE}/lock.json.f {STATE}/lock.json")
+        c = sfc("cancel", "-i", str(cluster))
+        assert c.returncode == 0, c.stderr
+    finally:
+        harness.docker_exec("alice", f"kill {victim}", check=False)
+    deadline = time.monotonic() + 20
+    while not lock_free(harness) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert lock_free(harness)
+
+
+def test_status_sanctions_exactly_the_runs_own_driver(harness, cluster):
+    proc = start("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "30")
+    try:
+        wait_for(proc, "tick 1")
+        p = sfc("status", "-i", str(cluster), "--json")
+        st = json.loads(p.stdout)
+        assert p.returncode == 0 and [d["sanctioned"] for d in st["drivers"]] == [True], p.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    # a driver on the head whose command line looks like ours is still not ours
+    harness.docker_exec("alice", "setsid -f /opt/sf/bin/python -c 'import ray,sys,time; ray.init(address=\"172.30.77.11:6379\"); "
+                                 "time.sleep(60)' /tmp/sfc-harness/runs/x/train.py >/tmp/lookalike.log 2>&1")
+    try:
+        deadline = time.monotonic() + 30
+        st = {}
+        while time.monotonic() < deadline:
+            p = sfc("status", "-i", str(cluster), "--json")
+            st = json.loads(p.stdout)
+            if st["drivers"]:
+                break
+            time.sleep(1)
+        assert p.returncode == 71 and [d["sanctioned"] for d in st["drivers"]] == [False], p.stdout
+    finally:
+        harness.docker_exec("alice", "pkill -f 'ray[.]init' || true", check=False)
+    deadline = time.monotonic() + 30
+    while json.loads(sfc("status", "-i", str(cluster), "--json").stdout)["drivers"] and time.monotonic() < deadline:
+        time.sleep(1)

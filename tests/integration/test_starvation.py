@@ -44,12 +44,12 @@ def test_cpus_below_the_minimum_fail_check_and_a_starved_run_ends_naming_the_par
         deadline = time.monotonic() + 30
         left = {}
         while time.monotonic() < deadline:
-            left = {n: harness.docker_exec(n, "ps -eo pid,args | grep -E '[r]ay::SPURuntime|[r]ay::PYU|[s]fc-starve/runs/' "
+            left = {n: harness.docker_exec(n, "ps -eo pid,args | grep -E '[r]ay::SPURuntime|[r]ay::PYU|[.]sfcluster/starve/runs/' "
                                               "|| true").stdout.strip() for n in ("alice", "bob", "carol")}
             if not any(left.values()):
                 break
             time.sleep(0.5)
         assert not any(left.values()), f"left after the starved run: {left}"
-        assert harness.docker_exec("alice", "flock -n /tmp/sfc-starve/driver.lock true", check=False).returncode == 0
+        assert harness.docker_exec("alice", "flock -n /root/.sfcluster/starve true", check=False).returncode == 0
     finally:
         assert sfc("down", "-i", str(inv), "--force").returncode == 0

@@ -131,18 +131,12 @@ def test_cluster_def_uses_listen_address_only_where_needed_and_string_protocol(c
     assert "listen_address" not in nodes["alice"] and "\"listen_addr\"" not in json.dumps(cd)
 
 
-def test_run_bundle_unpacks_private_and_refuses_an_existing_run_dir(cluster, tmp_path):
-    import os
-    import stat
-    import subprocess
-    from sfcluster.run.driver import bundle, unpack_argv
-    data = bundle([("sfcluster/runtime.py", b"x = 1\n", 0o644), ("train.py", b"print(1)\n", 0o600)], dirs=("files",))
-    rd = tmp_path / "sfc" / "runs" / "r1"
-    argv = unpack_argv(cluster, str(rd))
-    argv[-2] = str(tmp_path / "sfc" / "runs")  # the cluster's temp dir, here under tmp_path
-    assert subprocess.run(argv, input=data).returncode == 0
-    assert (rd / "train.py").read_bytes() == b"print(1)\n" and (rd / "sfcluster" / "runtime.py").exists()
-    assert stat.S_IMODE(os.stat(rd).st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(rd / "files").st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(rd / "train.py").st_mode) == 0o600
-    assert subprocess.run(argv, input=data, capture_output=True).returncode != 0  # never into an existing dir
+
+
+def test_iptables_chain_names_never_collide_and_fit():
+    from sfcluster.facts import iptables_chain
+    a = parse_inventory(INV.replace("cluster: demo", "cluster: " + "x" * 24 + "_one"))
+    b = parse_inventory(INV.replace("cluster: demo", "cluster: " + "x" * 24 + "_two"))
+    ca, cb = iptables_chain(a), iptables_chain(b)
+    assert ca != cb and len(ca) <= 28 and len(cb) <= 28
+    assert iptables_chain(parse_inventory(INV)) == "SFC-demo"  # short names stay as they were

@@ -26,9 +26,12 @@ def _progress(node: str, msg: str) -> None:
 @inventory_option
 @click.option("--skip-check", is_flag=True, help="Skip the preflight (facts, privileges and foreign Ray are still checked).")
 @click.option("--keep-on-failure", is_flag=True, help="On failure, leave what was started for inspection.")
+@click.option("--join-timeout", type=click.FloatRange(min=1), default=lifecycle.JOIN_TIMEOUT, show_default=True,
+              metavar="SECONDS", help="How long to wait for every party to join Ray. A head that goes silent ends "
+                                      "`up` at most this + 8 s after the wait began (exit 69).")
 @json_option
 @handle_errors
-def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, as_json: bool) -> None:
+def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_timeout: float, as_json: bool) -> None:
     """Start the cluster: preflight, firewall rules scoped to peers, Ray head, then workers.
 
     \b
@@ -41,7 +44,8 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, as_json
     cluster = load(inventory_path)
     with Nodes(cluster) as nodes:
         try:
-            res = lifecycle.up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=_progress)
+            res = lifecycle.up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=_progress,
+                               join_timeout=join_timeout)
         except lifecycle.PreflightFailed as e:
             if not as_json:  # with --json, the report is part of the error's JSON
                 render(e.report)

@@ -1,6 +1,7 @@
 """Facts about nodes, gathered by one remote process per node (nodescripts/probe.py)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -18,7 +19,12 @@ PRIVILEGED_EXEC = ('if [ "$(id -u)" = 0 ]; then exec "$@"; '
 
 
 def iptables_chain(cluster: Cluster) -> str:
-    return f"SFC-{cluster.name}"[:28]
+    """SFC-<cluster>; iptables caps chain names at 28 characters, so a longer one keeps a prefix
+    and a hash of the whole name (two clusters sharing a long prefix never share a chain)."""
+    name = f"SFC-{cluster.name}"
+    if len(name) <= 28:
+        return name
+    return f"SFC-{cluster.name[:15]}-{hashlib.sha256(cluster.name.encode()).hexdigest()[:8]}"
 
 
 def nft_table(cluster: Cluster) -> str:
@@ -96,8 +102,10 @@ def probe_request(cluster: Cluster, node: Node) -> Dict[str, Any]:
             "firewalld_rules": firewalld_rules(allows)}
 
 
-def python_argv(node: Node, script: str, arg: Any) -> List[str]:
-    return [node.python, "-c", source(script), json.dumps(arg)]
+def python_argv(node: Node, script: str, arg: Any, text: Optional[str] = None) -> List[str]:
+    """Run nodescripts/<script>.py (or `text`) with the node's Python. Only for arguments that are
+    no secret: a command line is visible to every local user (`ps`); secrets go on stdin."""
+    return [node.python, "-c", text if text is not None else source(script), json.dumps(arg)]
 
 
 def gather(cluster: Cluster, node: Node, runner: Runner, timeout: float = 30) -> NodeFacts:
@@ -116,6 +124,6 @@ def gather(cluster: Cluster, node: Node, runner: Runner, timeout: float = 30) ->
         "sudo", "firewall", "mem_available", "shm_free", "tmp_free")})
 
 
-def gather_all(cluster: Cluster, runners: Dict[str, Runner]) -> GroupResult[NodeFacts]:
+def gather_all(cluster: Cluster, runners: Dict[str, Runner], timeout: float = 30) -> GroupResult[NodeFacts]:
     """The probe on every node of `runners`, in parallel: facts or the error, per node."""
-    return fan_out(lambda n: gather(cluster, cluster.node(n), runners[n]), runners)
+    return fan_out(lambda n: gather(cluster, cluster.node(n), runners[n], timeout=timeout), runners)

@@ -15,3 +15,8 @@ HERE = Path(__file__).parent
 def source(name: str) -> str:
     """Text of nodescripts/<name>.py."""
     return (HERE / f"{name}.py").read_text()
+
+
+def with_state(name: str) -> str:
+    """Text of nodescripts/<name>.py after nodestate.py (the private state dir helpers it uses)."""
+    return source("nodestate") + "\n\n" + source(name)

@@ -1,14 +1,17 @@
-# Runs on the head, once per `sfcluster run`: lock, job-table check and driver start in ONE remote
-# process. Control lines go to stderr prefixed "SFC:"; the driver's own output is passed through
-# (and kept in <run_dir>/driver.log).
-#  - the lock is an flock on <temp_dir>/driver.lock held by this process: it is released however
-#    we end, SIGKILL included, so a stale lock cannot outlive its holder;
+# Runs on the head (after nodestate.py), once per `sfcluster run`, as a FILE in the run's private
+# dir (<state>/runs/<id>/sfc_wrapper.py): lock, job-table check and driver start in ONE remote
+# process. The request (with the run token) comes as the first line of stdin, never on a command
+# line (`ps` shows command lines to every local user); then the controller's heartbeats.
+# Control lines go to stderr prefixed "SFC:". The driver's stderr is passed through line by line,
+# and a driver line that starts with "SFC:" is passed as "[driver] SFC:...": control can only come
+# from this process, never from the user's code. The driver's output is also kept in
+# <run_dir>/driver.log.
+#  - the lock is an flock on the cluster's private state dir, held by this process: released
+#    however we end, SIGKILL included, so a stale lock cannot outlive its holder;
 #  - an SSH command without a terminal gets no SIGHUP when the controller vanishes: we watch our
 #    stdin and stop the driver on EOF (unless detached);
-#  - a party's node that dies or is cut off ends the run within seconds, naming the node.
+#  - one watcher: a party's node lost, a second driver, a starved party end the run, naming it.
 import fcntl
-import json
-import os
 import signal
 import socket
 import subprocess
@@ -16,19 +19,42 @@ import sys
 import threading
 import time
 
-R = json.loads(sys.argv[1])
-LOCK = os.path.join(R["temp_dir"], "driver.lock")
-INFO = LOCK + ".json"
-LOG = os.path.join(R["run_dir"], "driver.log")
+
+def read_request():
+    """The first line of stdin, read byte by byte: nothing past it leaves the pipe (the heartbeat
+    watch reads the rest with os.read)."""
+    buf = b""
+    while not buf.endswith(b"\n"):
+        c = os.read(0, 1)
+        if not c:
+            break
+        buf += c
+    return json.loads(buf.decode())
+
+
+R = read_request()
+try:
+    STATE = state_dir(R["cluster"])
+    RUN_DIR = run_dir(STATE, R["run_id"])
+    private_dir(RUN_DIR, create=False)
+except UnsafeState as e:
+    sys.stderr.write("SFC:UNSAFE %s\n" % json.dumps(str(e)))
+    sys.exit(78)
+INFO = lock_info_path(STATE)
+LOG = os.path.join(RUN_DIR, "driver.log")
+FILES_DIR = os.path.join(RUN_DIR, "files")
+OUT_LOCK = threading.Lock()  # one writer at a time on our stderr: a control line is never cut in two
 
 
 def ctl(kind, payload=""):
     # never raises: once the controller is gone, stderr is a broken pipe and we must still clean up
-    try:
-        sys.stderr.write("SFC:%s %s\n" % (kind, payload if isinstance(payload, str) else json.dumps(payload)))
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    line = "SFC:%s %s\n" % (kind, payload if isinstance(payload, str) else json.dumps(payload))
+    with OUT_LOCK:
+        try:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def die_with(parent):
@@ -42,9 +68,18 @@ def die_with(parent):
     return arm
 
 
+BEAT_STOP = threading.Event()
+
+
+def beat():
+    """A control line every 5 s, for the whole run: the controller ends the run when the head
+    goes silent (a frozen or powered-off head sends nothing, not even an EOF)."""
+    while not BEAT_STOP.wait(5):
+        ctl("BEAT")
+
+
 def take_lock():
-    os.makedirs(R["temp_dir"], exist_ok=True)
-    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock(STATE)
     deadline = time.monotonic() + (R.get("wait_seconds") or 0)
     while True:
         try:
@@ -52,11 +87,7 @@ def take_lock():
             return fd
         except OSError:
             if time.monotonic() >= deadline:
-                try:
-                    with open(INFO) as f:
-                        holder = json.load(f)
-                except (OSError, ValueError):
-                    holder = {"note": "holder is starting"}
+                holder = read_lock_info(STATE) or {"note": "holder is starting"}
                 ctl("LOCKED", {k: v for k, v in holder.items() if k != "token"})
                 sys.exit(75)
             time.sleep(0.5)
@@ -166,14 +197,36 @@ def stop(proc, why):
 
 
 def pump(src, dst, log):
+    """The driver's stdout: chunks as they come (control never travels there)."""
     for chunk in iter(lambda: src.read1(65536), b""):
         try:
-            dst.write(chunk)
-            dst.flush()
+            if dst is not None:
+                dst.write(chunk)
+                dst.flush()
         except (OSError, ValueError):
             pass  # the controller is gone; keep the log
         log.write(chunk)
         log.flush()
+
+
+def pump_lines(src, dst, log):
+    """The driver's stderr, which shares our stderr with the control lines: whole lines only, and
+    a line that would pass for control is marked as the driver's."""
+    for line in iter(src.readline, b""):
+        log.write(line)
+        log.flush()
+        if line.startswith(b"SFC:"):
+            line = b"[driver] " + line
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        if dst is None:
+            continue
+        with OUT_LOCK:
+            try:
+                dst.write(line)
+                dst.flush()
+            except (OSError, ValueError):
+                pass
 
 
 def main():
@@ -186,8 +239,15 @@ def main():
             data = b""
             for chunk in iter(lambda: os.read(r, 65536), b""):
                 data += chunk
-            sys.stderr.write(data.decode(errors="replace"))
-            return 0 if b"SFC:STARTED" in data else (75 if b"SFC:LOCKED" in data else 76)
+                try:  # as it comes: the controller counts the beats
+                    sys.stderr.buffer.write(chunk)
+                    sys.stderr.flush()
+                except (OSError, ValueError):
+                    pass
+            for marker, code in ((b"SFC:STARTED", 0), (b"SFC:LOCKED", 75), (b"SFC:NORAY", 77), (b"SFC:FOREIGN", 76)):
+                if marker in data:
+                    return code
+            return 1
         os.close(r)
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDWR)
@@ -195,6 +255,7 @@ def main():
         os.dup2(devnull, 1)
         os.dup2(w, 2)
         os.close(w)
+    threading.Thread(target=beat, daemon=True).start()
     lock_fd = take_lock()
     client, drivers = live_drivers()
     if drivers:
@@ -202,38 +263,36 @@ def main():
         return 76
     info = {"user": R["user"], "controller": R["controller"], "host": socket.gethostname(), "pid": os.getpid(),
             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "script": R["script_name"], "run_id": R["run_id"],
-            "token": R["token"], "log": LOG, "detached": bool(R.get("detach"))}
-    tmp = INFO + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(info, f)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, INFO)
+            "token": R["token"], "detached": bool(R.get("detach"))}
+    write_private(INFO, json.dumps(info))
     env = dict(os.environ)
-    env.update({"SFCLUSTER_CONFIG": os.path.join(R["run_dir"], "sfcluster.json"), "SFCLUSTER_RUN_TOKEN": R["token"],
+    env.update({"SFCLUSTER_CONFIG": os.path.join(RUN_DIR, "sfcluster.json"), "SFCLUSTER_RUN_TOKEN": R["token"],
                 "SFCLUSTER_LOCK_INFO": INFO, "PYTHONUNBUFFERED": "1",
                 # Ray (2.9.3) auto-starts a LOCAL Ray instance when a Ray API is touched after
                 # shutdown (e.g. an ObjectRef freed at exit): a second Ray on the head. Never.
                 "RAY_ENABLE_AUTO_CONNECT": "0",
-                "PYTHONPATH": os.pathsep.join([R["run_dir"], R["files_dir"]] + [p for p in [env.get("PYTHONPATH")] if p]),
-                # Ray injects this job config into the driver's ray.init: party functions then find
-                # --files modules at the same path on every node.
-                "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"env_vars": {"PYTHONPATH": R["files_dir"]}}})})
-    log = open(LOG, "ab")
+                "PYTHONPATH": os.pathsep.join([RUN_DIR, FILES_DIR] + [p for p in [env.get("PYTHONPATH")] if p]),
+                # Ray injects this job config into the driver's ray.init: party functions find --files
+                # modules on every node (each node's copy is under its own user's home).
+                "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(
+                    {"runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(R["files_dirs"])}}})})
+    env.pop("SSH_AUTH_SOCK", None)  # the user's code gets no way to the operator's SSH agent
+    log = open(os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "ab")
     if R.get("detach"):
-        out = err = log
+        out = err = None  # the log only
     else:
         out, err = sys.stdout.buffer, sys.stderr.buffer
-    proc = subprocess.Popen([R["python"], os.path.join(R["run_dir"], R["script_name"])] + R["args"], cwd=R["run_dir"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                            preexec_fn=die_with(os.getpid()))
+    proc = subprocess.Popen([R["python"], os.path.join(RUN_DIR, R["script_name"])] + R["args"], cwd=RUN_DIR,
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, preexec_fn=die_with(os.getpid()))
     ctl("STARTED", {"pid": proc.pid, "log": LOG, "wrapper_pid": os.getpid()})
     if R.get("detach"):
-        os.dup2(log.fileno(), 2)  # closes the pipe: the reporting parent ends, the run goes on
-    with open(INFO + ".tmp", "w") as f:
-        json.dump(dict(info, driver_pid=proc.pid), f)
-    os.replace(INFO + ".tmp", INFO)
+        BEAT_STOP.set()  # nobody listens any more
+        with OUT_LOCK:
+            os.dup2(log.fileno(), 2)  # closes the pipe: the reporting parent ends, the run goes on
+    write_private(INFO, json.dumps(dict(info, driver_pid=proc.pid)))
     pumps = [threading.Thread(target=pump, args=(proc.stdout, out, log), daemon=True),
-             threading.Thread(target=pump, args=(proc.stderr, err, log), daemon=True)]
+             threading.Thread(target=pump_lines, args=(proc.stderr, err, log), daemon=True)]
     for t in pumps:
         t.start()
     reason = {}
@@ -316,7 +375,7 @@ def main():
     for t in pumps:
         t.join(5)
     try:
-        os.unlink(INFO)
+        os.unlink(INFO)  # still under the lock: the next holder never sees ours
     except OSError:
         pass
     ctl("EXIT", {"code": code, "why": reason.get("why", ""), "kind": reason.get("kind", "")})
@@ -327,4 +386,13 @@ def main():
     return code if code >= 0 else 128 - code
 
 
-sys.exit(main())
+rc = main()
+# No interpreter teardown: with Ray's GCS client loaded and the watcher possibly inside a call, it
+# can take seconds (C++ destructors wait for in-flight RPCs), and `run` waits for this process.
+# Everything that matters is done: the lock info is gone, the log closed, the EXIT line written.
+try:
+    sys.stdout.flush()
+    sys.stderr.flush()
+except (OSError, ValueError):
+    pass
+os._exit(rc if isinstance(rc, int) and 0 <= rc < 256 else 1)

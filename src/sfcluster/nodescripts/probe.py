@@ -4,6 +4,7 @@
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -14,10 +15,12 @@ TEMP_DIR = REQ.get("temp_dir", "")
 # A process is this cluster's when its command line names the cluster's temp dir or its GCS
 # address (Ray's client server, started by `ray start`, carries only the latter).
 MARKERS = [m for m in (TEMP_DIR, REQ.get("ray_address")) if m]
+# whole words only: cluster demo's /tmp/sfc-demo is not demo2's /tmp/sfc-demo2 (same as ray_stop.py)
+MARKER_RE = re.compile("|".join("(?:%s)(?![A-Za-z0-9_.-])" % re.escape(m) for m in MARKERS) or "(?!x)x")
 
 
 def is_ours(cmd):
-    return any(m in cmd for m in MARKERS)
+    return bool(MARKER_RE.search(cmd))
 
 
 def dist_version(name):
@@ -209,7 +212,9 @@ def firewall(prefer, can_priv, chain, nft_table, ufw_comment, ufw_expect, firewa
     fwd = ("firewall-cmd" in info["available"] and process_running("firewalld")
            and run(priv(["firewall-cmd", "--state"]))[1].strip() == "running")
     nft_tables = run(priv(["nft", "list", "tables"]))[1] if "nft" in info["available"] else ""
-    native_nft = any(l.startswith("table inet ") and nft_table not in l for l in nft_tables.splitlines())
+    tables = [l.strip() for l in nft_tables.splitlines()]
+    ours_nft = ("table inet " + nft_table) in tables  # exact: cluster demo never takes sfc_demo2 for its own
+    native_nft = any(l.startswith("table inet ") and l != "table inet " + nft_table for l in tables)
     if prefer not in ("auto", ""):
         backend = prefer
     elif ufw_active:
@@ -226,10 +231,15 @@ def firewall(prefer, can_priv, chain, nft_table, ufw_comment, ufw_expect, firewa
         backend = "none"
     info["backend"] = backend
     if backend == "iptables":
-        info["rules_present"] = run(priv(["iptables", "-w", "-S", chain]))[0] == 0
-        info["rules_complete"] = info["rules_present"]
+        chain_there = run(priv(["iptables", "-w", "-S", chain]))[0] == 0
+        # the chain does nothing without its jump from INPUT: complete means both
+        jump_there = run(priv(["iptables", "-w", "-C", "INPUT", "-j", chain]))[0] == 0
+        info["rules_present"] = chain_there or jump_there
+        info["rules_complete"] = chain_there and jump_there
+        if chain_there and not jump_there:
+            info["missing"] = "the jump from INPUT to %s" % chain
     elif backend == "nftables":
-        info["rules_present"] = info["rules_complete"] = ("table inet " + nft_table) in nft_tables
+        info["rules_present"] = info["rules_complete"] = ours_nft
     elif backend == "ufw":
         # `ufw status` prints each rule's comment after a '#'; ufw adds a (v6) twin of each deny
         ours = [l for l in ufw_status.splitlines() if l.rstrip().endswith("# " + ufw_comment)]

@@ -4,12 +4,16 @@
 # argv[1]: {"temp_dir": ..., "ports": [port, ...], "grace": seconds}. Prints JSON of what it stopped.
 import json
 import os
+import re
 import signal
 import sys
 import time
 
 req = json.loads(sys.argv[1])
 MARKERS = [m for m in (req["temp_dir"], req.get("ray_address")) if m]
+# a marker counts only as a whole word: /tmp/sfc-demo is not /tmp/sfc-demo2, 10.0.0.1:6379 is
+# not 10.0.0.1:63790 (another cluster on the same nodes)
+MARKER_RE = re.compile("|".join("(?:%s)(?![A-Za-z0-9_.-])" % re.escape(m) for m in MARKERS) or "(?!x)x")
 
 
 def cmdline(pid):
@@ -36,7 +40,7 @@ me, spare = os.getpid(), set()
 while me > 1:
     spare.add(me)
     me = parent.get(me, 0)
-ours = {p for p in pids if p not in spare and any(m in cmdline(p) for m in MARKERS)}
+ours = {p for p in pids if p not in spare and MARKER_RE.search(cmdline(p))}
 changed = True
 while changed:  # children of ours are ours (Ray workers, SPU actors, agents)
     changed = False

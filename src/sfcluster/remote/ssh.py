@@ -22,6 +22,9 @@ from fabric import Config, Connection
 from sfcluster.errors import CommandTimeout, ConnectError, HostKeyError
 from sfcluster.remote.base import Input, OnData, Result, command_line
 
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+
 # paramiko logs every failed handshake with a traceback; our errors say it better.
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
@@ -52,27 +55,33 @@ def _ssh_config(path: Optional[str]) -> Config:
 
 
 def _open_connection(target: SshTarget, jump: Optional[str] = None) -> Connection:
-    """A Fabric Connection with strict host-key checking, following ProxyJump hop by hop."""
+    """A Fabric Connection with strict host-key checking on EVERY hop. Fabric, left to itself,
+    builds the gateway of a ssh_config ProxyJump with its own client (AutoAddPolicy: an unknown
+    jump host accepted silently) and recurses for `Host *` + ProxyJump: so the gateway is always
+    ours (gateway=False when there is none) and a jump host is never itself jumped through."""
     host = jump or target.host
     config = _ssh_config(target.config_file)
     connect_kwargs: dict = {
         "banner_timeout": target.connect_timeout,
         "auth_timeout": target.connect_timeout,
     }
-    if jump is None and target.identity_file:
+    if target.identity_file:
         connect_kwargs["key_filename"] = [os.path.expanduser(target.identity_file)]
-    probe = Connection(host, config=config)  # only to read this host's ssh_config section
-    proxy_jump = target.proxy_jump if jump is None else None
-    if proxy_jump is None:
-        proxy_jump = probe.ssh_config.get("proxyjump")
-    gateway = None
-    if proxy_jump and proxy_jump.lower() != "none":
-        # "a,b" means through a then b: the last hop is the direct gateway.
-        hops = [h.strip() for h in proxy_jump.split(",") if h.strip()]
-        gateway = _open_connection(target, jump=hops[-1]) if len(hops) == 1 else None
-        if gateway is None:
-            raise ConnectError(target.label, "", f"ProxyJump with several hops ({proxy_jump}) is not supported",
-                               "use one jump host, or chain them in ~/.ssh/config")
+    probe = Connection(host, config=config, gateway=False)  # only to read this host's ssh_config section
+    gateway: object = False
+    if jump is None:
+        proxy_jump = target.proxy_jump or probe.ssh_config.get("proxyjump")
+        if proxy_jump and proxy_jump.lower() != "none":
+            # "a,b" means through a then b: one hop is what we support
+            hops = [h.strip() for h in proxy_jump.split(",") if h.strip()]
+            if len(hops) != 1:
+                raise ConnectError(target.label, "", f"ProxyJump with several hops ({proxy_jump}) is not supported",
+                                   "use one jump host, or chain them in ~/.ssh/config")
+            gateway = _open_connection(target, jump=hops[0])
+        else:
+            proxy_command = probe.ssh_config.get("proxycommand")
+            if proxy_command and proxy_command.lower() != "none":
+                gateway = proxy_command  # a socket only: the host key is still checked on this hop
     user = None
     port = None
     if jump is None:
@@ -86,17 +95,17 @@ def _open_connection(target: SshTarget, jump: Optional[str] = None) -> Connectio
             spec, p = spec.rsplit(":", 1)
             port = int(p)
         host = spec
-        if target.identity_file:
-            connect_kwargs["key_filename"] = [os.path.expanduser(target.identity_file)]
     conn = Connection(host, user=user, port=port, config=config, gateway=gateway,
                       connect_timeout=target.connect_timeout, connect_kwargs=connect_kwargs)
     conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    known = target.known_hosts or conn.ssh_config.get("userknownhostsfile")
-    if known:
-        for path in shlex.split(known) if " " in known else [known]:
-            path = os.path.expanduser(path)
-            if os.path.exists(path):
-                conn.client.load_host_keys(path)
+    # known_hosts: the inventory's, else ssh_config's UserKnownHostsFile, else OpenSSH's defaults
+    known = target.known_hosts or conn.ssh_config.get("userknownhostsfile") or DEFAULT_KNOWN_HOSTS
+    for path in shlex.split(known) if " " in known else [known]:
+        path = os.path.expanduser(path)
+        if os.path.exists(path):
+            conn.client.load_host_keys(path)
+    if os.path.exists(GLOBAL_KNOWN_HOSTS):
+        conn.client.load_system_host_keys(GLOBAL_KNOWN_HOSTS)
     return conn
 
 
@@ -165,17 +174,24 @@ class SshRunner:
 
     def stream(self, argv: Sequence[str], *, on_stdout: OnData = None, on_stderr: OnData = None,
                keep_stdin_open: bool = False, stop: Optional[threading.Event] = None,
-               close_stdin: Optional[threading.Event] = None) -> int:
-        """Run and hand output over as it arrives. With keep_stdin_open the remote stdin stays open
-        for the life of the connection: the remote side sees EOF when we go away (even SIGKILL)."""
-        return self._exec(command_line(argv, sudo=False, user=self.user), stdin=None, timeout=None,
+               close_stdin: Optional[threading.Event] = None, stdin: Input = None,
+               timeout: Optional[float] = None, idle_timeout: Optional[float] = None) -> int:
+        """Run and hand output over as it arrives. `stdin` is sent first (a request, a secret).
+        With keep_stdin_open the remote stdin stays open for the life of the connection: the
+        remote side sees EOF when we go away (even SIGKILL). `timeout` bounds the whole command,
+        `idle_timeout` the silence between two pieces of output (for commands that beat)."""
+        return self._exec(command_line(argv, sudo=False, user=self.user), stdin=stdin, timeout=timeout,
                           on_stdout=on_stdout, on_stderr=on_stderr, keep_stdin_open=keep_stdin_open, stop=stop,
-                          close_stdin=close_stdin)
+                          close_stdin=close_stdin, idle_timeout=idle_timeout)
 
     def _exec(self, command: str, *, stdin: Input, timeout: Optional[float], on_stdout: OnData,
               on_stderr: OnData, keep_stdin_open: bool, stop: Optional[threading.Event] = None,
-              close_stdin: Optional[threading.Event] = None) -> int:
+              close_stdin: Optional[threading.Event] = None, idle_timeout: Optional[float] = None) -> int:
         chan = self.transport.open_session(timeout=self.target.connect_timeout)
+        # Every channel has an end: a remote command gets a deadline, or beats and gets an idle
+        # limit; the transport sends keepalives so a silent peer is noticed by TCP too.
+        self.transport.set_keepalive(5)
+        last_data = time.monotonic()
         try:
             chan.exec_command(command)
             if stdin is not None:
@@ -211,34 +227,16 @@ class SshRunner:
                     return -1  # closing the channel closes the remote stdin: the remote side ends
                 if deadline is not None and time.monotonic() > deadline:
                     raise CommandTimeout(self.name, command,
-                                         f"`{command[:200]}` did not finish within {timeout:.0f} s; stopped it")
+                                         f"`{command[:200]}` did not finish within {timeout:.0f} s; stopped it",
+                                         f"is {self.name} frozen or cut off? `sfcluster status` names what answers")
+                if got:
+                    last_data = time.monotonic()
+                elif idle_timeout is not None and time.monotonic() - last_data > idle_timeout:
+                    raise CommandTimeout(self.name, command,
+                                         f"{self.name} went silent for {idle_timeout:.0f} s (no output, no heartbeat)",
+                                         f"is {self.name} frozen, powered off or cut off? check it, then `sfcluster status`")
                 if not got:
                     select.select([chan], [], [], 0.05)
             return chan.recv_exit_status()
         finally:
             chan.close()
-
-    # -- files --------------------------------------------------------------------------------
-    def put(self, local_path: str, remote_path: str, mode: int = 0o644) -> None:
-        sftp = self.transport.open_sftp_client()
-        try:
-            sftp.put(local_path, remote_path)
-            sftp.chmod(remote_path, mode)
-        finally:
-            sftp.close()
-
-    def put_bytes(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
-        sftp = self.transport.open_sftp_client()
-        try:
-            with sftp.open(remote_path, "wb") as f:
-                f.write(data)
-            sftp.chmod(remote_path, mode)
-        finally:
-            sftp.close()
-
-    def get(self, remote_path: str, local_path: str) -> None:
-        sftp = self.transport.open_sftp_client()
-        try:
-            sftp.get(remote_path, local_path)
-        finally:
-            sftp.close()

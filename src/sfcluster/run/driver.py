@@ -14,22 +14,25 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 from sfcluster import state
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
 from sfcluster.errors import ForeignDriver, LockHeld, SfclusterError, UnavailableError
 from sfcluster.exitcodes import Exit
-from sfcluster.inventory.model import Cluster
-from sfcluster.nodescripts import source
+from sfcluster.facts import python_argv
+from sfcluster.inventory.model import Cluster, Node
+from sfcluster.nodescripts import with_state
 from sfcluster.raycluster.resources import MIN_CPUS
 from sfcluster.remote.group import fan_out
 
 RUNTIME_FILE = Path(__file__).resolve().parents[1] / "runtime.py"
+WRAPPER_NAME = "sfc_wrapper.py"  # nodescripts/nodestate.py checks the same name
 # What nodescripts/driver_wrapper.py exits with before the driver starts (it cannot import Exit).
 LOCKED_EXIT, FOREIGN_EXIT, NORAY_EXIT = 75, 76, 77
 STARVE_SECONDS = 60
+HEAD_SILENCE = 30  # seconds without a word (output or the wrapper's 5 s beat) from the head
 # Why sfcluster ended a run (the wrapper's EXIT `kind`) -> the exit code `run` returns instead of
 # the driver's own (which is then only the driver reacting to being stopped).
 STOPPED_EXIT = {"node_lost": Exit.NODE_LOST, "foreign_driver": Exit.FOREIGN_DRIVER, "starved": Exit.STARVED,
@@ -45,10 +48,6 @@ class RunOptions:
     wait_seconds: float = 3600
     detach: bool = False
     starve_seconds: float = STARVE_SECONDS   # 0: no starvation watch
-
-
-def run_dir(cluster: Cluster, run_id: str) -> str:
-    return f"{cluster.temp_dir}/runs/{run_id}"
 
 
 def bundle(members: List[Tuple[str, bytes, int]], dirs: Tuple[str, ...] = ()) -> bytes:
@@ -68,45 +67,56 @@ def bundle(members: List[Tuple[str, bytes, int]], dirs: Tuple[str, ...] = ()) ->
     return buf.getvalue()
 
 
-def unpack_argv(cluster: Cluster, rd: str) -> List[str]:
-    """One remote step per node: a fresh private run dir (mkdir without -p fails if it exists:
-    nobody can plant it first in a shared temp dir), then the files from a tar on stdin."""
-    return ["sh", "-c", 'mkdir -p "$1" && mkdir -m 0700 "$2" && tar -x --no-same-owner -C "$2" -f -',
-            "sh", cluster.temp_dir + "/runs", rd]
+def ship_argv(node: Node, cluster: Cluster, run_id: str) -> List[str]:
+    """One remote step per node: a fresh private run dir in the cluster's state dir
+    (~/.sfcluster/<cluster>/runs/<id>, 0700, checked with lstat), then the files from a tar on
+    stdin. Prints the absolute path (each node's user has its own home)."""
+    return python_argv(node, "ship", {"cluster": cluster.name, "run_id": run_id}, text=with_state("ship"))
 
 
-def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str) -> str:
-    """The script, its config and the runtime helper to the head; --files to every node (same
-    path). One SSH exec per node, the nodes in parallel."""
+def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str) -> Dict[str, str]:
+    """The script, its config, the runtime helper and the wrapper to the head; --files to every
+    node. One SSH exec per node, the nodes in parallel. Returns each node's run dir."""
     head = cluster.head
-    rd = run_dir(cluster, run_id)
     files = [(f"files/{os.path.basename(f)}", Path(f).read_bytes(), 0o600) for f in opts.files]
     head_members = files + [
         ("sfcluster/__init__.py", b'"""sfcluster runtime helper, shipped with the script."""\n', 0o644),
         ("sfcluster/runtime.py", RUNTIME_FILE.read_bytes(), 0o644),
         ("sfcluster.json", json.dumps(secretflow_config(cluster), indent=2).encode(), 0o600),
+        (WRAPPER_NAME, with_state("driver_wrapper").encode(), 0o600),
         (os.path.basename(opts.script), Path(opts.script).read_bytes(), 0o600),
     ]
     payload = {head.name: bundle(head_members, dirs=("files",))}
     if opts.files:
-        payload.update({w.name: bundle(files) for w in cluster.workers})
+        payload.update({w.name: bundle(files, dirs=("files",)) for w in cluster.workers})
+    dirs: Dict[str, str] = {}
 
     def ship(n: str) -> None:
-        nodes[n].run(unpack_argv(cluster, rd), stdin=payload[n], timeout=60).check(
-            hint=f"is Ray up on {n}? `sfcluster up` creates {cluster.temp_dir}")
+        res = nodes[n].run(ship_argv(cluster.node(n), cluster, run_id), stdin=payload[n], timeout=60)
+        try:
+            data = json.loads(res.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            res.check()
+            raise SfclusterError(f"[{n}] shipping the run's files gave no answer: {res.stdout[-300:]}")
+        if "error" in data:
+            raise SfclusterError(f"[{n}] the cluster's state dir is not safe to use: {data['error']}",
+                                 "sfcluster keeps its lock and run dirs in ~/.sfcluster/<cluster> (0700, ours): "
+                                 "look at what is there and fix or remove it")
+        dirs[n] = data["run_dir"]
     shipped = fan_out(ship, payload)
     if len(shipped.errors) == 1:
         raise next(iter(shipped.errors.values()))  # as it is, with its node and hint
     shipped.raise_if_failed("shipping the run's files")
-    return rd
+    return dirs
 
 
-def _request(cluster: Cluster, opts: RunOptions, run_id: str, rd: str) -> dict:
+def _request(cluster: Cluster, opts: RunOptions, run_id: str, dirs: Dict[str, str]) -> dict:
     head = cluster.head
     return {
-        "run_dir": rd, "files_dir": f"{rd}/files", "script_name": os.path.basename(opts.script), "args": opts.args,
-        "python": head.python, "temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address,
-        "wait_seconds": opts.wait_seconds if opts.wait else 0, "detach": opts.detach, "run_id": run_id,
+        "cluster": cluster.name, "run_id": run_id, "script_name": os.path.basename(opts.script), "args": opts.args,
+        "files_dirs": sorted({f"{d}/files" for d in dirs.values()}),
+        "python": head.python, "ray_address": cluster.ray_address,
+        "wait_seconds": opts.wait_seconds if opts.wait else 0, "detach": opts.detach,
         "token": secrets.token_hex(16), "user": getpass.getuser(), "controller": socket.gethostname(),
         "watch": {w.name: [w.host, cluster.ray.node_manager] for w in cluster.workers},
         "head_host": head.host, "parties": {n.name: {"cpus": n.cpus} for n in cluster.nodes},
@@ -123,8 +133,8 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         if not Path(f).is_file():
             raise SfclusterError(f"--files {f}: not a file")
     run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-    rd = _ship(cluster, nodes, opts, run_id)
-    req = _request(cluster, opts, run_id, rd)
+    dirs = _ship(cluster, nodes, opts, run_id)
+    req = _request(cluster, opts, run_id, dirs)
     log_path = state.state_dir() / "runs" / f"{cluster.name}-{run_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")
@@ -136,16 +146,19 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         while b"\n" in buf:
             line, _, rest = bytes(buf).partition(b"\n")
             buf[:] = rest
-            if line.startswith(b"SFC:"):
+            if line.startswith(b"SFC:"):  # only the wrapper writes these (the driver's are marked)
                 kind, _, payload = line[4:].decode(errors="replace").partition(" ")
                 control[kind] = payload
-                if kind == "NODE_DOWN":
-                    p = json.loads(payload)
-                    note(f"node {p['party']} ({p['host']}) is down or cut off: stopping the run")
-                elif kind == "STARVED":
-                    note(json.loads(payload)["message"])
-                elif kind == "STOPPING":
-                    note(f"stopping the driver: {payload}")
+                try:
+                    if kind == "NODE_DOWN":
+                        p = json.loads(payload)
+                        note(f"node {p['party']} ({p['host']}) is down or cut off: stopping the run")
+                    elif kind == "STARVED":
+                        note(json.loads(payload)["message"])
+                    elif kind == "STOPPING":
+                        note(f"stopping the driver: {payload}")
+                except (ValueError, KeyError, TypeError):
+                    note(f"unreadable control line from the head: {line[:200]!r}")
             else:
                 log.write(line + b"\n")
                 err(line + b"\n")
@@ -167,9 +180,14 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         for sig in (signal.SIGINT, signal.SIGTERM):
             old[sig] = signal.signal(sig, on_signal)
     try:
+        # the wrapper is a file of the run dir; the request (token included) goes on stdin, never
+        # on a command line
         code = nodes[cluster.head_name].stream(
-            [cluster.head.python, "-c", source("driver_wrapper"), json.dumps(req)],
-            on_stdout=on_out, on_stderr=on_err, keep_stdin_open=not opts.detach, close_stdin=interrupted)
+            [cluster.head.python, f"{dirs[cluster.head_name]}/{WRAPPER_NAME}"], stdin=json.dumps(req) + "\n",
+            on_stdout=on_out, on_stderr=on_err, keep_stdin_open=not opts.detach, close_stdin=interrupted,
+            # the wrapper beats every 5 s while it waits for the lock and while the driver
+            # runs: a head that goes silent (frozen, powered off, cut off) ends the run
+            idle_timeout=HEAD_SILENCE)
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
@@ -182,6 +200,10 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     if code == FOREIGN_EXIT and "FOREIGN" in control and "STARTED" not in control:
         raise ForeignDriver(f"another driver is connected to the cluster: {_drivers(control['FOREIGN'])}",
                             FOREIGN_FIX)
+    if "UNSAFE" in control and "STARTED" not in control:
+        raise SfclusterError(f"[{cluster.head_name}] the cluster's state dir is not safe to use: {control['UNSAFE']}",
+                             "sfcluster keeps its lock and run dirs in ~/.sfcluster/<cluster> (0700, ours): look at "
+                             "what is there and fix or remove it")
     if code == NORAY_EXIT and "STARTED" not in control:
         raise UnavailableError(f"Ray is not reachable at {cluster.ray_address}: {control.get('NORAY', '')}",
                                "bring the cluster up first: sfcluster up")
@@ -218,30 +240,43 @@ def outcome(control: dict, code: int, interrupted: bool, note: Callable[[str], N
     return c if 0 <= c < 256 else 128 - c if c < 0 else 1
 
 
-def lock_info(cluster: Cluster, nodes: Nodes) -> Optional[dict]:
-    r = nodes[cluster.head_name].run(["cat", f"{cluster.temp_dir}/driver.lock.json"], timeout=20)
-    if not r.ok:
-        return None
-    return json.loads(r.stdout)
+def lock_info(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
+    """The active run as the head verifies it (nodescripts/run_ctl.py): {"active": False}, or the
+    run's holder info with `verified` (the lock's pid is THIS run's wrapper), its pid and log."""
+    head = cluster.head
+    res = nodes[head.name].run(python_argv(head, "run_ctl", {"cluster": cluster.name, "action": action},
+                                           text=with_state("run_ctl")), timeout=40 if action == "cancel" else 15)
+    try:
+        data = json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        res.check()
+        raise SfclusterError(f"[{head.name}] no answer about the active run: {res.stdout[-300:]}")
+    if "error" in data:
+        raise SfclusterError(f"[{head.name}] the cluster's state dir is not safe to use: {data['error']}")
+    return data
+
+
+def _active(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
+    info = lock_info(cluster, nodes, action)
+    if not info.get("active"):
+        raise SfclusterError(f"no run is active on cluster '{cluster.name}'")
+    if not info.get("verified"):
+        raise SfclusterError(f"cluster '{cluster.name}': the lock is held, but not by a run sfcluster can verify "
+                             f"({info.get('why')}); nothing was signalled",
+                             "retry in a few seconds (a run may be starting); `sfcluster status` shows the drivers")
+    return info
 
 
 def follow_logs(cluster: Cluster, nodes: Nodes, follow: bool, out: Callable[[bytes], None]) -> int:
-    info = lock_info(cluster, nodes)
-    if not info:
-        raise SfclusterError(f"no run is active on cluster '{cluster.name}'")
-    argv = ["tail", "-n", "+1", info["log"]]
+    info = _active(cluster, nodes)
+    argv = ["tail", "-n", "+1", info["log"]]  # the path is the head's own: <state>/runs/<id>/driver.log
     if follow:
         argv = ["tail", f"--pid={info['pid']}", "-n", "+1", "-f", info["log"]]
     return nodes[cluster.head_name].stream(argv, on_stdout=out)
 
 
 def cancel(cluster: Cluster, nodes: Nodes) -> dict:
-    info = lock_info(cluster, nodes)
-    if not info:
-        raise SfclusterError(f"no run is active on cluster '{cluster.name}'")
-    nodes[cluster.head_name].run(["kill", "-TERM", str(info["pid"])], timeout=20).check()
-    for _ in range(100):
-        if not nodes[cluster.head_name].run(["kill", "-0", str(info["pid"])], timeout=20).ok:
-            return info
-        time.sleep(0.2)
-    raise SfclusterError(f"run {info['run_id']} did not stop within 20 s (wrapper pid {info['pid']})")
+    info = _active(cluster, nodes, "cancel")
+    if not info.get("cancelled"):
+        raise SfclusterError(f"run {info.get('run_id')} did not stop within 20 s (wrapper pid {info.get('pid')})")
+    return info
