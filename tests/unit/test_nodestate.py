@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from sfcluster.nodescripts import with_state
-from sfcluster.run.driver import bundle
+from sfcluster.inventory import parse_inventory
+from sfcluster.run.driver import bundle, ship_argv
 
 RUN_ID = "20261201-000000-abcdef"
 
@@ -31,19 +32,28 @@ def answer(p: subprocess.CompletedProcess) -> dict:
 
 def ship(home: Path, run_id: str = RUN_ID) -> subprocess.CompletedProcess:
     data = bundle([("sfcluster/runtime.py", b"x = 1\n", 0o644), ("train.py", b"print(1)\n", 0o600)], dirs=("files",))
-    return node("ship", {"cluster": "demo", "run_id": run_id}, home, data)
+    argv = ship_argv(parse_inventory("cluster: demo\nnodes: {a: {host: 10.0.0.1}, b: {host: 10.0.0.2}}\n"), run_id)
+    return subprocess.run(argv, input=data, capture_output=True, timeout=60,
+                          env=dict(os.environ, SFCLUSTER_NODE_HOME=str(home)))
+
+
+def shipped(p: subprocess.CompletedProcess) -> tuple:
+    kind, _, value = p.stdout.decode().strip().splitlines()[-1].partition(" ")
+    return kind, value
 
 
 def test_ship_makes_a_private_fresh_run_dir_and_never_reuses_one(tmp_path):
     p = ship(tmp_path)
     assert p.returncode == 0, p.stderr
-    rd = Path(answer(p)["run_dir"])
+    kind, value = shipped(p)
+    assert kind == "RUN_DIR"
+    rd = Path(value)
     assert rd == tmp_path / ".sfcluster" / "demo" / "runs" / RUN_ID
     for d in (tmp_path / ".sfcluster", tmp_path / ".sfcluster" / "demo", rd.parent, rd, rd / "files"):
         assert stat.S_IMODE(os.lstat(d).st_mode) == 0o700, d
     assert (rd / "train.py").read_bytes() == b"print(1)\n" and stat.S_IMODE(os.stat(rd / "train.py").st_mode) == 0o600
     again = ship(tmp_path)
-    assert again.returncode == 3 and "exists" in answer(again)["error"]
+    assert again.returncode == 3 and shipped(again)[0] == "ERROR" and "exists" in shipped(again)[1]
 
 
 @pytest.mark.parametrize("plant", ["symlink", "group_writable", "other_owner", "file"])
@@ -68,13 +78,13 @@ def test_ship_refuses_a_state_dir_it_does_not_own_alone(tmp_path, plant):
         base.mkdir(mode=0o700)
         (base / "demo").write_text("x")
     p = ship(tmp_path)
-    assert p.returncode == 3 and "demo" in answer(p)["error"], p.stdout
+    assert p.returncode == 3 and shipped(p)[0] == "ERROR" and "demo" in shipped(p)[1], p.stdout
     assert list(target.iterdir()) == []  # nothing written through the link
 
 
 def test_bad_run_id_is_refused(tmp_path):
     p = ship(tmp_path, run_id="../../etc")
-    assert p.returncode == 3 and "bad run id" in answer(p)["error"]
+    assert p.returncode == 3 and "bad run id" in shipped(p)[1]
 
 
 def ctl(home: Path, action: str = "info") -> dict:
@@ -127,7 +137,7 @@ def test_forged_lock_info_while_the_lock_is_held_signals_and_reads_nothing(tmp_p
 
 
 def test_the_real_wrapper_is_verified_and_cancelled(tmp_path):
-    rd = Path(answer(ship(tmp_path))["run_dir"])
+    rd = Path(shipped(ship(tmp_path))[1])
     fake = rd / "sfc_wrapper.py"  # stands in for the wrapper: holds the lock, exits on SIGTERM
     fake.write_text("import fcntl, os, signal, sys, time\n"
                     f"fd = os.open({str(rd.parent.parent)!r}, os.O_RDONLY)\n"

@@ -194,17 +194,23 @@ class SshRunner:
         last_data = time.monotonic()
         try:
             chan.exec_command(command)
-            if stdin is not None:
-                chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
-            if not keep_stdin_open:
-                chan.shutdown_write()
+            try:
+                if stdin is not None:
+                    chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
+                if not keep_stdin_open:
+                    chan.shutdown_write()
+            except OSError:  # the command ended before reading it all: its exit and stderr say why
+                keep_stdin_open = False
             deadline = time.monotonic() + timeout if timeout else None
             beat = 0.0
             while True:
                 if keep_stdin_open and time.monotonic() - beat > 1.0:
                     # heartbeat: the remote side also stops when these stop coming (sshd does not
                     # always close a command's stdin promptly when the client vanishes)
-                    chan.sendall(b"\n")
+                    try:
+                        chan.sendall(b"\n")
+                    except OSError:  # the remote side is done and closed its end: collect its exit
+                        keep_stdin_open = False
                     beat = time.monotonic()
                 got = False
                 while chan.recv_ready():
@@ -221,7 +227,10 @@ class SshRunner:
                     if chan.closed or chan.eof_received:
                         break
                 if close_stdin is not None and close_stdin.is_set() and keep_stdin_open:
-                    chan.shutdown_write()  # the remote side sees EOF on stdin and winds down
+                    try:
+                        chan.shutdown_write()  # the remote side sees EOF on stdin and winds down
+                    except OSError:
+                        pass
                     keep_stdin_open = False
                 if stop is not None and stop.is_set():
                     return -1  # closing the channel closes the remote stdin: the remote side ends

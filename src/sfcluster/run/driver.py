@@ -29,6 +29,7 @@ from sfcluster.remote.group import fan_out
 
 RUNTIME_FILE = Path(__file__).resolve().parents[1] / "runtime.py"
 WRAPPER_NAME = "sfc_wrapper.py"  # nodescripts/nodestate.py checks the same name
+SHIP_SCRIPT = Path(__file__).resolve().parents[1] / "nodescripts" / "ship.sh"
 # What nodescripts/driver_wrapper.py exits with before the driver starts (it cannot import Exit).
 LOCKED_EXIT, FOREIGN_EXIT, NORAY_EXIT = 75, 76, 77
 STARVE_SECONDS = 60
@@ -67,11 +68,12 @@ def bundle(members: List[Tuple[str, bytes, int]], dirs: Tuple[str, ...] = ()) ->
     return buf.getvalue()
 
 
-def ship_argv(node: Node, cluster: Cluster, run_id: str) -> List[str]:
+def ship_argv(cluster: Cluster, run_id: str) -> List[str]:
     """One remote step per node: a fresh private run dir in the cluster's state dir
-    (~/.sfcluster/<cluster>/runs/<id>, 0700, checked with lstat), then the files from a tar on
-    stdin. Prints the absolute path (each node's user has its own home)."""
-    return python_argv(node, "ship", {"cluster": cluster.name, "run_id": run_id}, text=with_state("ship"))
+    (~/.sfcluster/<cluster>/runs/<id>, 0700, checked before use), then the files from a tar on
+    stdin (nodescripts/ship.sh: POSIX sh, no Python start). Prints the absolute path (each node's
+    user has its own home)."""
+    return ["sh", "-c", SHIP_SCRIPT.read_text(), "sh", cluster.name, run_id]
 
 
 def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str) -> Dict[str, str]:
@@ -92,17 +94,17 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str) -> Dict
     dirs: Dict[str, str] = {}
 
     def ship(n: str) -> None:
-        res = nodes[n].run(ship_argv(cluster.node(n), cluster, run_id), stdin=payload[n], timeout=60)
-        try:
-            data = json.loads(res.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            res.check()
-            raise SfclusterError(f"[{n}] shipping the run's files gave no answer: {res.stdout[-300:]}")
-        if "error" in data:
-            raise SfclusterError(f"[{n}] the cluster's state dir is not safe to use: {data['error']}",
+        res = nodes[n].run(ship_argv(cluster, run_id), stdin=payload[n], timeout=60)
+        last = (res.stdout.strip().splitlines() or [""])[-1]
+        kind, _, value = last.partition(" ")
+        if kind == "ERROR":
+            raise SfclusterError(f"[{n}] the cluster's state dir is not safe to use: {value}",
                                  "sfcluster keeps its lock and run dirs in ~/.sfcluster/<cluster> (0700, ours): "
                                  "look at what is there and fix or remove it")
-        dirs[n] = data["run_dir"]
+        if kind != "RUN_DIR" or not res.ok:
+            res.check()
+            raise SfclusterError(f"[{n}] shipping the run's files gave no answer: {res.stdout[-300:]}")
+        dirs[n] = value
     shipped = fan_out(ship, payload)
     if len(shipped.errors) == 1:
         raise next(iter(shipped.errors.values()))  # as it is, with its node and hint
