@@ -170,7 +170,8 @@ def method_section(s: Summary) -> List[str]:
 def ready_section(s: Summary) -> List[str]:
     ks = s.contenders()
     out = ["## 1. Time to a ready cluster (seconds)", "",
-           "Median (min–max) from launch to N alive nodes in the head's GCS; failed/attempts.", "",
+           "Median (min–max) from launch to N ready nodes in the head's GCS (alive and reporting their "
+           "resources, the party resource included; before 2026-12-01: alive only); failed/attempts.", "",
            "| N | " + " | ".join(NAMES[k] for k in ks) + " | a/b | a/c |",
            "|---|" + "---|" * len(ks) + "---|---|"]
     for n in s.sizes:
