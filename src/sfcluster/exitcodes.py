@@ -13,19 +13,21 @@ from typing import List, Tuple
 
 
 class Exit(IntEnum):
-    OK = 0                 # done; status: healthy
-    FAILURE = 1            # a general failure (a remote step failed, down left errors)
-    USAGE = 2              # click's usage errors only (unknown option, missing argument)
-    PREFLIGHT = 65         # EX_DATAERR: check (or up's preflight) found problems; nothing was changed
-    UNAVAILABLE = 69       # EX_UNAVAILABLE: a node, the cluster or Ray cannot be reached; status: down
-    STARVED = 70           # EX_SOFTWARE: run stopped: a resource demand of the run waited with no progress
-    DEGRADED = 71          # status: some party is not up, or a driver sfcluster did not start is connected
-    NODE_LOST = 74         # run stopped: a party's node died or was cut off mid-run
-    LOCKED = 75            # EX_TEMPFAIL: the cluster-wide lock is held (retry, or --wait)
-    FOREIGN_DRIVER = 76    # run refused or stopped: another driver is connected to the cluster
-    NO_PRIVILEGE = 77      # EX_NOPERM: a step needs root and sudo asks for a password
-    CONFIG = 78            # EX_CONFIG: the inventory is invalid (nothing ran, no SSH)
-    CANCELLED = 130        # run stopped by Ctrl-C or `sfcluster cancel` (128 + SIGINT, as shells do)
+    """The codes; MEANING below says what each means (the one text `--help` and the docs show)."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    PREFLIGHT = 65  # EX_DATAERR
+    UNAVAILABLE = 69  # EX_UNAVAILABLE
+    STARVED = 70  # EX_SOFTWARE
+    DEGRADED = 71
+    NODE_LOST = 74
+    LOCKED = 75  # EX_TEMPFAIL
+    FOREIGN_DRIVER = 76
+    NO_PRIVILEGE = 77  # EX_NOPERM
+    CONFIG = 78  # EX_CONFIG
+    CANCELLED = 130  # 128 + SIGINT, as shells do
 
 
 MEANING: List[Tuple[Exit, str]] = [
