@@ -70,6 +70,24 @@ def docker_exec(node: str, cmd: str, user: str = "root", check: bool = True, tim
     return p
 
 
+def pause(node: str, tries: int = 10) -> None:
+    """Freeze a node (sshd, Ray, everything: a host that vanished silently). The cgroup freezer
+    sometimes fails under load ("OCI runtime pause failed: unable to freeze"; runc thaws it
+    again): retried, as the freeze itself is what the tests need, not its first attempt."""
+    err = ""
+    for _ in range(tries):
+        p = subprocess.run(["docker", "pause", NODES[node].container], capture_output=True, text=True)
+        if p.returncode == 0 or "already paused" in p.stderr:
+            return
+        err = p.stderr
+        time.sleep(1)
+    raise RuntimeError(f"docker pause {node} failed {tries} times: {err}")
+
+
+def unpause(node: str) -> None:
+    subprocess.run(["docker", "unpause", NODES[node].container], capture_output=True, text=True)
+
+
 def ensure_engine() -> None:
     subprocess.run(["bash", str(ROOT / "scripts" / "ensure-docker.sh")], check=True)
 

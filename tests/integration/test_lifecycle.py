@@ -210,8 +210,7 @@ def test_down_with_a_node_unreachable_stops_nothing_then_force_tears_down_the_re
     p = sfc("up", "-i", str(inv))
     assert p.returncode == 0, p.stdout + p.stderr
     pids = {n: raylet_pids(harness, n) for n in ("alice", "bob")}
-    carol = harness.NODES["carol"].container
-    subprocess.run(["docker", "pause", carol], check=True)  # sshd and Ray frozen: a hung host
+    harness.pause("carol")  # sshd and Ray frozen: a hung host
     try:
         t0 = time.monotonic()
         code, st = status(inv)
@@ -229,7 +228,7 @@ def test_down_with_a_node_unreachable_stops_nothing_then_force_tears_down_the_re
         assert p.returncode == 1 and "carol" in p.stderr, p.stdout + p.stderr
         assert raylet_pids(harness, "alice") == [] and raylet_pids(harness, "bob") == []
     finally:
-        subprocess.run(["docker", "unpause", carol], check=False)
+        harness.unpause("carol")
     p = sfc("down", "-i", str(inv))  # carol back: its leftovers go too
     assert p.returncode == 0, p.stdout + p.stderr
     assert raylet_pids(harness, "carol") == []
@@ -253,12 +252,11 @@ def test_a_frozen_head_ends_status_run_and_up_in_bounded_time_naming_it(harness,
     from pathlib import Path
     sleeper = Path(__file__).parent / "scripts" / "sleeper.py"
     inv = harness.write_inventory(tmp_path / "inv.yaml", firewall="check")
-    alice = harness.NODES["alice"].container
     p = sfc("up", "-i", str(inv))
     assert p.returncode == 0, p.stdout + p.stderr
     try:
         run = started_until("tick 1", "run", "-i", str(inv), str(sleeper), "--", "300")
-        subprocess.run(["docker", "pause", alice], check=True)
+        harness.pause("alice")
         try:
             t0 = time.monotonic()
             code, st = status(inv)
@@ -270,11 +268,11 @@ def test_a_frozen_head_ends_status_run_and_up_in_bounded_time_naming_it(harness,
             assert run.returncode == 69 and "alice went silent" in "".join(out.strip().splitlines()[-2:]), out[-2000:]
             assert took < 60, f"run noticed the frozen head after {took:.0f} s"
         finally:
-            subprocess.run(["docker", "unpause", alice], check=False)
+            harness.unpause("alice")
         assert sfc("down", "-i", str(inv), "--force").returncode == 0
 
         up = started_until("starting Ray worker", "up", "-i", str(inv), "--join-timeout", "20")
-        subprocess.run(["docker", "pause", alice], check=True)
+        harness.pause("alice")
         try:
             t0 = time.monotonic()
             out = up.communicate(timeout=120)[0]
@@ -284,7 +282,7 @@ def test_a_frozen_head_ends_status_run_and_up_in_bounded_time_naming_it(harness,
             for n in ("bob", "carol"):  # the rollback on the others happened, and in bounded time
                 assert raylet_pids(harness, n) == [], n
         finally:
-            subprocess.run(["docker", "unpause", alice], check=False)
+            harness.unpause("alice")
     finally:
-        subprocess.run(["docker", "unpause", alice], check=False, capture_output=True)
+        harness.unpause("alice")
         assert sfc("down", "-i", str(inv), "--force").returncode == 0
