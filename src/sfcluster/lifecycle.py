@@ -14,7 +14,7 @@ from sfcluster.errors import CommandTimeout, PlanError, PrivilegeError, Sfcluste
 from sfcluster.exitcodes import Exit
 from sfcluster.facts import PRIVILEGED_EXEC, NodeFacts, gather_all, python_argv
 from sfcluster.firewall import plan_add, plan_remove
-from sfcluster.inventory.model import Cluster, FirewallMode, Node
+from sfcluster.inventory.model import Cluster, FirewallMode
 from sfcluster.ports import plan_ports
 from sfcluster.raycluster.argv import START_TIMEOUT, gcs_port_wait_argv, head_start_argv, worker_start_argv
 from sfcluster.remote.group import fan_out
@@ -157,29 +157,24 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
 
             def start_head() -> None:
                 try:
-                    err = bytearray()
-                    code = nodes[head.name].stream(quiet(head_start_argv(cluster)), on_stderr=err.extend,
-                                                   stop=stop_head, timeout=START_TIMEOUT + 15)
-                    if code > 0:
-                        tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-8:])
-                        raise SfclusterError(f"[{head.name}] `ray start --head` exited {code}" +
-                                             (f":\n{tail}" if tail else ""),
-                                             "see the Ray log under " + cluster.temp_dir + "/session_latest/logs on the head")
-                except Exception as e:  # noqa: BLE001 - re-raised in the caller's thread
+                    e = start_quietly(cluster, nodes, head.name, head_start_argv(cluster), stop_head, head=True)
+                except Exception as x:  # noqa: BLE001 - re-raised in the caller's thread
+                    e = x
+                if e is not None:
                     head_done["error"] = e
             head_thread = threading.Thread(target=start_head, name="sfcluster-head-start", daemon=True)
             head_thread.start()
             gcs_up = nodes[head.name].run(gcs_port_wait_argv(cluster), timeout=START_TIMEOUT + 10)
             if not gcs_up.ok:
                 head_thread.join()
-                _head_outcome(cluster, head_done)
+                _head_outcome(head_done)
                 raise SfclusterError(f"[{head.name}] Ray's GCS never opened {cluster.ray_address}",
                                      "see the Ray log under " + cluster.temp_dir + "/session_latest/logs on the head")
 
         def finish_head() -> None:
             if head_thread is not None:
                 head_thread.join()
-                _head_outcome(cluster, head_done)
+                _head_outcome(head_done)
         todo = [w.name for w in cluster.workers if not facts[w.name].our_raylet_pids]
         head_fresh = head_thread is not None
         if head_thread is not None:
@@ -210,26 +205,22 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
 
         # 5. Workers start in parallel. `up` waits for the parties to JOIN (the waiter), not for
         # each `ray start` CLI to exit: at N=8 on 2 cores the CLI goes on for 2.5-3 s after its
-        # raylet registered. Its output goes to a private file on the node (worker_start_remote),
+        # raylet registered. Its output goes to a private file on the node (start_quietly),
         # so closing the channel early costs it nothing; a failing start still ends `up` at once.
         failed: Dict[str, BaseException] = {}
         stop_starts = threading.Event()
 
         def start_worker(n: str) -> None:
             try:
-                err = bytearray()
-                code = nodes[n].stream(worker_start_remote(cluster, cluster.node(n)), on_stderr=err.extend,
-                                       stop=stop_starts, timeout=START_TIMEOUT + 15)
-                if code == 124:
-                    failed[n] = SfclusterError(
-                        f"[{n}] `ray start` did not join the head {cluster.ray_address} within {START_TIMEOUT} s",
-                        f"check that {n} reaches {cluster.ray_address} (tcp/{cluster.ray.gcs}): sfcluster check")
-                elif code > 0:
-                    tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-8:])
-                    failed[n] = SfclusterError(f"[{n}] `ray start` exited {code}" + (f":\n{tail}" if tail else ""),
-                                               "see the Ray log under /tmp/ray on that node")
-            except BaseException as e:  # noqa: BLE001 - reported in the caller's thread
+                e = start_quietly(cluster, nodes, n, worker_start_argv(cluster, cluster.node(n)), stop_starts)
+            except BaseException as x:  # noqa: BLE001 - reported in the caller's thread
+                e = x
+            if e is not None:
                 failed[n] = e
+
+        def join_starters() -> None:  # bounded: every start runs under `timeout`
+            for t in starters:
+                t.join(START_TIMEOUT + 15)
         if head_fresh:
             # Workers start once the head's raylet has joined (its resource is visible), not at
             # the GCS port: started together on 2 cores, seven worker starts pushed the head's own
@@ -261,8 +252,7 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
         except BaseException:
             stop_wait.set()
             waiter.join(10)
-            for t in starters:  # never roll back under a `ray start` still running (bounded by `timeout`)
-                t.join(START_TIMEOUT + 15)
+            join_starters()  # never roll back under a `ray start` still running
             raise
         if head_thread is not None and not head_thread.is_alive():
             finish_head()
@@ -282,8 +272,7 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
             # A repair (the head was already up): the GCS may still list a dead raylet of a party
             # being restarted as alive for ~15 s, so "joined" proves nothing until its `ray start`
             # is done. A head started by this `up` has a fresh GCS: no stale entries.
-            for t in starters:
-                t.join(START_TIMEOUT + 15)
+            join_starters()
             if failed:
                 raise next(iter(failed.values()))
         if "error" not in data and all(s["alive"] and s["resource"] for s in data["parties"].values()):
@@ -292,8 +281,7 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
             stop_head.set()
             head_thread = None
         else:
-            for t in starters:
-                t.join(START_TIMEOUT + 15)
+            join_starters()
         if "error" in data:
             raise SfclusterError(f"[{head.name}] cannot query Ray's GCS at {cluster.ray_address}: {data['error']}")
         result.parties = data["parties"]
@@ -322,15 +310,27 @@ _QUIET = ('log=$(mktemp) || exit 1; "$@" >"$log" 2>&1; rc=$?; '
           '[ "$rc" = 0 ] || tail -n 40 "$log" >&2; rm -f "$log"; exit "$rc"')
 
 
-def quiet(argv: List[str]) -> List[str]:
-    return ["sh", "-c", _QUIET, "sh", *argv]
+def start_quietly(cluster: Cluster, nodes: Nodes, n: str, argv: List[str], stop: threading.Event,
+                  head: bool = False) -> Optional[SfclusterError]:
+    """Run a `ray start` on node n with its output kept off the channel (_QUIET); the error to
+    report, or None when it started (or `stop` was set: `up` no longer listens). A worker's
+    `ray start` that `timeout` ended (124) never reached the head."""
+    err = bytearray()
+    code = nodes[n].stream(["sh", "-c", _QUIET, "sh", *argv], on_stderr=err.extend, stop=stop,
+                           timeout=START_TIMEOUT + 15)
+    if code == 124 and not head:
+        return SfclusterError(f"[{n}] `ray start` did not join the head {cluster.ray_address} within {START_TIMEOUT} s",
+                              f"check that {n} reaches {cluster.ray_address} (tcp/{cluster.ray.gcs}): sfcluster check")
+    if code > 0:
+        tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-8:])
+        what, logs = (("ray start --head", f"{cluster.temp_dir}/session_latest/logs on the head") if head
+                      else ("ray start", "/tmp/ray on that node"))
+        return SfclusterError(f"[{n}] `{what}` exited {code}" + (f":\n{tail}" if tail else ""),
+                              f"see the Ray log under {logs}")
+    return None
 
 
-def worker_start_remote(cluster: Cluster, node: Node) -> List[str]:
-    return quiet(worker_start_argv(cluster, node))
-
-
-def _head_outcome(cluster: Cluster, done: Dict[str, Any]) -> None:
+def _head_outcome(done: Dict[str, Any]) -> None:
     if "error" in done:
         raise done["error"]
 

@@ -32,7 +32,6 @@ def test_check_table_keeps_bracketed_detail(capsys):
 
 
 # -- Off a terminal, output is never wrapped or cut at a guessed width (COLUMNS included) ---------
-import json  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402

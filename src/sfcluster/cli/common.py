@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import click
 from rich.console import Console
@@ -59,14 +59,9 @@ def problems_of(e: SfclusterError) -> List[Dict[str, Any]]:
     return [{"path": getattr(e, "host", None), "line": None, "message": e.message}]
 
 
-def error_json(e: SfclusterError, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def error_json(e: SfclusterError) -> Dict[str, Any]:
     return {"ok": False, "exit_code": int(e.exit_code), "error": e.message, "fix": e.hint,
-            "problems": problems_of(e), **(extra or {}), **e.details()}
-
-
-def say(message: str, style: str = "") -> None:
-    """One line of progress or outcome on stderr (stdout stays for results and JSON)."""
-    err_console.print(f"[{style}]{escape(message)}[/]" if style else escape(message))
+            "problems": problems_of(e), **e.details()}
 
 
 def handle_errors(fn: Callable) -> Callable:

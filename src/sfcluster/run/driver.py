@@ -22,7 +22,7 @@ from sfcluster.connect import Nodes
 from sfcluster.errors import ForeignDriver, LockHeld, SfclusterError, UnavailableError
 from sfcluster.exitcodes import Exit
 from sfcluster.facts import python_argv
-from sfcluster.inventory.model import Cluster, Node
+from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import with_state
 from sfcluster.raycluster.resources import MIN_CPUS
 from sfcluster.remote.group import fan_out
@@ -68,6 +68,13 @@ def bundle(members: List[Tuple[str, bytes, int]], dirs: Tuple[str, ...] = ()) ->
     return buf.getvalue()
 
 
+def unsafe_state(node: str, why: str) -> SfclusterError:
+    """What the node side (nodestate.py, ship.sh) refused about ~/.sfcluster/<cluster>."""
+    return SfclusterError(f"[{node}] the cluster's state dir is not safe to use: {why}",
+                          "sfcluster keeps its lock and run dirs in ~/.sfcluster/<cluster> (0700, ours): "
+                          "look at what is there and fix or remove it")
+
+
 def ship_argv(cluster: Cluster, run_id: str) -> List[str]:
     """One remote step per node: a fresh private run dir in the cluster's state dir
     (~/.sfcluster/<cluster>/runs/<id>, 0700, checked before use), then the files from a tar on
@@ -98,9 +105,7 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str) -> Dict
         last = (res.stdout.strip().splitlines() or [""])[-1]
         kind, _, value = last.partition(" ")
         if kind == "ERROR":
-            raise SfclusterError(f"[{n}] the cluster's state dir is not safe to use: {value}",
-                                 "sfcluster keeps its lock and run dirs in ~/.sfcluster/<cluster> (0700, ours): "
-                                 "look at what is there and fix or remove it")
+            raise unsafe_state(n, value)
         if kind != "RUN_DIR" or not res.ok:
             res.check()
             raise SfclusterError(f"[{n}] shipping the run's files gave no answer: {res.stdout[-300:]}")
@@ -203,9 +208,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         raise ForeignDriver(f"another driver is connected to the cluster: {_drivers(control['FOREIGN'])}",
                             FOREIGN_FIX)
     if "UNSAFE" in control and "STARTED" not in control:
-        raise SfclusterError(f"[{cluster.head_name}] the cluster's state dir is not safe to use: {control['UNSAFE']}",
-                             "sfcluster keeps its lock and run dirs in ~/.sfcluster/<cluster> (0700, ours): look at "
-                             "what is there and fix or remove it")
+        raise unsafe_state(cluster.head_name, control["UNSAFE"])
     if code == NORAY_EXIT and "STARTED" not in control:
         raise UnavailableError(f"Ray is not reachable at {cluster.ray_address}: {control.get('NORAY', '')}",
                                "bring the cluster up first: sfcluster up")
@@ -254,7 +257,7 @@ def lock_info(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
         res.check()
         raise SfclusterError(f"[{head.name}] no answer about the active run: {res.stdout[-300:]}")
     if "error" in data:
-        raise SfclusterError(f"[{head.name}] the cluster's state dir is not safe to use: {data['error']}")
+        raise unsafe_state(head.name, data["error"])
     return data
 
 
