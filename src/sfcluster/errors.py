@@ -111,9 +111,16 @@ class PrivilegeError(SfclusterError):
 
 
 class LockHeld(SfclusterError):
-    """Another driver holds the cluster-wide single-driver lock."""
+    """Another operation (a run, an `up`, a `down`) holds the cluster lock."""
 
     exit_code = Exit.LOCKED
+
+    def __init__(self, message: str, hint: Optional[str] = None, holder: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(message, hint)
+        self.holder = holder or {}
+
+    def details(self) -> Dict[str, Any]:
+        return {"holder": self.holder} if self.holder else {}
 
 
 class ForeignDriver(SfclusterError):

@@ -10,7 +10,9 @@ from typing import Any, Callable, Dict, List, Optional
 from sfcluster import state
 from sfcluster.connect import Nodes
 from sfcluster.doctor import Report, run_checks
-from sfcluster.errors import CommandTimeout, PlanError, PrivilegeError, SfclusterError, UnavailableError
+from sfcluster.clusterlock import cluster_lock, held_error, holder_text, lock_holder
+from sfcluster.errors import (CommandTimeout, ConnectError, HostKeyError, PlanError, PrivilegeError, SfclusterError,
+                              UnavailableError)
 from sfcluster.exitcodes import Exit
 from sfcluster.facts import PRIVILEGED_EXEC, NodeFacts, gather_all, python_argv
 from sfcluster.firewall import plan_add, plan_remove
@@ -93,7 +95,16 @@ def gcs_query(cluster: Cluster, nodes: Nodes, wait: float = 0, jobs: bool = Fals
 
 
 def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_failure: bool = False,
-       progress: Progress = lambda n, m: None, join_timeout: float = JOIN_TIMEOUT) -> UpResult:
+       progress: Progress = lambda n, m: None, join_timeout: float = JOIN_TIMEOUT, lock_wait: float = 0) -> UpResult:
+    """Bring the cluster up under the cluster lock (one `up`, `down` or run at a time): a second
+    `up` started at the same moment fails at once naming this one (75) and touches nothing."""
+    with cluster_lock(cluster, nodes, "up", wait=lock_wait, note=lambda m: progress(cluster.head_name, m)):
+        return _up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=progress,
+                   join_timeout=join_timeout)
+
+
+def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bool, progress: Progress,
+        join_timeout: float) -> UpResult:
     result = UpResult()
     # 1. Facts and preflight. The probe always runs: privileges and foreign Ray are never skipped.
     if skip_check:
@@ -377,7 +388,48 @@ class DownResult:
     errors: Dict[str, str] = field(default_factory=dict)
 
 
-def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, progress: Progress = lambda n, m: None) -> DownResult:
+def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, cancel_run: bool = False, lock_wait: float = 0,
+         progress: Progress = lambda n, m: None) -> DownResult:
+    """Tear down under the cluster lock. A run holding it is never torn away: `down` refuses
+    naming it (75), or with cancel_run stops it first (verified, as `cancel` does). With force
+    and a head that cannot be reached, it goes on without the lock and says so."""
+    head = cluster.head_name
+    note = lambda m: progress(head, m)  # noqa: E731
+    locked = False
+    try:
+        if cancel_run and _cancel_active_run(cluster, nodes, note):
+            lock_wait = max(lock_wait, 15)  # the wrapper lets go of the lock as it exits
+        with cluster_lock(cluster, nodes, "down", wait=lock_wait, note=note):
+            locked = True
+            return _down(cluster, nodes, force=force, progress=progress)
+    except (ConnectError, HostKeyError, CommandTimeout, UnavailableError) as e:
+        if locked:
+            raise
+        if not force:
+            raise UnavailableError(f"cannot take the cluster lock: {e.message}; nothing was stopped anywhere",
+                                   f"fix SSH to {head}, or `sfcluster down --force` to tear down the other nodes "
+                                   "without the lock") from e
+        note(f"unreachable: going on WITHOUT the cluster lock (--force): {e.message}")
+        return _down(cluster, nodes, force=force, progress=progress)
+
+
+def _cancel_active_run(cluster: Cluster, nodes: Nodes, note: Callable[[str], None]) -> bool:
+    """`down --cancel-run`: stop the run holding the lock (verified, as `cancel` does); True when
+    there was one."""
+    h = lock_holder(cluster, nodes)
+    if not (h.get("active") and h.get("op") == "run"):
+        return False
+    if not h.get("verified"):
+        raise held_error(cluster, h, "down")
+    h = lock_holder(cluster, nodes, "cancel")
+    if not h.get("cancelled"):
+        raise SfclusterError(f"run {h.get('run_id')} did not stop within 20 s; nothing was torn down")
+    note(f"cancelled run {h.get('run_id')} ({h.get('script')}, started {h.get('since')} by "
+         f"{h.get('user')}@{h.get('controller')})")
+    return True
+
+
+def _down(cluster: Cluster, nodes: Nodes, *, force: bool, progress: Progress) -> DownResult:
     result = DownResult()
     g = gather_all(cluster, nodes.runners)
     for n, e in g.errors.items():
@@ -449,14 +501,20 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
     drivers = []
     live = [j for j in gcs.get("jobs", []) or [] if not j["is_dead"]]
     run: dict = {}
-    if live:
-        # sanctioned = exactly the active run's own driver (pid and node, as its verified wrapper
-        # recorded it), never a command line that merely looks like ours
-        from sfcluster.run.driver import lock_info
+    if cluster.head_name in g.results:
+        # who holds the cluster lock (a run, an `up`, a `down`), verified on the head; sanctioned
+        # = exactly the active run's own driver (pid and node, as its verified wrapper recorded
+        # it), never a command line that merely looks like ours
         try:
-            run = lock_info(cluster, nodes)
+            run = lock_holder(cluster, nodes)
         except SfclusterError as e:
             run = {"error": str(e)}
+    lock = {k: v for k, v in run.items() if k not in ("removed_stale_info", "log")}
+    lock["held"] = bool(lock.pop("active", False))
+    if lock["held"]:
+        lock["text"] = holder_text(run)
+    if run.get("op") != "run":
+        run = {}
     for j in live:
         sanctioned = bool(run.get("verified")) and j["driver_ip"] == cluster.head.host \
             and j["driver_pid"] == run.get("driver_pid")
@@ -480,5 +538,5 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
                                         f"{d['driver_pid']} ({d.get('entrypoint') or '?'}); stop it on that host"})
     health = "down" if not alive else ("healthy" if not problems else "degraded")
     return {"cluster": cluster.name, "health": health, "ray_address": cluster.ray_address,
-            "nodes": [r.__dict__ for r in rows], "drivers": drivers, "gcs_error": gcs.get("error"),
+            "nodes": [r.__dict__ for r in rows], "drivers": drivers, "lock": lock, "gcs_error": gcs.get("error"),
             "problems": problems}

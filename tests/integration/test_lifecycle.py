@@ -154,6 +154,39 @@ def test_firewall_ufw_and_firewalld_scope_to_peers_and_down_restores_them(harnes
     assert {n: harness.docker_exec(n, c).stdout for n, c in ours.items()} == before_tool
 
 
+def test_two_ups_at_once_one_wins_the_other_fails_naming_it_and_changes_nothing(harness, open_inventory):
+    """Two operators start `up` at the same moment: exactly one brings the cluster up; the other
+    fails at once naming it (75) and touches nothing (before the cluster lock, its rollback
+    deleted the winner's firewall chain while the winner reported success)."""
+    inv = str(open_inventory)
+    env = dict(os.environ, SFCLUSTER_STATE_DIR="/tmp/sfc-test-state")
+    procs = [subprocess.Popen([*SFC, "up", "-i", inv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 75], outs
+    loser = outs[[p.returncode for p in procs].index(75)][1]
+    assert "is locked by `sfcluster up`" in loser and "--wait" in loser, loser
+    code, st = status(inv)
+    assert code == 0 and st["health"] == "healthy", st
+    assert {r["party"]: r["firewall"] for r in st["nodes"]} == {
+        "alice": "iptables: present", "bob": "iptables: present", "carol": "nftables: present"}
+    assert st["lock"]["held"] is False
+    assert_peers_only(harness)
+
+    # an `up` that waits: queued behind a `down`, then brings the cluster up again
+    down = subprocess.Popen([*SFC, "down", "-i", inv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 30
+    while harness.docker_exec("alice", "flock -n /root/.sfcluster/harness true", check=False).returncode == 0:
+        assert time.monotonic() < deadline and down.poll() is None, "down never held the cluster lock"
+        time.sleep(0.1)
+    p = sfc("up", "-i", inv, "--wait", "--wait-timeout", "120")
+    assert down.wait(120) == 0
+    assert p.returncode == 0 and "waiting for the cluster lock" in p.stderr and "`sfcluster down`" in p.stderr, \
+        p.stdout + p.stderr
+    assert status(inv)[0] == 0
+
+
 def test_password_sudo_stops_before_any_change(harness, tmp_path):
     inv = tmp_path / "inv.yaml"
     inv.write_text(harness.inventory_text(firewall="open").replace("user: sfops\n      port: 2222", "user: sfstrict\n      port: 2222"))
@@ -269,7 +302,9 @@ def test_a_frozen_head_ends_status_run_and_up_in_bounded_time_naming_it(harness,
             assert took < 60, f"run noticed the frozen head after {took:.0f} s"
         finally:
             harness.unpause("alice")
-        assert sfc("down", "-i", str(inv), "--force").returncode == 0
+        # the run's wrapper on the thawed head lets go of the lock once it notices its controller
+        # is gone: `down` waits for that (a plain `down` would refuse: a run holds the lock)
+        assert sfc("down", "-i", str(inv), "--force", "--wait", "--wait-timeout", "60").returncode == 0
 
         up = started_until("starting Ray worker", "up", "-i", str(inv), "--join-timeout", "20")
         harness.pause("alice")
@@ -283,6 +318,21 @@ def test_a_frozen_head_ends_status_run_and_up_in_bounded_time_naming_it(harness,
                 assert raylet_pids(harness, n) == [], n
         finally:
             harness.unpause("alice")
+        assert sfc("down", "-i", str(inv), "--force", "--wait", "--wait-timeout", "60").returncode == 0
+
+        # the head gone for good: `down --force` cannot take the lock there, says so, and tears
+        # down the others anyway
+        assert sfc("up", "-i", str(inv)).returncode == 0
+        harness.pause("alice")
+        try:
+            p = sfc("down", "-i", str(inv))
+            assert p.returncode == 69 and "alice" in p.stderr and "--force" in p.stderr, p.stderr
+            assert raylet_pids(harness, "bob") and raylet_pids(harness, "carol")  # nothing stopped
+            p = sfc("down", "-i", str(inv), "--force")
+            assert p.returncode == 1 and "WITHOUT the cluster lock" in p.stderr, p.stdout + p.stderr
+            assert raylet_pids(harness, "bob") == [] and raylet_pids(harness, "carol") == []
+        finally:
+            harness.unpause("alice")
     finally:
         harness.unpause("alice")
-        assert sfc("down", "-i", str(inv), "--force").returncode == 0
+        assert sfc("down", "-i", str(inv), "--force", "--wait", "--wait-timeout", "60").returncode == 0

@@ -95,7 +95,7 @@ def test_two_runs_at_once_one_fails_fast_naming_the_holder(harness, cluster):
         took = time.monotonic() - t0
         assert second.returncode == 75  # EX_TEMPFAIL
         assert took < 5, f"second run took {took:.1f} s to fail"
-        assert "lock is held by" in second.stderr and "sleeper.py" in second.stderr and "pid" in second.stderr
+        assert "is locked by run" in second.stderr and "(sleeper.py)" in second.stderr, second.stderr
         waiter = start("run", "-i", str(cluster), "--wait", str(SCRIPTS / "sleeper.py"), "--", "1")
         time.sleep(3)
         assert waiter.poll() is None  # --wait: queued behind the holder, not failed
@@ -378,3 +378,33 @@ def test_status_sanctions_exactly_the_runs_own_driver(harness, cluster):
     deadline = time.monotonic() + 30
     while json.loads(sfc("status", "-i", str(cluster), "--json").stdout)["drivers"] and time.monotonic() < deadline:
         time.sleep(1)
+
+
+# Keep this test last in the module: it takes the cluster down (and brings it back up).
+def test_down_never_tears_the_cluster_away_under_a_run(harness, cluster):
+    """`down` (and `up`) during a run fail at once naming it (75); `status` shows who holds the
+    lock; `down --cancel-run` cancels the run, then tears down."""
+    run = start("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "120")
+    try:
+        wait_for(run, "tick 1")
+        for op in ("down", "up"):
+            p = sfc(op, "-i", str(cluster), "--json")
+            assert p.returncode == 75, p.stdout + p.stderr
+            d = json.loads(p.stdout)
+            assert d["exit_code"] == 75 and d["holder"]["op"] == "run" and d["holder"]["script"] == "sleeper.py"
+            assert "is locked by run" in d["error"] and (op != "down" or "--cancel-run" in d["fix"]), d
+        st = json.loads(sfc("status", "-i", str(cluster), "--json").stdout)
+        assert st["health"] == "healthy" and st["lock"]["held"] is True and st["lock"]["op"] == "run", st
+        assert st["lock"]["verified"] is True and "sleeper.py" in st["lock"]["text"]
+        assert run.poll() is None  # the run went on, untouched
+        p = sfc("down", "-i", str(cluster), "--cancel-run")
+        assert p.returncode == 0 and "cancelled run" in p.stderr, p.stdout + p.stderr
+        assert run.wait(60) == 130
+    finally:
+        if run.poll() is None:
+            run.kill()
+    for n in ("alice", "bob", "carol"):
+        assert harness.docker_exec(n, "pgrep -x 'raylet|gcs_server' || true").stdout.strip() == "", n
+    assert remote_left(harness, "alice") == "" and lock_free(harness)
+    p = sfc("up", "-i", str(cluster))  # the module's cluster stays up for whatever runs next
+    assert p.returncode == 0, p.stdout + p.stderr

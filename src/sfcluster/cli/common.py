@@ -40,6 +40,20 @@ json_option = click.option(
          "failure `problems` ([{path, line, message}]) and `fix`.")
 
 
+
+def wait_options(fn: Callable) -> Callable:
+    """--wait/--wait-timeout of the commands that take the cluster lock (up, down, run)."""
+    fn = click.option("--wait-timeout", type=click.FloatRange(min=0), default=3600, show_default=True,
+                      metavar="SECONDS", help="With --wait: give up (exit 75) after this long.")(fn)
+    return click.option("--wait", is_flag=True,
+                        help="If another operation (a run, an up, a down) holds the cluster lock, wait for it "
+                             "instead of failing at once (exit 75, naming the holder).")(fn)
+
+
+def lock_wait(wait: bool, wait_timeout: float) -> float:
+    return wait_timeout if wait else 0
+
+
 def load(path: str) -> Cluster:
     return load_inventory(path)
 

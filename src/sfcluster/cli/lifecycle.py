@@ -10,7 +10,7 @@ from rich.table import Table
 from sfcluster import lifecycle
 from sfcluster.cli.check import render
 from sfcluster.cli.common import (console, emit_json, emit_result, err_console, handle_errors, inventory_option,
-                                  json_option, load)
+                                  json_option, load, lock_wait, wait_options)
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
 from sfcluster.exitcodes import Exit
@@ -29,15 +29,19 @@ def _progress(node: str, msg: str) -> None:
 @click.option("--join-timeout", type=click.FloatRange(min=1), default=lifecycle.JOIN_TIMEOUT, show_default=True,
               metavar="SECONDS", help="How long to wait for every party to join Ray. A head that goes silent ends "
                                       "`up` at most this + 8 s after the wait began (exit 69).")
+@wait_options
 @json_option
 @handle_errors
-def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_timeout: float, as_json: bool) -> None:
+def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_timeout: float, wait: bool,
+           wait_timeout: float, as_json: bool) -> None:
     """Start the cluster: preflight, firewall rules scoped to peers, Ray head, then workers.
 
     \b
     Idempotent: on a cluster that is already up with this inventory it changes nothing and says so;
     a node that is down is started again; a Ray that is not this cluster's is reported, never killed.
     On failure it rolls back what it started (unless --keep-on-failure).
+    Runs under the cluster lock on the head: while a run, an up or a down holds it, `up` fails at
+    once naming the holder (exit 75), or waits with --wait.
     Prints the Ray address and the SecretFlow config the driver will get (`--json`: both, with
     what was done per node).
     """
@@ -45,7 +49,7 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_ti
     with Nodes(cluster) as nodes:
         try:
             res = lifecycle.up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=_progress,
-                               join_timeout=join_timeout)
+                               join_timeout=join_timeout, lock_wait=lock_wait(wait, wait_timeout))
         except lifecycle.PreflightFailed as e:
             if not as_json:  # with --json, the report is part of the error's JSON
                 render(e.report)
@@ -70,17 +74,27 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_ti
 
 @click.command("down")
 @inventory_option
-@click.option("--force", is_flag=True, help="Tear down the reachable nodes even when some cannot be reached.")
+@click.option("--force", is_flag=True, help="Tear down the reachable nodes even when some cannot be reached (when the "
+                                           "head cannot be reached, without the cluster lock, and says so).")
+@click.option("--cancel-run", is_flag=True, help="If a run holds the cluster lock, cancel it first (as `sfcluster "
+                                                 "cancel` does), then tear down.")
+@wait_options
 @json_option
 @handle_errors
-def down_cmd(inventory_path: str, force: bool, as_json: bool) -> None:
+def down_cmd(inventory_path: str, force: bool, cancel_run: bool, wait: bool, wait_timeout: float, as_json: bool) -> None:
     """Stop workers, then the head; kill this cluster's leftovers holding planned ports; remove
     exactly the firewall rules `up` added. Safe on a half-up cluster; idempotent.
+
+    \b
+    Runs under the cluster lock on the head: a cluster is never torn away under a run. While a
+    run holds the lock, `down` refuses naming it (exit 75) unless --cancel-run; while an up or a
+    down holds it, `down` fails at once (75) or waits with --wait.
     Exit 0 when every node is down, 1 when some node could not be torn down, 69 when a node cannot
-    be reached (nothing stopped; see --force)."""
+    be reached (nothing stopped; see --force), 75 when the lock is held."""
     cluster = load(inventory_path)
     with Nodes(cluster) as nodes:
-        res = lifecycle.down(cluster, nodes, force=force, progress=(lambda n, m: None) if as_json else _progress)
+        res = lifecycle.down(cluster, nodes, force=force, cancel_run=cancel_run, lock_wait=lock_wait(wait, wait_timeout),
+                             progress=(lambda n, m: None) if as_json else _progress)
     code = Exit.FAILURE if res.errors else Exit.OK
     if as_json:
         emit_result({"cluster": cluster.name, "stopped": res.stopped, "killed": res.killed, "seconds": res.seconds,
@@ -98,8 +112,8 @@ def down_cmd(inventory_path: str, force: bool, as_json: bool) -> None:
 @json_option
 @handle_errors
 def status_cmd(inventory_path: str, as_json: bool) -> None:
-    """Per party: role, Ray alive, resources seen by the head, SPU listening, firewall rules, and
-    the drivers connected (from Ray's job table). Exit 0 healthy; 71 degraded (a party is not up,
+    """Per party: role, Ray alive, resources seen by the head, SPU listening, firewall rules, the
+    drivers connected (from Ray's job table), and who holds the cluster lock (`--json`: `lock`). Exit 0 healthy; 71 degraded (a party is not up,
     or a driver that `sfcluster run` did not start is connected); 69 down."""
     cluster = load(inventory_path)
     with Nodes(cluster) as nodes:
@@ -119,6 +133,8 @@ def status_cmd(inventory_path: str, as_json: bool) -> None:
         for d in st["drivers"]:
             tag = "[green]sanctioned[/]" if d["sanctioned"] else "[bold red]NOT sanctioned[/]"
             console.print(f"driver: {d['driver_ip']} pid {d['driver_pid']} {tag}: {escape(d['entrypoint'])}")
+        if st["lock"].get("held"):
+            console.print(f"cluster lock: held by {escape(st['lock']['text'])}")
         for why in st["problems"]:
             console.print(f"[bold red]{escape(why['message'])}[/]")
     sys.exit(int(code))

@@ -7,7 +7,7 @@ from typing import Tuple
 import click
 from rich.markup import escape
 
-from sfcluster.cli.common import err_console, handle_errors, inventory_option, load
+from sfcluster.cli.common import err_console, handle_errors, inventory_option, load, wait_options
 from sfcluster.connect import Nodes
 from sfcluster.run import driver
 
@@ -23,7 +23,7 @@ def _write(stream):  # noqa: ANN001
 @inventory_option
 @click.option("--files", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Supporting module/file, importable in party functions on every node (repeatable).")
-@click.option("--wait", is_flag=True, help="Wait for the driver lock instead of failing at once.")
+@wait_options
 @click.option("--detach", is_flag=True, help="Leave the driver running; follow with `logs -f`, stop with `cancel`.")
 @click.option("--starve-timeout", "starve_seconds", type=click.FloatRange(min=0), default=driver.STARVE_SECONDS,
               show_default=True, metavar="SECONDS",
@@ -32,12 +32,13 @@ def _write(stream):  # noqa: ANN001
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
-def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, detach: bool, starve_seconds: float, script: str,
-            args: Tuple[str, ...]) -> None:
+def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeout: float, detach: bool,
+            starve_seconds: float, script: str, args: Tuple[str, ...]) -> None:
     """Run SCRIPT as the cluster's one driver, on the head only.
 
     \b
-    Takes the cluster-wide single-driver lock (a second run fails at once naming the holder),
+    Takes the cluster lock for the run's whole life (a second run, an up or a down fails at once
+    naming the holder, exit 75, or waits with --wait),
     refuses while another driver is connected to Ray, hands the script $SFCLUSTER_CONFIG (use
     `from sfcluster import runtime; runtime.guard(); cfg = runtime.load()`), streams its output
     and exits with its exit code. Ctrl-C stops the driver and its SPU actors and frees the lock.
@@ -49,7 +50,8 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, detach: boo
     names = list(cluster.party_names) if files else [cluster.head_name]
     with Nodes(cluster, names) as nodes:
         code = driver.run(cluster, nodes, driver.RunOptions(script=script, args=list(args), files=list(files),
-                                                           wait=wait, detach=detach, starve_seconds=starve_seconds),
+                                                           wait=wait, wait_seconds=wait_timeout, detach=detach,
+                                                           starve_seconds=starve_seconds),
                           out=_write(sys.stdout), err=_write(sys.stderr),
                           note=lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}"))
     sys.exit(code)

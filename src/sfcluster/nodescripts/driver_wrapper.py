@@ -87,8 +87,7 @@ def take_lock():
             return fd
         except OSError:
             if time.monotonic() >= deadline:
-                holder = read_lock_info(STATE) or {"note": "holder is starting"}
-                ctl("LOCKED", {k: v for k, v in holder.items() if k != "token"})
+                ctl("LOCKED", describe_holder(STATE, R["cluster"]))  # verified, never the token
                 sys.exit(75)
             time.sleep(0.5)
 
@@ -261,7 +260,7 @@ def main():
     if drivers:
         ctl("FOREIGN", drivers)
         return 76
-    info = {"user": R["user"], "controller": R["controller"], "host": socket.gethostname(), "pid": os.getpid(),
+    info = {"op": "run", "user": R["user"], "controller": R["controller"], "host": socket.gethostname(), "pid": os.getpid(),
             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "script": R["script_name"], "run_id": R["run_id"],
             "token": R["token"], "detached": bool(R.get("detach"))}
     write_private(INFO, json.dumps(info))

@@ -120,6 +120,60 @@ def cmdline(pid):
         return []
 
 
+def is_oplock_of(pid, cluster):
+    """True only when `pid` is a process of ours running oplock.py for this cluster (an `up` or
+    `down` holding the cluster lock)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+        return False
+    try:
+        if os.stat("/proc/%d" % pid).st_uid != os.getuid():
+            return False
+    except OSError:
+        return False
+    argv = cmdline(pid)
+    # the mark as a line of its own: oplock.py's first line, not this file's constant
+    if len(argv) < 4 or argv[1] != "-c" or "\n" + OPLOCK_MARK + "\n" not in argv[2]:
+        return False
+    try:
+        return json.loads(argv[3]).get("cluster") == cluster
+    except (ValueError, AttributeError):
+        return False
+
+
+OPLOCK_MARK = "# sfcluster-oplock: holds the cluster lock for one up/down"
+HOLDER_KEYS = ("op", "user", "controller", "host", "since", "script", "run_id", "detached")
+
+
+def describe_holder(state, cluster):
+    """Who holds the cluster lock, from its lock info, VERIFIED: `verified` is true only when the
+    pid named there is ours and is that run's wrapper (op run) or an oplock of this cluster (op
+    up/down). Called only while somebody else holds the flock."""
+    info = read_lock_info(state) or {}
+    out = {"verified": False}
+    for k in HOLDER_KEYS:
+        if isinstance(info.get(k), (str, bool)):
+            out[k] = info[k]
+    out.setdefault("op", "run" if "run_id" in out else None)
+    pid = info.get("pid")
+    try:
+        if out["op"] == "run":
+            verified = is_wrapper_of(pid, state, info.get("run_id"))
+        else:
+            verified = out["op"] in ("up", "down") and is_oplock_of(pid, cluster)
+    except UnsafeState:
+        verified = False
+    if not verified:
+        out["why"] = "the lock is held, but its info names no live holder of ours (starting, or tampered with)"
+        return out
+    out.update(verified=True, pid=pid)
+    if out["op"] == "run":
+        out["log"] = os.path.join(run_dir(state, info["run_id"]), "driver.log")
+        driver_pid = info.get("driver_pid")
+        if isinstance(driver_pid, int) and not isinstance(driver_pid, bool) and driver_pid > 1:
+            out["driver_pid"] = driver_pid
+    return out
+
+
 def is_wrapper_of(pid, state, run_id):
     """True only when `pid` is a process of ours running this run's wrapper file."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:

@@ -1,5 +1,5 @@
-# Runs on the head (after nodestate.py): what `status`, `logs` and `cancel` learn about the
-# active run, verified instead of trusted. argv[1]: {"cluster", "action": "info" | "cancel"}.
+# Runs on the head (after nodestate.py): what `status`, `logs` and `cancel` learn about who holds
+# the cluster lock (a run, or an `up`/`down`), verified instead of trusted. argv[1]: {"cluster", "action": "info" | "cancel"}.
 #  - a run is active only while somebody holds the flock on the state dir; a lock info left
 #    behind by a run that is gone is removed, never acted on;
 #  - the pid in the lock info is signalled only when /proc shows it is OUR process running THIS
@@ -22,7 +22,7 @@ def main():
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            pass  # held: a run is active
+            pass  # held: a run, an `up` or a `down` is active
         else:
             stale = read_lock_info(state) is not None
             if stale:
@@ -30,22 +30,10 @@ def main():
             return {"active": False, "removed_stale_info": stale}
     finally:
         os.close(fd)  # never keep the lock ourselves
-    info = read_lock_info(state) or {}
-    out = {"active": True, "verified": False}
-    for k in ("user", "controller", "host", "since", "script", "run_id", "detached"):
-        if isinstance(info.get(k), (str, bool)):
-            out[k] = info[k]
-    pid, driver_pid, run_id = info.get("pid"), info.get("driver_pid"), info.get("run_id")
-    try:
-        verified = is_wrapper_of(pid, state, run_id)
-    except UnsafeState:
-        verified = False
-    if not verified:
-        out["why"] = "the lock is held, but its info does not name this run's wrapper (starting, or tampered with)"
+    out = dict(describe_holder(state, REQ["cluster"]), active=True)
+    if not out["verified"] or out["op"] != "run":
         return out
-    out.update(verified=True, pid=pid, log=os.path.join(run_dir(state, run_id), "driver.log"))
-    if isinstance(driver_pid, int) and not isinstance(driver_pid, bool) and driver_pid > 1:
-        out["driver_pid"] = driver_pid
+    pid, run_id = out["pid"], out["run_id"]
     if REQ.get("action") == "cancel":
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + float(REQ.get("wait", 20))

@@ -19,7 +19,8 @@ from typing import Callable, Dict, List, Tuple
 from sfcluster import state
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
-from sfcluster.errors import ForeignDriver, LockHeld, SfclusterError, UnavailableError
+from sfcluster.clusterlock import HELD_EXIT, held_error, holder_text, lock_holder, unsafe_state
+from sfcluster.errors import ForeignDriver, SfclusterError, UnavailableError
 from sfcluster.exitcodes import Exit
 from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster
@@ -31,7 +32,7 @@ RUNTIME_FILE = Path(__file__).resolve().parents[1] / "runtime.py"
 WRAPPER_NAME = "sfc_wrapper.py"  # nodescripts/nodestate.py checks the same name
 SHIP_SCRIPT = Path(__file__).resolve().parents[1] / "nodescripts" / "ship.sh"
 # What nodescripts/driver_wrapper.py exits with before the driver starts (it cannot import Exit).
-LOCKED_EXIT, FOREIGN_EXIT, NORAY_EXIT = 75, 76, 77
+LOCKED_EXIT, FOREIGN_EXIT, NORAY_EXIT = HELD_EXIT, 76, 77
 STARVE_SECONDS = 60
 HEAD_SILENCE = 30  # seconds without a word (output or the wrapper's 5 s beat) from the head
 # Why sfcluster ended a run (the wrapper's EXIT `kind`) -> the exit code `run` returns instead of
@@ -66,13 +67,6 @@ def bundle(members: List[Tuple[str, bytes, int]], dirs: Tuple[str, ...] = ()) ->
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
-
-
-def unsafe_state(node: str, why: str) -> SfclusterError:
-    """What the node side (nodestate.py, ship.sh) refused about ~/.sfcluster/<cluster>."""
-    return SfclusterError(f"[{node}] the cluster's state dir is not safe to use: {why}",
-                          "sfcluster keeps its lock and run dirs in ~/.sfcluster/<cluster> (0700, ours): "
-                          "look at what is there and fix or remove it")
 
 
 def ship_argv(cluster: Cluster, run_id: str) -> List[str]:
@@ -200,10 +194,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
             signal.signal(sig, h)
         log.close()
     if code == LOCKED_EXIT and "LOCKED" in control:
-        h = json.loads(control["LOCKED"])
-        raise LockHeld(f"the cluster '{cluster.name}' driver lock is held by {h.get('user')}@{h.get('controller')} "
-                       f"(wrapper pid {h.get('pid')} on {h.get('host')}, since {h.get('since')}, script {h.get('script')})",
-                       "wait for it (`sfcluster run --wait`), follow it (`sfcluster logs -f`) or stop it (`sfcluster cancel`)")
+        raise held_error(cluster, json.loads(control["LOCKED"]), "run")
     if code == FOREIGN_EXIT and "FOREIGN" in control and "STARTED" not in control:
         raise ForeignDriver(f"another driver is connected to the cluster: {_drivers(control['FOREIGN'])}",
                             FOREIGN_FIX)
@@ -245,26 +236,11 @@ def outcome(control: dict, code: int, interrupted: bool, note: Callable[[str], N
     return c if 0 <= c < 256 else 128 - c if c < 0 else 1
 
 
-def lock_info(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
-    """The active run as the head verifies it (nodescripts/run_ctl.py): {"active": False}, or the
-    run's holder info with `verified` (the lock's pid is THIS run's wrapper), its pid and log."""
-    head = cluster.head
-    res = nodes[head.name].run(python_argv(head, "run_ctl", {"cluster": cluster.name, "action": action},
-                                           text=with_state("run_ctl")), timeout=40 if action == "cancel" else 15)
-    try:
-        data = json.loads(res.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        res.check()
-        raise SfclusterError(f"[{head.name}] no answer about the active run: {res.stdout[-300:]}")
-    if "error" in data:
-        raise unsafe_state(head.name, data["error"])
-    return data
-
-
 def _active(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
-    info = lock_info(cluster, nodes, action)
-    if not info.get("active"):
-        raise SfclusterError(f"no run is active on cluster '{cluster.name}'")
+    info = lock_holder(cluster, nodes, action)
+    if not info.get("active") or info.get("op") not in ("run", None):
+        raise SfclusterError(f"no run is active on cluster '{cluster.name}'"
+                             + (f" (the cluster lock is held by {holder_text(info)})" if info.get("active") else ""))
     if not info.get("verified"):
         raise SfclusterError(f"cluster '{cluster.name}': the lock is held, but not by a run sfcluster can verify "
                              f"({info.get('why')}); nothing was signalled",

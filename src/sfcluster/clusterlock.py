@@ -1,0 +1,144 @@
+"""The cluster lock: one operation at a time per cluster (`up`, `down`, `run`), taken on the head.
+
+It is ONE lock: an flock on the cluster's private state dir on the head (~/.sfcluster/<cluster>,
+nodescripts/nodestate.py). A run's wrapper holds it for the run's whole life; `up` and `down`
+hold it through nodescripts/oplock.py, a process on the head that lives as long as the operation
+(and dies with the controller's connection: EOF or 10 s without its heartbeat). A second
+operation fails at once naming the holder (exit 75), or waits with `--wait`, bounded.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import queue
+import socket
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from sfcluster.connect import Nodes
+from sfcluster.errors import LockHeld, SfclusterError, UnavailableError
+from sfcluster.facts import python_argv
+from sfcluster.inventory.model import Cluster
+from sfcluster.nodescripts import with_state
+
+HELD_EXIT = 75          # nodescripts/oplock.py and driver_wrapper.py exit with this when the lock is held
+ACQUIRE_GRACE = 30      # past --wait, how long the head may take to answer at all
+WAIT_TIMEOUT = 3600     # --wait's default bound: nothing waits forever
+
+
+def unsafe_state(node: str, why: str) -> SfclusterError:
+    """What the node side (nodestate.py, ship.sh) refused about ~/.sfcluster/<cluster>."""
+    return SfclusterError(f"[{node}] the cluster's state dir is not safe to use: {why}",
+                          "sfcluster keeps its lock and run dirs in ~/.sfcluster/<cluster> (0700, ours): "
+                          "look at what is there and fix or remove it")
+
+
+def holder_text(h: dict) -> str:
+    """Who holds the lock, in one phrase, from the head's verified description (describe_holder)."""
+    who = f"{h.get('user', '?')}@{h.get('controller', '?')}"
+    op = h.get("op")
+    if op == "run":
+        what = (f"run {h.get('run_id', '?')} ({h.get('script', '?')}{', detached' if h.get('detached') else ''}) "
+                f"started {h.get('since', '?')} by {who}")
+    elif op in ("up", "down"):
+        what = f"`sfcluster {op}` from {who}, since {h.get('since', '?')}"
+    else:
+        what = "an operation that is starting (it has not written who it is yet)"
+    if op and not h.get("verified"):
+        what += f" [unverified: {h.get('why', 'its process is not ours or gone')}]"
+    return what
+
+
+def held_error(cluster: Cluster, h: dict, op: str) -> LockHeld:
+    fix = f"wait for it: retry, or `sfcluster {op} --wait`"
+    if h.get("op") == "run":
+        fix = (f"wait for it (`sfcluster {op} --wait`), follow it (`sfcluster logs -f`) or stop it (`sfcluster cancel`)"
+               + ("; `sfcluster down --cancel-run` cancels it, then tears down" if op == "down" else ""))
+    return LockHeld(f"cluster '{cluster.name}' is locked by {holder_text(h)} (lock on {cluster.head_name})", fix, h)
+
+
+@contextmanager
+def cluster_lock(cluster: Cluster, nodes: Nodes, op: str, wait: float = 0,
+                 note: Callable[[str], None] = lambda m: None) -> Iterator[None]:
+    """Hold the cluster lock on the head for the body of the `with`. Raises LockHeld (75) when
+    another operation holds it after `wait` seconds; connection errors as they are (69)."""
+    head = cluster.head
+    req = {"cluster": cluster.name, "op": op, "user": getpass.getuser(), "controller": socket.gethostname(),
+           "wait": wait}
+    answers: "queue.Queue[tuple]" = queue.Queue()
+    release, stop = threading.Event(), threading.Event()
+    buf = bytearray()
+    err = bytearray()
+
+    def on_out(data: bytes) -> None:
+        buf.extend(data)
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            kind, _, payload = line.decode(errors="replace").partition(" ")
+            if kind == "WAITING":
+                note(f"waiting for the cluster lock (up to {wait:g} s), held by {holder_text(_json(payload))}")
+            else:
+                answers.put((kind, payload))
+
+    def hold() -> None:
+        try:
+            code = nodes[head.name].stream(python_argv(head, "oplock", req, text=with_state("oplock")),
+                                           on_stdout=on_out, on_stderr=err.extend, keep_stdin_open=True,
+                                           close_stdin=release, stop=stop)
+            answers.put(("END", str(code)))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            answers.put(("EXC", e))
+
+    t = threading.Thread(target=hold, name="sfcluster-cluster-lock", daemon=True)
+    t.start()
+    try:
+        kind, payload = answers.get(timeout=wait + ACQUIRE_GRACE)
+    except queue.Empty:
+        stop.set()
+        raise UnavailableError(f"[{head.name}] no answer about the cluster lock within {wait + ACQUIRE_GRACE:g} s",
+                               f"is {head.name} frozen or overloaded? `sfcluster status` names what answers") from None
+    if kind == "EXC":
+        raise payload
+    if kind == "HELD":
+        raise held_error(cluster, _json(payload), op)
+    if kind == "ERROR":
+        raise unsafe_state(head.name, str(_json(payload)["why"]))
+    if kind != "LOCKED":
+        tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-6:])
+        raise SfclusterError(f"[{head.name}] taking the cluster lock failed ({kind} {payload})" + (f":\n{tail}" if tail else ""))
+    try:
+        yield
+    finally:
+        release.set()   # EOF on the holder's stdin: it removes its lock info and exits
+        t.join(5)
+        if t.is_alive():
+            stop.set()  # a silent head: closing the channel ends the holder there (EOF, or no heartbeat)
+            t.join(2)
+
+
+def _json(payload: str) -> dict:
+    try:
+        v = json.loads(payload)
+    except ValueError:
+        return {"why": payload[:300]}
+    return v if isinstance(v, dict) else {"why": str(v)[:300]}
+
+
+def lock_holder(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
+    """Who holds the cluster lock, as the head verifies it (nodescripts/run_ctl.py): {"active":
+    False}, or the holder's description with `op` (run/up/down) and `verified`; for a verified
+    run, also its pid, driver pid and log (and `cancelled` with action "cancel")."""
+    head = cluster.head
+    res = nodes[head.name].run(python_argv(head, "run_ctl", {"cluster": cluster.name, "action": action},
+                                           text=with_state("run_ctl")), timeout=40 if action == "cancel" else 15)
+    try:
+        data = json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        res.check()
+        raise SfclusterError(f"[{head.name}] no answer about the cluster lock: {res.stdout[-300:]}")
+    if "error" in data:
+        raise unsafe_state(head.name, data["error"])
+    return data
+
