@@ -187,6 +187,55 @@ def test_two_ups_at_once_one_wins_the_other_fails_naming_it_and_changes_nothing(
     assert status(inv)[0] == 0
 
 
+DEMO2_PORTS = """ports:
+  ray_gcs: 7379
+  ray_client_server: 11001
+  node_manager: 7380
+  object_manager: 7381
+  metrics_export: 7382
+  dashboard_agent_grpc: 7383
+  dashboard_agent_http: 7384
+  runtime_env_agent: 7385
+  worker_ports: {start: 7400, count: 100}
+  spu_base: 21100
+"""
+
+
+def test_clusters_demo_and_demo2_side_by_side_down_touches_only_its_own(harness, tmp_path):
+    """Two clusters whose names share a prefix on the same nodes: each recognises only its own
+    Ray, rules and lock; tearing down `demo` leaves `demo2` exactly as it was."""
+    demo = harness.write_inventory(tmp_path / "demo.yaml", cluster="demo", firewall="open")
+    demo2 = harness.write_inventory(tmp_path / "demo2.yaml", cluster="demo2", firewall="open", extra_top=DEMO2_PORTS)
+    nodes = ("alice", "bob", "carol")
+    before = {n: ruleset(harness, n) for n in nodes}
+    try:
+        p = sfc("up", "-i", str(demo2))
+        assert p.returncode == 0, p.stdout + p.stderr
+        only_demo2 = {n: ruleset(harness, n) for n in nodes}
+        pids2 = {n: raylet_pids(harness, n) for n in nodes}
+        p = sfc("up", "-i", str(demo))
+        assert p.returncode == 0, p.stdout + p.stderr  # demo2's Ray is not "foreign": it may run beside us
+        assert status(demo)[0] == 0 and status(demo2)[0] == 0
+        for n in nodes:
+            assert len(raylet_pids(harness, n)) == 2, n
+            assert ruleset(harness, n) != only_demo2[n]  # demo added its own rules beside demo2's
+        checks = json.loads(sfc("check", "-i", str(demo), "--json").stdout)["checks"]
+        assert {c["node"] for c in checks if c["name"] == "ray_running" and c["status"] == "WARN"
+                and "'demo2'" in c["detail"]} == set(nodes), checks
+
+        p = sfc("down", "-i", str(demo))
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert {n: raylet_pids(harness, n) for n in nodes} == pids2  # demo2's Ray untouched
+        assert {n: ruleset(harness, n) for n in nodes} == only_demo2  # and its rules, exactly
+        code, st = status(demo2)
+        assert code == 0 and st["health"] == "healthy", st
+        assert status(demo)[0] == 69
+    finally:
+        sfc("down", "-i", str(demo), "--force")
+        sfc("down", "-i", str(demo2), "--force")
+    assert {n: ruleset(harness, n) for n in nodes} == before
+
+
 def test_password_sudo_stops_before_any_change(harness, tmp_path):
     inv = tmp_path / "inv.yaml"
     inv.write_text(harness.inventory_text(firewall="open").replace("user: sfops\n      port: 2222", "user: sfstrict\n      port: 2222"))

@@ -186,6 +186,10 @@ def _ray_running(cluster: Cluster, report: Report, facts: NodeFacts) -> None:
                    f"{', '.join(map(str, facts.our_raylet_pids))})")
     else:
         report.add(facts.node, "ray_running", Status.OK, "no Ray running")
+    for other in facts.other_clusters:
+        report.add(facts.node, "ray_running", Status.WARN,
+                   f"sfcluster cluster '{other}' runs Ray here too: it shares this node's CPUs and memory "
+                   "(its ports are checked against ours above)", f"fine if intended; `sfcluster down` it otherwise")
 
 
 def _privileges_and_firewall(cluster: Cluster, report: Report, facts: NodeFacts) -> None:

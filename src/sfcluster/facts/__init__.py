@@ -80,7 +80,14 @@ class NodeFacts:
 
     @property
     def foreign_ray(self) -> List[Dict[str, Any]]:
-        return [p for p in self.ray_processes if not p["ours"]]
+        """Ray processes that are neither this cluster's nor another sfcluster cluster's."""
+        return [p for p in self.ray_processes if not p["ours"] and not p.get("cluster")]
+
+    @property
+    def other_clusters(self) -> List[str]:
+        """Other sfcluster clusters with Ray on this node (they may run beside us when no port
+        clashes: the port check says)."""
+        return sorted({p["cluster"] for p in self.ray_processes if not p["ours"] and p.get("cluster")})
 
 
 def spu_bind_address(node: Node) -> str:

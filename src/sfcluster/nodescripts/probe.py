@@ -18,6 +18,8 @@ MARKERS = [m for m in (TEMP_DIR, REQ.get("ray_address")) if m]
 # whole words only: cluster demo's /tmp/sfc-demo is not demo2's /tmp/sfc-demo2 (same as ray_stop.py)
 MARKER_RE = re.compile("|".join("(?:%s)(?![A-Za-z0-9_.-])" % re.escape(m) for m in MARKERS) or "(?!x)x")
 
+OTHER_CLUSTER_RE = re.compile(r"/tmp/sfc-([a-z][a-z0-9_]{0,30})/session_")
+
 
 def is_ours(cmd):
     return bool(MARKER_RE.search(cmd))
@@ -158,6 +160,12 @@ def ray_processes():
         else:
             continue
         info["ours"] = is_ours(cmd)
+        if not info["ours"]:
+            # another cluster of sfcluster's (its temp dir /tmp/sfc-<name>): it may run beside
+            # us when no port clashes (the port check); any other Ray is foreign
+            m = OTHER_CLUSTER_RE.search(cmd)
+            if m:
+                info["cluster"] = m.group(1)
         procs.append(info)
     return procs
 
