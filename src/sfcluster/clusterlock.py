@@ -21,8 +21,8 @@ from sfcluster.errors import LockHeld, SfclusterError, UnavailableError
 from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import with_state
+from sfcluster.nodescripts.contract import OP_ERROR, OP_HELD, OP_LOCKED, OP_WAITING
 
-HELD_EXIT = 75          # nodescripts/oplock.py and driver_wrapper.py exit with this when the lock is held
 ACQUIRE_GRACE = 30      # past --wait, how long the head may take to answer at all
 WAIT_TIMEOUT = 3600     # --wait's default bound: nothing waits forever
 
@@ -77,7 +77,7 @@ def cluster_lock(cluster: Cluster, nodes: Nodes, op: str, wait: float = 0,
             line, _, rest = bytes(buf).partition(b"\n")
             buf[:] = rest
             kind, _, payload = line.decode(errors="replace").partition(" ")
-            if kind == "WAITING":
+            if kind == OP_WAITING:
                 note(f"waiting for the cluster lock (up to {wait:g} s), held by {holder_text(_json(payload))}")
             else:
                 answers.put((kind, payload))
@@ -101,11 +101,11 @@ def cluster_lock(cluster: Cluster, nodes: Nodes, op: str, wait: float = 0,
                                f"is {head.name} frozen or overloaded? `sfcluster status` names what answers") from None
     if kind == "EXC":
         raise payload
-    if kind == "HELD":
+    if kind == OP_HELD:
         raise held_error(cluster, _json(payload), op)
-    if kind == "ERROR":
+    if kind == OP_ERROR:
         raise unsafe_state(head.name, str(_json(payload)["why"]))
-    if kind != "LOCKED":
+    if kind != OP_LOCKED:
         tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-6:])
         raise SfclusterError(f"[{head.name}] taking the cluster lock failed ({kind} {payload})" + (f":\n{tail}" if tail else ""))
     try:

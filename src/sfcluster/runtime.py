@@ -5,7 +5,7 @@
     cfg = runtime.load()     # parties, ray_address, spu_cluster_def, ...
 
 This file is shipped next to the script on the head (no sfcluster install needed there); it must
-run on the nodes' Python 3.10 with the standard library only.
+run on the nodes' Python 3.10 with the standard library only, on its own.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import socket
 import sys
 from typing import Any, Dict
 
+# The names of nodescripts/contract.py (ENV_*), written out: this file stands alone on a node
+# (a user may copy it anywhere); tests/unit/test_contract.py holds the two together.
 ENV_CONFIG = "SFCLUSTER_CONFIG"
 ENV_TOKEN = "SFCLUSTER_RUN_TOKEN"
 ENV_LOCK = "SFCLUSTER_LOCK_INFO"

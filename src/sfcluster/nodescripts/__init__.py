@@ -18,5 +18,6 @@ def source(name: str) -> str:
 
 
 def with_state(name: str) -> str:
-    """Text of nodescripts/<name>.py after nodestate.py (the private state dir helpers it uses)."""
-    return source("nodestate") + "\n\n" + source(name)
+    """Text of nodescripts/<name>.py after contract.py (the controller <-> node contract) and
+    nodestate.py (the private state dir helpers it uses)."""
+    return source("contract") + "\n\n" + source("nodestate") + "\n\n" + source(name)

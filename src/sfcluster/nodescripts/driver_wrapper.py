@@ -38,8 +38,8 @@ try:
     RUN_DIR = run_dir(STATE, R["run_id"])
     private_dir(RUN_DIR, create=False)
 except UnsafeState as e:
-    sys.stderr.write("SFC:UNSAFE %s\n" % json.dumps(str(e)))
-    sys.exit(78)
+    sys.stderr.write("%s%s %s\n" % (CONTROL_PREFIX, UNSAFE, json.dumps(str(e))))
+    sys.exit(UNSAFE_EXIT)
 INFO = lock_info_path(STATE)
 LOG = os.path.join(RUN_DIR, "driver.log")
 FILES_DIR = os.path.join(RUN_DIR, "files")
@@ -48,7 +48,7 @@ OUT_LOCK = threading.Lock()  # one writer at a time on our stderr: a control lin
 
 def ctl(kind, payload=""):
     # never raises: once the controller is gone, stderr is a broken pipe and we must still clean up
-    line = "SFC:%s %s\n" % (kind, payload if isinstance(payload, str) else json.dumps(payload))
+    line = "%s%s %s\n" % (CONTROL_PREFIX, kind, payload if isinstance(payload, str) else json.dumps(payload))
     with OUT_LOCK:
         try:
             sys.stderr.write(line)
@@ -75,7 +75,7 @@ def beat():
     """A control line every 5 s, for the whole run: the controller ends the run when the head
     goes silent (a frozen or powered-off head sends nothing, not even an EOF)."""
     while not BEAT_STOP.wait(5):
-        ctl("BEAT")
+        ctl(BEAT)
 
 
 def take_lock():
@@ -87,8 +87,8 @@ def take_lock():
             return fd
         except OSError:
             if time.monotonic() >= deadline:
-                ctl("LOCKED", describe_holder(STATE, R["cluster"]))  # verified, never the token
-                sys.exit(75)
+                ctl(LOCKED, describe_holder(STATE, R["cluster"]))  # verified, never the token
+                sys.exit(HELD_EXIT)
             time.sleep(0.5)
 
 
@@ -108,8 +108,8 @@ def live_drivers():
         c = GcsClient(address=R["ray_address"])
         return c, job_drivers(c)
     except Exception as e:  # noqa: BLE001
-        ctl("NORAY", str(e))
-        sys.exit(77)
+        ctl(NORAY, str(e))
+        sys.exit(NORAY_EXIT)
 
 
 def node_alive_by_gcs(client):
@@ -182,7 +182,7 @@ def tcp_ok(host, port, timeout=2.0):
 def stop(proc, why):
     if proc.poll() is not None:
         return
-    ctl("STOPPING", why)
+    ctl(STOPPING, why)
     for sig, wait in ((signal.SIGINT, 5), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
         try:
             os.killpg(proc.pid, sig)
@@ -214,8 +214,8 @@ def pump_lines(src, dst, log):
     for line in iter(src.readline, b""):
         log.write(line)
         log.flush()
-        if line.startswith(b"SFC:"):
-            line = b"[driver] " + line
+        if line.startswith(CONTROL_PREFIX.encode()):
+            line = DRIVER_MARK.encode() + line
         if not line.endswith(b"\n"):
             line += b"\n"
         if dst is None:
@@ -243,8 +243,8 @@ def main():
                     sys.stderr.flush()
                 except (OSError, ValueError):
                     pass
-            for marker, code in ((b"SFC:STARTED", 0), (b"SFC:LOCKED", 75), (b"SFC:NORAY", 77), (b"SFC:FOREIGN", 76)):
-                if marker in data:
+            for kind, code in START_OUTCOMES:
+                if (CONTROL_PREFIX + kind).encode() in data:
                     return code
             return 1
         os.close(r)
@@ -258,15 +258,15 @@ def main():
     lock_fd = take_lock()
     client, drivers = live_drivers()
     if drivers:
-        ctl("FOREIGN", drivers)
-        return 76
+        ctl(FOREIGN, drivers)
+        return FOREIGN_EXIT
     info = {"op": "run", "user": R["user"], "controller": R["controller"], "host": socket.gethostname(), "pid": os.getpid(),
             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "script": R["script_name"], "run_id": R["run_id"],
             "token": R["token"], "detached": bool(R.get("detach"))}
     write_private(INFO, json.dumps(info))
     env = dict(os.environ)
-    env.update({"SFCLUSTER_CONFIG": os.path.join(RUN_DIR, "sfcluster.json"), "SFCLUSTER_RUN_TOKEN": R["token"],
-                "SFCLUSTER_LOCK_INFO": INFO, "PYTHONUNBUFFERED": "1",
+    env.update({ENV_CONFIG: os.path.join(RUN_DIR, "sfcluster.json"), ENV_RUN_TOKEN: R["token"],
+                ENV_LOCK_INFO: INFO, "PYTHONUNBUFFERED": "1",
                 # Ray (2.9.3) auto-starts a LOCAL Ray instance when a Ray API is touched after
                 # shutdown (e.g. an ObjectRef freed at exit): a second Ray on the head. Never.
                 "RAY_ENABLE_AUTO_CONNECT": "0",
@@ -284,7 +284,7 @@ def main():
     proc = subprocess.Popen([R["python"], os.path.join(RUN_DIR, R["script_name"])] + R["args"], cwd=RUN_DIR,
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True, preexec_fn=die_with(os.getpid()))
-    ctl("STARTED", {"pid": proc.pid, "log": LOG, "wrapper_pid": os.getpid()})
+    ctl(STARTED, {"pid": proc.pid, "log": LOG, "wrapper_pid": os.getpid()})
     if R.get("detach"):
         BEAT_STOP.set()  # nobody listens any more
         with OUT_LOCK:
@@ -303,7 +303,8 @@ def main():
         stop(proc, reason["why"])
 
     def watch_stdin():
-        # The controller sends a heartbeat line every second; EOF or 10 s of silence means it is gone.
+        # The controller sends a heartbeat line every second; EOF or HEARTBEAT_SILENCE s of silence
+        # means it is gone.
         import select
         last = time.monotonic()
         while proc.poll() is None:
@@ -316,7 +317,7 @@ def main():
                 if not data:
                     break
                 last = time.monotonic()
-            elif time.monotonic() - last > 10:
+            elif time.monotonic() - last > HEARTBEAT_SILENCE:
                 break
         else:
             return
@@ -339,7 +340,7 @@ def main():
                 gone = (alive is not None and host not in alive) or not tcp_ok(host, port)
                 misses[party] = misses.get(party, 0) + 1 if gone else 0
                 if misses[party] >= 3:
-                    ctl("NODE_DOWN", {"party": party, "host": host})
+                    ctl(NODE_DOWN, {"party": party, "host": host})
                     stop_for("node_lost", "party %s (%s) is down or cut off" % (party, host))
                     return
             try:
@@ -348,7 +349,7 @@ def main():
                 others = []
             if others:
                 d = others[0]
-                ctl("FOREIGN", others)
+                ctl(FOREIGN, others)
                 stop_for("foreign_driver", "another driver connected to the cluster mid-run: %s pid %s (%s)"
                          % (d["ip"], d["pid"], (d["entrypoint"] or "?")[:200]))
                 return
@@ -360,7 +361,7 @@ def main():
                     stalled_since = now if pending else None
                 elif stalled_since is not None and now - stalled_since >= starve_limit:
                     msg = starvation_message(pending, now - stalled_since)
-                    ctl("STARVED", {"message": msg})
+                    ctl(STARVED, {"message": msg})
                     stop_for("starved", msg)
                     return
                 last_fp = fp
@@ -377,7 +378,7 @@ def main():
         os.unlink(INFO)  # still under the lock: the next holder never sees ours
     except OSError:
         pass
-    ctl("EXIT", {"code": code, "why": reason.get("why", ""), "kind": reason.get("kind", "")})
+    ctl(EXIT, {"code": code, "why": reason.get("why", ""), "kind": reason.get("kind", "")})
     log.write(("\n[sfcluster] driver exited %d%s\n" % (code, ": stopped by sfcluster: " + reason["why"]
                                                        if reason else "")).encode())
     log.close()

@@ -14,7 +14,6 @@ import re
 import stat
 
 RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
-WRAPPER_NAME = "sfc_wrapper.py"
 
 
 class UnsafeState(Exception):
@@ -22,8 +21,8 @@ class UnsafeState(Exception):
 
 
 def home_dir():
-    # SFCLUSTER_NODE_HOME: for the unit tests that run these scripts on the controller
-    return os.environ.get("SFCLUSTER_NODE_HOME") or pwd.getpwuid(os.getuid()).pw_dir
+    # ENV_NODE_HOME (contract.py): for the unit tests that run these scripts on the controller
+    return os.environ.get(ENV_NODE_HOME) or pwd.getpwuid(os.getuid()).pw_dir
 
 
 def private_dir(path, create=True):

@@ -6,7 +6,8 @@
 # the controller lets go: EOF on stdin, or 10 s without its heartbeat (a controller that died or
 # lost the network). The flock dies with this process however it ends.
 # argv[1]: {"cluster", "op": "up" | "down", "user", "controller", "wait": seconds}.
-# stdout: "WAITING <holder json>" (once, while waiting), then "LOCKED" or "HELD <holder json>" + exit 75.
+# stdout (contract.py): OP_WAITING <holder json> (once, while waiting), then OP_LOCKED, or OP_HELD
+# <holder json> and HELD_EXIT.
 import fcntl
 import select
 import socket
@@ -14,7 +15,6 @@ import sys
 import time
 
 REQ = json.loads(sys.argv[1])
-HELD_EXIT = 75
 
 
 def say(line):
@@ -33,18 +33,18 @@ def take(state):
         except OSError:
             holder = describe_holder(state, REQ["cluster"])
             if time.monotonic() >= deadline:
-                say("HELD " + json.dumps(holder))
+                say(OP_HELD + " " + json.dumps(holder))
                 sys.exit(HELD_EXIT)
             if not waiting:
-                say("WAITING " + json.dumps(holder))
+                say(OP_WAITING + " " + json.dumps(holder))
                 waiting = True
             time.sleep(0.5)
 
 
 def hold():
-    """Until EOF on stdin or 10 s without the controller's heartbeat (one line a second)."""
+    """Until EOF on stdin or HEARTBEAT_SILENCE s without the controller's heartbeat (a line a second)."""
     last = time.monotonic()
-    while time.monotonic() - last < 10:
+    while time.monotonic() - last < HEARTBEAT_SILENCE:
         ready, _, _ = select.select([0], [], [], 1.0)
         if ready:
             try:
@@ -64,7 +64,7 @@ def main():
     info = {"op": REQ["op"], "user": str(REQ.get("user", "?")), "controller": str(REQ.get("controller", "?")),
             "host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     write_private(lock_info_path(state), json.dumps(info))
-    say("LOCKED")
+    say(OP_LOCKED)
     try:
         hold()
     finally:
@@ -78,5 +78,5 @@ def main():
 try:
     main()
 except (UnsafeState, OSError) as e:
-    say("ERROR " + json.dumps(str(e)))
-    sys.exit(3)
+    say(OP_ERROR + " " + json.dumps(str(e)))
+    sys.exit(BAD_EXIT)

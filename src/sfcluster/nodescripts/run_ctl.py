@@ -47,4 +47,4 @@ try:
     print(json.dumps(main()))
 except (UnsafeState, OSError) as e:
     print(json.dumps({"error": str(e)}))
-    sys.exit(3)
+    sys.exit(BAD_EXIT)

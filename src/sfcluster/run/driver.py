@@ -19,26 +19,25 @@ from typing import Callable, Dict, List, Tuple
 from sfcluster import state
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
-from sfcluster.clusterlock import HELD_EXIT, held_error, holder_text, lock_holder, unsafe_state
+from sfcluster.clusterlock import held_error, holder_text, lock_holder, unsafe_state
 from sfcluster.errors import ForeignDriver, SfclusterError, UnavailableError
 from sfcluster.exitcodes import Exit
 from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster
+from sfcluster.nodescripts import contract as C
 from sfcluster.nodescripts import with_state
 from sfcluster.raycluster.resources import MIN_CPUS
 from sfcluster.remote.group import fan_out
 
 RUNTIME_FILE = Path(__file__).resolve().parents[1] / "runtime.py"
-WRAPPER_NAME = "sfc_wrapper.py"  # nodescripts/nodestate.py checks the same name
 SHIP_SCRIPT = Path(__file__).resolve().parents[1] / "nodescripts" / "ship.sh"
-# What nodescripts/driver_wrapper.py exits with before the driver starts (it cannot import Exit).
-LOCKED_EXIT, FOREIGN_EXIT, NORAY_EXIT = HELD_EXIT, 76, 77
 STARVE_SECONDS = 60
 HEAD_SILENCE = 30  # seconds without a word (output or the wrapper's 5 s beat) from the head
 # Why sfcluster ended a run (the wrapper's EXIT `kind`) -> the exit code `run` returns instead of
 # the driver's own (which is then only the driver reacting to being stopped).
 STOPPED_EXIT = {"node_lost": Exit.NODE_LOST, "foreign_driver": Exit.FOREIGN_DRIVER, "starved": Exit.STARVED,
                 "cancelled": Exit.CANCELLED, "interrupted": Exit.CANCELLED, "controller_gone": Exit.CANCELLED}
+assert set(STOPPED_EXIT) == set(C.STOP_KINDS), "every way the wrapper stops a run has its exit code"
 
 
 @dataclass
@@ -86,7 +85,7 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str) -> Dict
         ("sfcluster/__init__.py", b'"""sfcluster runtime helper, shipped with the script."""\n', 0o644),
         ("sfcluster/runtime.py", RUNTIME_FILE.read_bytes(), 0o644),
         ("sfcluster.json", json.dumps(secretflow_config(cluster), indent=2).encode(), 0o600),
-        (WRAPPER_NAME, with_state("driver_wrapper").encode(), 0o600),
+        (C.WRAPPER_NAME, with_state("driver_wrapper").encode(), 0o600),
         (os.path.basename(opts.script), Path(opts.script).read_bytes(), 0o600),
     ]
     payload = {head.name: bundle(head_members, dirs=("files",))}
@@ -147,16 +146,16 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         while b"\n" in buf:
             line, _, rest = bytes(buf).partition(b"\n")
             buf[:] = rest
-            if line.startswith(b"SFC:"):  # only the wrapper writes these (the driver's are marked)
-                kind, _, payload = line[4:].decode(errors="replace").partition(" ")
+            if line.startswith(C.CONTROL_PREFIX.encode()):  # only the wrapper writes these (the driver's are marked)
+                kind, _, payload = line[len(C.CONTROL_PREFIX):].decode(errors="replace").partition(" ")
                 control[kind] = payload
                 try:
-                    if kind == "NODE_DOWN":
+                    if kind == C.NODE_DOWN:
                         p = json.loads(payload)
                         note(f"node {p['party']} ({p['host']}) is down or cut off: stopping the run")
-                    elif kind == "STARVED":
+                    elif kind == C.STARVED:
                         note(json.loads(payload)["message"])
-                    elif kind == "STOPPING":
+                    elif kind == C.STOPPING:
                         note(f"stopping the driver: {payload}")
                 except (ValueError, KeyError, TypeError):
                     note(f"unreadable control line from the head: {line[:200]!r}")
@@ -184,7 +183,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         # the wrapper is a file of the run dir; the request (token included) goes on stdin, never
         # on a command line
         code = nodes[cluster.head_name].stream(
-            [cluster.head.python, f"{dirs[cluster.head_name]}/{WRAPPER_NAME}"], stdin=json.dumps(req) + "\n",
+            [cluster.head.python, f"{dirs[cluster.head_name]}/{C.WRAPPER_NAME}"], stdin=json.dumps(req) + "\n",
             on_stdout=on_out, on_stderr=on_err, keep_stdin_open=not opts.detach, close_stdin=interrupted,
             # the wrapper beats every 5 s while it waits for the lock and while the driver
             # runs: a head that goes silent (frozen, powered off, cut off) ends the run
@@ -193,17 +192,17 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         for sig, h in old.items():
             signal.signal(sig, h)
         log.close()
-    if code == LOCKED_EXIT and "LOCKED" in control:
-        raise held_error(cluster, json.loads(control["LOCKED"]), "run")
-    if code == FOREIGN_EXIT and "FOREIGN" in control and "STARTED" not in control:
-        raise ForeignDriver(f"another driver is connected to the cluster: {_drivers(control['FOREIGN'])}",
+    if code == C.HELD_EXIT and C.LOCKED in control:
+        raise held_error(cluster, json.loads(control[C.LOCKED]), "run")
+    if code == C.FOREIGN_EXIT and C.FOREIGN in control and C.STARTED not in control:
+        raise ForeignDriver(f"another driver is connected to the cluster: {_drivers(control[C.FOREIGN])}",
                             FOREIGN_FIX)
-    if "UNSAFE" in control and "STARTED" not in control:
-        raise unsafe_state(cluster.head_name, control["UNSAFE"])
-    if code == NORAY_EXIT and "STARTED" not in control:
+    if C.UNSAFE in control and C.STARTED not in control:
+        raise unsafe_state(cluster.head_name, control[C.UNSAFE])
+    if code == C.NORAY_EXIT and C.STARTED not in control:
         raise UnavailableError(f"Ray is not reachable at {cluster.ray_address}: {control.get('NORAY', '')}",
                                "bring the cluster up first: sfcluster up")
-    if opts.detach and "STARTED" in control:
+    if opts.detach and C.STARTED in control:
         note(f"detached: run {run_id} goes on; follow it with `sfcluster logs -f`, stop it with `sfcluster cancel`")
         return 0
     return outcome(control, code, interrupted.is_set(), note)
@@ -221,15 +220,15 @@ def outcome(control: dict, code: int, interrupted: bool, note: Callable[[str], N
     """The exit code of a run whose driver started, and its last line: the driver's own code when
     it ended by itself; sfcluster's code (and why, as the last line the user sees, below the
     driver's traceback) when sfcluster stopped it."""
-    if "EXIT" not in control:
+    if C.EXIT not in control:
         note(f"run ended without a word from the head (wrapper exit {code}): the connection was lost")
         return int(Exit.UNAVAILABLE)
-    ex = json.loads(control["EXIT"])
+    ex = json.loads(control[C.EXIT])
     kind = ex.get("kind") or ("interrupted" if interrupted else "")
     if kind in STOPPED_EXIT:
         why = ex.get("why") or kind
-        if kind == "foreign_driver" and "FOREIGN" in control:
-            why = f"another driver connected to the cluster mid-run: {_drivers(control['FOREIGN'])}; fix: {FOREIGN_FIX}"
+        if kind == "foreign_driver" and C.FOREIGN in control:
+            why = f"another driver connected to the cluster mid-run: {_drivers(control[C.FOREIGN])}; fix: {FOREIGN_FIX}"
         note(f"run stopped by sfcluster: {why} (driver exit {ex['code']}; sfcluster exits {int(STOPPED_EXIT[kind])})")
         return int(STOPPED_EXIT[kind])
     c = int(ex["code"])

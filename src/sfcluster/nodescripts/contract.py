@@ -1,0 +1,45 @@
+# The contract between the controller and the node scripts, in ONE place that both sides read:
+# the controller imports this module (sfcluster.nodescripts.contract); every node script that
+# needs it gets this text prepended (nodescripts.with_state). Python 3.10, stdlib only, no
+# imports beyond what every node script has.
+#
+# Exit codes of the node scripts (the controller maps them to sfcluster's own, exitcodes.py):
+HELD_EXIT = 75      # the cluster lock is held by another operation (oplock.py, driver_wrapper.py)
+FOREIGN_EXIT = 76   # a driver sfcluster did not start is connected (driver_wrapper.py)
+NORAY_EXIT = 77     # the cluster's Ray cannot be reached from the head (driver_wrapper.py)
+UNSAFE_EXIT = 78    # the node's state dir is not safe to use (driver_wrapper.py)
+BAD_EXIT = 3        # a refused request or state (oplock.py, run_ctl.py, ship.sh)
+
+# Control lines: the driver wrapper writes "SFC:<KIND> <json>\n" on its stderr; a driver line
+# that starts with the prefix is passed on as "[driver] SFC:..." (a script cannot speak for us).
+CONTROL_PREFIX = "SFC:"
+DRIVER_MARK = "[driver] "
+BEAT = "BEAT"            # every 5 s, for the run's whole life; no payload
+LOCKED = "LOCKED"        # the lock is held: the holder as describe_holder() verified it
+FOREIGN = "FOREIGN"      # [{ip, pid, entrypoint}]: drivers sfcluster did not start
+NORAY = "NORAY"          # why Ray cannot be reached
+UNSAFE = "UNSAFE"        # why the state dir was refused
+STARTED = "STARTED"      # {pid, log, wrapper_pid}: the driver runs
+NODE_DOWN = "NODE_DOWN"  # {party, host}: a party's node is lost (the run stops)
+STARVED = "STARVED"      # {message}: a party's resources are starved (the run stops)
+STOPPING = "STOPPING"    # why the wrapper is stopping the driver
+EXIT = "EXIT"            # {code, why, kind}: the driver ended; kind is one of STOP_KINDS or ""
+# Why the wrapper stopped the driver (EXIT's kind); the controller returns its own exit code for these.
+STOP_KINDS = ("node_lost", "foreign_driver", "starved", "cancelled", "interrupted", "controller_gone")
+# What the wrapper's detaching parent returns for the first control line that decides the run's start.
+START_OUTCOMES = ((STARTED, 0), (LOCKED, HELD_EXIT), (NORAY, NORAY_EXIT), (FOREIGN, FOREIGN_EXIT))
+
+# oplock.py (an `up`/`down` holding the cluster lock) writes one of these as its first stdout lines.
+OP_WAITING, OP_LOCKED, OP_HELD, OP_ERROR = "WAITING", "LOCKED", "HELD", "ERROR"
+# The controller sends a line a second on an oplock's or a wrapper's stdin; this long without one
+# (or EOF) means the controller is gone.
+HEARTBEAT_SILENCE = 10
+
+# The wrapper's file name in a run dir (cancel and status verify a pid by it).
+WRAPPER_NAME = "sfc_wrapper.py"
+
+# Environment the wrapper gives the driver (sfcluster/runtime.py reads it).
+ENV_CONFIG = "SFCLUSTER_CONFIG"          # path of the run's generated SecretFlow config (JSON)
+ENV_RUN_TOKEN = "SFCLUSTER_RUN_TOKEN"    # proves to runtime.guard() that `sfcluster run` started us
+ENV_LOCK_INFO = "SFCLUSTER_LOCK_INFO"    # path of the lock info naming the run
+ENV_NODE_HOME = "SFCLUSTER_NODE_HOME"    # unit tests only: the home the node scripts use
