@@ -15,7 +15,7 @@ from sfcluster.errors import (CommandTimeout, ConnectError, HostKeyError, PlanEr
                               UnavailableError)
 from sfcluster.exitcodes import Exit
 from sfcluster.facts import PRIVILEGED_EXEC, NodeFacts, gather_all, python_argv
-from sfcluster.firewall import plan_add, plan_remove
+from sfcluster.firewall import NO_FALLBACK, apply_plan, cache_entry, cached_removal, plan_add, remove_recorded
 from sfcluster.inventory.model import Cluster, FirewallMode
 from sfcluster.ports import plan_ports
 from sfcluster.raycluster.argv import START_TIMEOUT, gcs_port_wait_argv, head_start_argv, worker_start_argv
@@ -53,10 +53,6 @@ class PreflightFailed(PlanError):
 
     def details(self) -> Dict[str, Any]:
         return self.report.to_json()
-
-
-def _firewall_backend(facts: NodeFacts) -> str:
-    return str(facts.firewall.get("backend", "none"))
 
 
 def _sudo(facts: NodeFacts) -> bool:
@@ -121,19 +117,20 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
             p = f.foreign_ray[0]
             raise PlanError(f"[{n}] Ray is running there and is not cluster '{cluster.name}' ({p['kind']} pid {p['pid']})",
                             "stop it where it was started; sfcluster never kills a Ray it did not start")
+    cached_fw: Dict[str, Any] = state.load(cluster.name).get("firewall", {})
     fw_todo: Dict[str, str] = {}
     if cluster.firewall is FirewallMode.OPEN:
         for n, f in facts.items():
-            backend = _firewall_backend(f)
+            backend = f.firewall.backend
             if f.sudo == "password":
-                plan = plan_add(cluster, n, backend if backend not in ("none", "unknown") else "iptables")
+                plan = plan_add(cluster, n, backend if f.firewall.managed else "iptables")
                 cmd = " ".join(plan.commands[0]) if plan.commands else "firewall rules"
                 raise PrivilegeError(f"[{n}] needs root for `{cmd}` but `sudo -n` asks for a password "
                                      f"(user {f.user}); nothing was changed on any node",
                                      f"allow passwordless sudo for {f.user} on {n}, or set firewall: check")
-            if backend in ("none", "unknown"):
+            if not f.firewall.managed:
                 continue
-            if not f.firewall.get("rules_complete"):
+            if f.firewall.needs(plan_add(cluster, n, backend)):
                 fw_todo[n] = backend
 
     added_fw: List[str] = []
@@ -143,18 +140,21 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
     head_thread: Optional[threading.Thread] = None
     stop_head = threading.Event()
     try:
-        # 2. Firewall rules scoped to peers, in parallel.
+        # 2. Firewall rules scoped to peers, in parallel. The node removes what its record says
+        # `up` added there before (without a record: the rules of ours found there, e.g. what is
+        # left after the INPUT jump to our iptables chain was lost), records the new plan, adds it.
         def add_rules(n: str) -> None:
-            plan = plan_add(cluster, n, fw_todo[n])
-            if facts[n].firewall.get("rules_present"):
-                # some of ours are there, not all (e.g. the INPUT jump to our iptables chain was
-                # lost): remove what is left of ours, then add the whole plan again
-                remove_rules(cluster, nodes, n, fw_todo[n], sudo=_sudo(facts[n]))
-                progress(n, f"firewall: incomplete ({facts[n].firewall.get('missing') or 'some rules missing'}): repairing")
-            added_fw.append(n)  # before the first rule: a rollback removes a partly added plan too
-            nodes[n].run(["sh", "-c", plan.script()], sudo=_sudo(facts[n]), stdin=plan.stdin, timeout=60).check()
-            result.did(n, f"firewall rules added ({plan.backend})")
-            progress(n, f"firewall: rules added ({plan.backend})")
+            fw = facts[n].firewall
+            if fw.rules_complete:  # here because the node's record names another plan
+                progress(n, "firewall: rules of an older plan (an address or the backend changed): replacing them")
+            elif fw.rules_present:
+                progress(n, f"firewall: incomplete ({fw.missing or 'some rules missing'}): repairing")
+            fallback = (cached_removal(cluster, n, cached_fw.get(n), fw.backend) if fw.rules_present or n in cached_fw
+                        else NO_FALLBACK)
+            added_fw.append(n)  # before the node records the plan: a rollback removes a partly added plan too
+            apply_plan(nodes[n], cluster, cluster.node(n), fw_todo[n], fallback, sudo=_sudo(facts[n]))
+            result.did(n, f"firewall rules added ({fw_todo[n]})")
+            progress(n, f"firewall: rules added ({fw_todo[n]})")
         fan_out(add_rules, fw_todo).raise_if_failed("adding firewall rules")
 
         # 3. Head, then workers in parallel; nodes already running as this cluster are left alone.
@@ -305,13 +305,29 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
             head_thread.join(START_TIMEOUT + 15)  # never roll back under a `ray start` still running
         if not keep_on_failure:
             _undo(cluster, nodes, facts, [n for n in started if n not in silent],
-                  [n for n in added_fw if n not in silent], fw_todo)
+                  [n for n in added_fw if n not in silent])
             for n in silent:
                 progress(n, "not rolled back: it does not answer (run `sfcluster down` once it is back)")
         raise
-    state.save(cluster.name, {"inventory": cluster.source, "firewall": {n: _firewall_backend(f) for n, f in facts.items()
-                                                                       if n in fw_todo or f.firewall.get("rules_present")}})
+    state.save(cluster.name, {"inventory": cluster.source, "firewall": _firewall_cache(cluster, facts, fw_todo, cached_fw)})
     return result
+
+
+def _firewall_cache(cluster: Cluster, facts: Dict[str, NodeFacts], applied: Dict[str, str],
+                    cached: Dict[str, Any]) -> Dict[str, Any]:
+    """The controller's copy of each node's firewall record (the fallback of a node that has
+    none): what this `up` applied; else the copy kept before; else the removal planned from the
+    inventory for the rules (or the record) found there."""
+    out: Dict[str, Any] = {}
+    for n, f in facts.items():
+        fw = f.firewall
+        if n in applied:
+            out[n] = cache_entry(cluster, n, applied[n])
+        elif isinstance(cached.get(n), dict):
+            out[n] = cached[n]
+        elif fw.rules_present or fw.record is not None:
+            out[n] = cache_entry(cluster, n, fw.record.backend if fw.record is not None else fw.backend)
+    return out
 
 
 # A `ray start` whose output goes to a private file (mktemp: 0600, a fresh name) instead of the SSH
@@ -346,10 +362,9 @@ def _head_outcome(done: Dict[str, Any]) -> None:
         raise done["error"]
 
 
-def _undo(cluster: Cluster, nodes: Nodes, facts: Dict[str, NodeFacts], started: List[str], added_fw: List[str],
-          fw_todo: Dict[str, str]) -> None:
-    """Roll back what this `up` did (and only that), the nodes in parallel: a frozen node costs
-    its own timeouts, not everyone's."""
+def _undo(cluster: Cluster, nodes: Nodes, facts: Dict[str, NodeFacts], started: List[str], added_fw: List[str]) -> None:
+    """Roll back what this `up` did (and only that: the firewall rules its node records name), the
+    nodes in parallel: a frozen node costs its own timeouts, not everyone's."""
     def undo(n: str) -> None:
         if n in started:
             try:
@@ -358,7 +373,7 @@ def _undo(cluster: Cluster, nodes: Nodes, facts: Dict[str, NodeFacts], started: 
                 pass
         if n in added_fw:
             try:
-                remove_rules(cluster, nodes, n, fw_todo[n], sudo=_sudo(facts[n]))
+                remove_recorded(nodes[n], cluster, cluster.node(n), NO_FALLBACK, sudo=_sudo(facts[n]))
             except Exception:  # noqa: BLE001
                 pass
     fan_out(undo, list(dict.fromkeys(started + added_fw)))
@@ -371,12 +386,6 @@ def stop_ray(cluster: Cluster, nodes: Nodes, n: str) -> dict:
                                                                  "ports": ports, "grace": 5})]
     res = nodes[n].run(argv, timeout=30).check()
     return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def remove_rules(cluster: Cluster, nodes: Nodes, n: str, backend: str, sudo: bool) -> None:
-    plan = plan_remove(cluster, n, backend)
-    if plan.commands:  # a missing rule is fine: idempotent
-        nodes[n].run(["sh", "-c", plan.script(stop_on_error=False)], sudo=sudo, timeout=60)
 
 
 @dataclass
@@ -438,7 +447,7 @@ def _down(cluster: Cluster, nodes: Nodes, *, force: bool, progress: Progress) ->
         raise UnavailableError("cannot reach " + ", ".join(g.errors) + "; nothing was stopped anywhere",
                              "fix SSH to those nodes, or `sfcluster down --force` to tear down the rest")
     facts = g.results
-    recorded = state.load(cluster.name).get("firewall", {})
+    cached_fw = state.load(cluster.name).get("firewall", {})
 
     def teardown(n: str) -> None:
         t0 = time.monotonic()
@@ -446,11 +455,16 @@ def _down(cluster: Cluster, nodes: Nodes, *, force: bool, progress: Progress) ->
         result.stopped[n], result.killed[n] = out["stopped"], out["killed"]
         progress(n, f"stopped {len(out['stopped'])} process(es)" if out["stopped"] else "nothing running")
         f = facts[n]
-        backend = _firewall_backend(f)
-        if f.firewall.get("rules_present") or n in recorded:
-            remove_rules(cluster, nodes, n, recorded.get(n, backend), sudo=_sudo(f))
-            result.firewall_removed.append(n)
-            progress(n, "firewall rules removed")
+        fw = f.firewall
+        if fw.rules_present or fw.record is not None or fw.record_error or n in cached_fw:
+            # the node's record names what to remove; the controller's copy (else the inventory's
+            # plan) only where the node has none
+            fallback = cached_removal(cluster, n, cached_fw.get(n), fw.backend)
+            out = remove_recorded(nodes[n], cluster, cluster.node(n), fallback, sudo=_sudo(f))
+            if out.source != "nothing":
+                result.firewall_removed.append(n)
+                progress(n, "firewall rules removed" + (" (no record on the node: as the controller planned them)"
+                                                        if out.source == "fallback" else ""))
         result.seconds[n] = round(time.monotonic() - t0, 2)
     workers = [w.name for w in cluster.workers if w.name in facts]
     for stage in (workers, [cluster.head_name] if cluster.head_name in facts else []):
@@ -493,11 +507,9 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
                                    False, "?", reachable=False, error=str(g.errors.get(n.name))))
             continue
         spu = [b for b in f.busy("spu") if b.ours]
-        fw = f.firewall
         rows.append(NodeStatus(n.name, n.host, "head" if n.name == cluster.head_name else "worker",
                                bool(p.get("alive")) and bool(f.our_raylet_pids), p.get("resource"), f.our_raylet_pids,
-                               bool(spu), f"{fw.get('backend')}: " + ("present" if fw.get("rules_complete") else
-                                                                       "INCOMPLETE" if fw.get("rules_present") else "absent")))
+                               bool(spu), f.firewall.summary()))
     drivers = []
     live = [j for j in gcs.get("jobs", []) or [] if not j["is_dead"]]
     run: dict = {}
@@ -525,9 +537,9 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
                 for r in rows if not r.ray_alive]
     for n, f in g.results.items():
         fw = f.firewall
-        if cluster.firewall is FirewallMode.OPEN and fw.get("rules_present") and not fw.get("rules_complete"):
+        if cluster.firewall is FirewallMode.OPEN and fw.rules_present and not fw.rules_complete:
             problems.append({"path": n, "line": None,
-                             "message": f"{n}: firewall rules incomplete ({fw.get('missing') or 'some of ours missing'}); "
+                             "message": f"{n}: firewall rules incomplete ({fw.missing or 'some of ours missing'}); "
                                         "`sfcluster up` repairs them"})
     # A driver that `sfcluster run` did not start makes the cluster unfit for a run (a second set
     # of SPU runtimes is the failure this tool exists to prevent): degraded, naming it.

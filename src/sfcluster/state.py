@@ -1,7 +1,8 @@
 """Controller-side state of a cluster: what `up` did, so `status`/`down` know it after the
 controller process is gone. Lives in $SFCLUSTER_STATE_DIR or ~/.local/state/sfcluster/<cluster>.json.
-Nodes keep their own truth (Ray processes tagged by the cluster temp dir, the named firewall chain
-or table), so losing this file never strands anything."""
+Nodes keep their own truth (Ray processes tagged by the cluster temp dir; the firewall rules `up`
+added, recorded in ~/.sfcluster/<cluster>/firewall.json), so losing this file never strands
+anything: its copy of each node's firewall record is the fallback for a node that has none."""
 from __future__ import annotations
 
 import json

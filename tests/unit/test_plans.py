@@ -68,17 +68,12 @@ def test_ufw_prepends_so_allows_end_up_above_denies_and_deletes_the_same_rules(c
     assert all(c[:2] == ("ufw", "delete") for c in rem)
 
 
-def test_plan_script_runs_as_one_shell_and_names_the_failing_command(cluster, tmp_path):
-    import subprocess
-    plan = plan_add(cluster, "alice", "iptables")
-    script = plan.script()
-    assert script.count("iptables -w -A SFC-demo") == 2 * sum(1 for c in plan.commands if c[2] == "-A")
-    fake = type(plan)("x", (("true",), ("sh", "-c", "exit 3"), ("touch", str(tmp_path / "after"))))
-    p = subprocess.run(["sh", "-c", fake.script()], capture_output=True, text=True)
-    assert p.returncode == 1 and "failed: sh -c 'exit 3'" in p.stderr
-    assert not (tmp_path / "after").exists()  # stops at the first failure
-    p = subprocess.run(["sh", "-c", fake.script(stop_on_error=False)], capture_output=True, text=True)
-    assert (tmp_path / "after").exists()  # removal goes on past a rule that is gone
+def test_a_plan_digest_changes_with_a_peers_address_whatever_the_backend(cluster):
+    moved = parse_inventory(INV.replace("10.0.0.2", "10.0.0.22"))
+    for backend in ("iptables", "nftables", "ufw", "firewalld"):
+        assert plan_add(cluster, "alice", backend).digest == plan_add(parse_inventory(INV), "alice", backend).digest
+        assert plan_add(cluster, "alice", backend).digest != plan_add(moved, "alice", backend).digest
+    assert plan_add(cluster, "alice", "ufw").digest != plan_add(cluster, "alice", "firewalld").digest
 
 
 def test_firewalld_rich_rules_match_on_removal(cluster):
@@ -134,7 +129,7 @@ def test_cluster_def_uses_listen_address_only_where_needed_and_string_protocol(c
 
 
 def test_iptables_chain_names_never_collide_and_fit():
-    from sfcluster.facts import iptables_chain
+    from sfcluster.firewall import iptables_chain
     a = parse_inventory(INV.replace("cluster: demo", "cluster: " + "x" * 24 + "_one"))
     b = parse_inventory(INV.replace("cluster: demo", "cluster: " + "x" * 24 + "_two"))
     ca, cb = iptables_chain(a), iptables_chain(b)

@@ -199,13 +199,13 @@ def _privileges_and_firewall(cluster: Cluster, report: Report, facts: NodeFacts)
                    f"user {facts.user} needs root for firewall rules but `sudo -n` asks for a password",
                    f"allow passwordless sudo for {facts.user} (firewall tools), or use firewall: check")
     if cluster.firewall is FirewallMode.OFF:
-        report.add(facts.node, "firewall", Status.OK, f"backend {fw.get('backend')}; mode off (not managed)")
-    elif fw.get("backend") == "unknown":
-        report.add(facts.node, "firewall", Status.WARN, f"backend not detected: {fw.get('error')}",
+        report.add(facts.node, "firewall", Status.OK, f"backend {fw.backend}; mode off (not managed)")
+    elif fw.backend == "unknown":
+        report.add(facts.node, "firewall", Status.WARN, f"backend not detected: {fw.error}",
                    "run check as root or with passwordless sudo to see firewall rules")
     else:
-        present = "present" if fw.get("rules_present") else "not present"
-        report.add(facts.node, "firewall", Status.OK, f"backend {fw.get('backend')}; sfcluster rules {present}")
+        present = "present" if fw.rules_present else "not present"
+        report.add(facts.node, "firewall", Status.OK, f"backend {fw.backend}; sfcluster rules {present}")
 
 
 def _resources(report: Report, facts: NodeFacts) -> None:
@@ -282,7 +282,7 @@ def _reachability(cluster: Cluster, runners: Dict[str, SshRunner], report: Repor
     stop.set()
     for t in threads:
         t.join(5)
-    rules_present = {n: f.firewall.get("rules_present", False) for n, f in report.facts.items()}
+    rules_present = {n: f.firewall.rules_present for n, f in report.facts.items()}
     blocked_any = False
     for src, err in outcome.errors.items():
         report.add(src, "reachability", Status.FAIL, f"could not run the connect test: {err}")

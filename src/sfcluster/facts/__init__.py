@@ -1,12 +1,12 @@
 """Facts about nodes, gathered by one remote process per node (nodescripts/probe.py)."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from sfcluster.errors import RemoteError
+from sfcluster.firewall.detect import FirewallFacts, probe_fields, read_firewall
 from sfcluster.inventory.model import Cluster, Node
 from sfcluster.nodescripts import source
 from sfcluster.ports import plan_ports
@@ -16,19 +16,6 @@ from sfcluster.remote.group import GroupResult, fan_out
 PRIVILEGED_EXEC = ('if [ "$(id -u)" = 0 ]; then exec "$@"; '
                    'elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then exec sudo -n -- "$@"; '
                    'else exec "$@"; fi')
-
-
-def iptables_chain(cluster: Cluster) -> str:
-    """SFC-<cluster>; iptables caps chain names at 28 characters, so a longer one keeps a prefix
-    and a hash of the whole name (two clusters sharing a long prefix never share a chain)."""
-    name = f"SFC-{cluster.name}"
-    if len(name) <= 28:
-        return name
-    return f"SFC-{cluster.name[:15]}-{hashlib.sha256(cluster.name.encode()).hexdigest()[:8]}"
-
-
-def nft_table(cluster: Cluster) -> str:
-    return f"sfc_{cluster.name}"
 
 
 @dataclass
@@ -57,7 +44,7 @@ class NodeFacts:
     ports: Dict[str, Dict[str, Any]]
     ray_processes: List[Dict[str, Any]]
     sudo: str
-    firewall: Dict[str, Any]
+    firewall: FirewallFacts
     mem_available: Optional[int]
     shm_free: Optional[int]
     tmp_free: Optional[int]
@@ -99,14 +86,8 @@ def probe_request(cluster: Cluster, node: Node) -> Dict[str, Any]:
     for e in plan_ports(cluster).for_node(node.name):
         bind = spu_bind_address(node) if e.purpose == "spu" else "0.0.0.0"
         ports.append([e.port, e.port_end, e.purpose, bind])
-    # the planners import this module: imported here, not at the top
-    from sfcluster.firewall import allows_for, firewalld_rules, ufw_comment, ufw_rules
-    allows = allows_for(cluster, node.name)
-    ufw = ufw_rules(cluster, allows)
-    return {"ports": ports, "temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address, "firewall_backend": node.firewall_backend,
-            "iptables_chain": iptables_chain(cluster), "nft_table": nft_table(cluster), "ufw_comment": ufw_comment(cluster),
-            "ufw_expect": [sum(1 for r in ufw if r[0] == "allow"), sum(1 for r in ufw if r[0] == "deny")],
-            "firewalld_rules": firewalld_rules(allows)}
+    return {"ports": ports, "temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address,
+            **probe_fields(cluster, node)}
 
 
 def python_argv(node: Node, script: str, arg: Any, text: Optional[str] = None) -> List[str]:
@@ -126,9 +107,9 @@ def gather(cluster: Cluster, node: Node, runner: Runner, timeout: float = 30) ->
     res.check()
     data = json.loads(res.stdout.strip().splitlines()[-1])
     data["user"] = runner.user or data["user"]
-    return NodeFacts(node=node.name, raw=data, **{k: data[k] for k in (
+    return NodeFacts(node=node.name, raw=data, firewall=read_firewall(data["firewall"]), **{k: data[k] for k in (
         "hostname", "user", "python", "ray", "secretflow", "spu", "addresses", "ports", "ray_processes",
-        "sudo", "firewall", "mem_available", "shm_free", "tmp_free")})
+        "sudo", "mem_available", "shm_free", "tmp_free")})
 
 
 def gather_all(cluster: Cluster, runners: Dict[str, Runner], timeout: float = 30) -> GroupResult[NodeFacts]:

@@ -1,4 +1,11 @@
-"""Firewall rules scoped to peers: pure planners per backend (facts in, commands out) and apply."""
-from sfcluster.firewall.plan import Allow, FirewallPlan, allows_for, firewalld_rules, plan_add, plan_remove, ufw_comment, ufw_rules
+"""Firewall rules scoped to peers: their names, how the probe detects them, pure planners per
+backend (facts in, commands out), and applying/removing them with a record kept on each node."""
+from sfcluster.firewall.apply import (NO_FALLBACK, Outcome, apply_plan, cache_entry, cached_removal,
+                                      remove_recorded)
+from sfcluster.firewall.detect import FirewallFacts, Recorded, probe_fields, read_firewall
+from sfcluster.firewall.names import iptables_chain, nft_table, rule_names, ufw_comment
+from sfcluster.firewall.plan import Allow, FirewallPlan, allows_for, firewalld_rules, plan_add, plan_remove, ufw_rules
 
-__all__ = ["Allow", "FirewallPlan", "allows_for", "firewalld_rules", "plan_add", "plan_remove", "ufw_comment", "ufw_rules"]
+__all__ = ["NO_FALLBACK", "Allow", "FirewallFacts", "FirewallPlan", "Outcome", "Recorded", "allows_for", "apply_plan",
+           "cache_entry", "cached_removal", "firewalld_rules", "iptables_chain", "nft_table", "plan_add", "plan_remove",
+           "probe_fields", "read_firewall", "remove_recorded", "rule_names", "ufw_comment", "ufw_rules"]

@@ -3,18 +3,20 @@ from exactly the peers that must reach it, drop everyone else. All of sfcluster'
 one place per backend, so `down` removes exactly them and nothing else:
   iptables  chain SFC-<cluster>, jumped to from the top of INPUT
   nftables  table inet sfc_<cluster> (its own base chain, priority -10)
-  ufw       rules with comment 'sfcluster:<cluster>' (recorded; deleted one by one)
-  firewalld runtime rich rules in the default zone (recorded; removed one by one)
-A plan runs on its node as ONE remote shell (`FirewallPlan.script`): ufw and firewall-cmd cost
+  ufw       rules with comment 'sfcluster:<cluster>' (deleted one by one)
+  firewalld runtime rich rules in the default zone (removed one by one)
+A plan runs on its node in ONE remote process (firewall/apply.py, nodescripts/firewall_apply.py),
+which records there what it added so that exactly that is removed: ufw and firewall-cmd cost
 ~0.3 s a call, an SSH exec per rule would cost more than the rules themselves.
 """
 from __future__ import annotations
 
-import shlex
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from sfcluster.facts import iptables_chain, nft_table
+from sfcluster.firewall.names import iptables_chain, nft_table, ufw_comment
 from sfcluster.inventory.model import Cluster
 from sfcluster.ports import plan_ports
 
@@ -33,13 +35,11 @@ class FirewallPlan:
     commands: Tuple[Tuple[str, ...], ...]
     stdin: Optional[str] = None   # nftables: a ruleset fed to `nft -f -`
 
-    def script(self, stop_on_error: bool = True) -> str:
-        """All commands as one POSIX shell line (run under one `sudo -n`). Removal plans go on past
-        a rule that is already gone (`stop_on_error=False`): removing is idempotent."""
-        if not stop_on_error:
-            return "; ".join(shlex.join(c) for c in self.commands)
-        return "; ".join(f"{shlex.join(c)} || {{ echo {shlex.quote('failed: ' + shlex.join(c))} >&2; exit 1; }}"
-                         for c in self.commands)
+    @property
+    def digest(self) -> str:
+        """Names the plan (backend, commands, ruleset): a node whose record names another plan
+        (a peer's IP changed, another backend) gets its rules replaced by `up`."""
+        return hashlib.sha256(json.dumps([self.backend, self.commands, self.stdin]).encode()).hexdigest()
 
 
 def allows_for(cluster: Cluster, node_name: str) -> List[Allow]:
@@ -64,10 +64,6 @@ def nft_ruleset(cluster: Cluster, allows: List[Allow]) -> str:
         lines.append(f"    tcp dport {_dport(a, '-')} drop")
     lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
-
-
-def ufw_comment(cluster: Cluster) -> str:
-    return f"sfcluster:{cluster.name}"
 
 
 def ufw_rules(cluster: Cluster, allows: List[Allow]) -> List[Tuple[str, ...]]:

@@ -1,12 +1,14 @@
 # Runs on a node (Python >= 3.8, stdlib only). argv[1] is a JSON request; prints one JSON object.
 # Gathers every fact sfcluster needs about a node in one process: versions, addresses, planned
 # ports (free? held by whom? by this cluster?), Ray processes, sudo, firewall backend, resources.
+import errno
 import json
 import os
 import pwd
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 
@@ -202,10 +204,44 @@ def process_running(comm):
     return False
 
 
+def firewall_record(cluster):
+    """Backend and plan digest of what firewall_apply.py recorded it added here, in the SSH user's
+    ~/.sfcluster/<cluster>/firewall.json (we may be root through sudo: SUDO_UID names the user);
+    None when there is none. Read as root too: a regular file of that user only, never through a
+    link, never waiting on a FIFO, and only these two fields come out of it."""
+    if not re.match(r"^[a-z][a-z0-9_]{0,30}$", cluster or ""):
+        return None
+    uid = int(os.environ["SUDO_UID"]) if os.geteuid() == 0 and os.environ.get("SUDO_UID", "").isdigit() else os.getuid()
+    try:
+        home = os.environ.get("SFCLUSTER_NODE_HOME") or pwd.getpwuid(uid).pw_dir
+    except KeyError:
+        return None
+    path = os.path.join(home, ".sfcluster", cluster, "firewall.json")
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return {"error": "%s is not a regular file" % path}
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        return None if e.errno == errno.ENOENT else {"error": "%s: %s" % (path, e.strerror)}
+    with os.fdopen(fd) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
+            return {"error": "%s is not a regular file of uid %d" % (path, uid)}
+        try:
+            data = json.loads(f.read(1 << 20))
+        except ValueError:
+            data = None
+    if not isinstance(data, dict) or not isinstance(data.get("backend"), str) \
+            or not re.match(r"^[0-9a-f]{64}$", str(data.get("plan"))):
+        return {"error": "%s is not a record sfcluster wrote" % path}
+    return {"backend": data["backend"][:20], "plan": data["plan"]}
+
+
 def firewall(prefer, can_priv, chain, nft_table, ufw_comment, ufw_expect, firewalld_rules):
     """The active backend and whether this cluster's rules are there. rules_present: any of ours
     (down must remove them); rules_complete: all of them (up has nothing to add)."""
-    info = {"backend": "none", "rules_present": False, "rules_complete": False, "available": []}
+    info = {"backend": "none", "rules_present": False, "rules_complete": False, "available": [],
+            "record": firewall_record(REQ.get("cluster"))}
     for tool in ("ufw", "firewall-cmd", "nft", "iptables"):
         if shutil.which(tool) or os.path.exists("/usr/sbin/" + tool):
             info["available"].append(tool)
