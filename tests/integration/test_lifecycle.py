@@ -153,6 +153,32 @@ def test_firewall_ufw_and_firewalld_scope_to_peers_and_down_restores_them(harnes
     assert {n: ruleset(harness, n) for n in ours} == before
     assert {n: harness.docker_exec(n, c).stdout for n, c in ours.items()} == before_tool
 
+    # alice is renumbered (.11 -> .111) and the inventory follows: `down` with the NEW inventory
+    # must still remove the rules `up` added for the OLD address (each node's record names them;
+    # recomputed from the inventory, 5 ufw allows and 5 rich rules for .11 survived)
+    renumbered = inv.parent / "renumbered.yaml"
+    known = inv.parent / "known_hosts"
+    kh = (harness.BUILD / "known_hosts").read_text()
+    alice_key = next(l for l in kh.splitlines() if l.startswith("172.30.77.11 ")).split(" ", 1)[1]
+    known.write_text(kh + f"172.30.77.111 {alice_key}\n")
+    harness.docker_exec("alice", "ip addr add 172.30.77.111/24 dev eth0")
+    try:
+        old = inv.read_text().replace(f"known_hosts: {harness.BUILD / 'known_hosts'}", f"known_hosts: {known}")
+        inv.write_text(old)
+        renumbered.write_text(old.replace("host: 172.30.77.11\n", "host: 172.30.77.111\n"))
+        assert "172.30.77.111" in renumbered.read_text()
+        p = sfc("up", "-i", str(inv))
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert all("172.30.77.11" in harness.docker_exec(n, c).stdout for n, c in ours.items())
+        p = sfc("down", "-i", str(renumbered))
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert {n: harness.docker_exec(n, c).stdout for n, c in ours.items()} == before_tool
+        assert {n: ruleset(harness, n) for n in ours} == before
+        assert raylet_pids(harness, "alice") == []
+    finally:
+        sfc("down", "-i", str(inv), "--force")
+        harness.docker_exec("alice", "ip addr del 172.30.77.111/24 dev eth0", check=False)
+
 
 def test_two_ups_at_once_one_wins_the_other_fails_naming_it_and_changes_nothing(harness, open_inventory):
     """Two operators start `up` at the same moment: exactly one brings the cluster up; the other

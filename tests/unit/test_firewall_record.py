@@ -210,7 +210,7 @@ def test_down_after_a_peers_ip_changed_removes_what_up_added(node, cluster, monk
 
         def __getitem__(self, name: str) -> LocalRunner:
             return self.runners[name]
-    res = lifecycle.down(moved, Nodes())  # type: ignore[arg-type]
+    res = lifecycle._down(moved, Nodes(), force=False, progress=lambda n, m: None)  # type: ignore[arg-type]  # (without the cluster lock)
     assert res.errors == {} and res.firewall_removed == ["alice"]
     assert node.rules() == [] and not node.record.exists()
 
