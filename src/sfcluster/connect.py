@@ -1,9 +1,10 @@
 """Runners for a cluster's nodes, built from the inventory (one persistent SSH connection each)."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Mapping, Optional
 
 from sfcluster.inventory.model import Cluster, Node
+from sfcluster.remote.base import Runner
 from sfcluster.remote.ssh import SshRunner, SshTarget
 
 
@@ -21,14 +22,17 @@ def target_for(cluster: Cluster, node: Node) -> SshTarget:
 
 
 class Nodes:
-    """The cluster's runners by party name; closes them all at the end of a command."""
+    """The cluster's runners by party name; closes them all at the end of a command. The core
+    sees only the Runner protocol: SSH by default, any transport a test hands in (`runners`)."""
 
-    def __init__(self, cluster: Cluster, names: Optional[Iterable[str]] = None) -> None:
+    def __init__(self, cluster: Cluster, names: Optional[Iterable[str]] = None,
+                 runners: Optional[Mapping[str, Runner]] = None) -> None:
         self.cluster = cluster
         wanted = list(names) if names is not None else list(cluster.party_names)
-        self.runners: Dict[str, SshRunner] = {n: SshRunner(target_for(cluster, cluster.node(n))) for n in wanted}
+        self.runners: Dict[str, Runner] = dict(runners) if runners is not None else {
+            n: SshRunner(target_for(cluster, cluster.node(n))) for n in wanted}
 
-    def __getitem__(self, name: str) -> SshRunner:
+    def __getitem__(self, name: str) -> Runner:
         return self.runners[name]
 
     def close(self) -> None:

@@ -1,7 +1,6 @@
 """up / down / status: read facts, compare with the wanted state, then act or say it is a no-op."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,11 +13,11 @@ from sfcluster.clusterlock import cluster_lock, held_error, holder_text, lock_ho
 from sfcluster.errors import (CommandTimeout, ConnectError, HostKeyError, PlanError, PrivilegeError, SfclusterError,
                               UnavailableError)
 from sfcluster.exitcodes import Exit
-from sfcluster.facts import PRIVILEGED_EXEC, NodeFacts, gather_all, python_argv
+from sfcluster.facts import NodeFacts, gather_all
 from sfcluster.firewall import NO_FALLBACK, apply_plan, cache_entry, cached_removal, plan_add, remove_recorded
 from sfcluster.inventory.model import Cluster, FirewallMode
-from sfcluster.ports import plan_ports
 from sfcluster.raycluster.argv import START_TIMEOUT, gcs_port_wait_argv, head_start_argv, worker_start_argv
+from sfcluster.raycluster.control import gcs_query, start_quietly, stop_ray
 from sfcluster.remote.group import fan_out
 
 Progress = Callable[[str, str], None]  # (node, message)
@@ -26,8 +25,6 @@ JOIN_TIMEOUT = 60
 # Bounds of status's remote steps: a head that froze (power loss, a cable) ends `status` in
 # STATUS_PROBE_TIMEOUT + GCS_QUERY_TIMEOUT + SSH's connect timeout, naming it.
 STATUS_PROBE_TIMEOUT = 12
-GCS_QUERY_TIMEOUT = 12
-JOIN_GRACE = 8  # past the join wait's own end on the head, we stop waiting for its answer
 
 
 @dataclass
@@ -57,37 +54,6 @@ class PreflightFailed(PlanError):
 
 def _sudo(facts: NodeFacts) -> bool:
     return facts.sudo != "root"
-
-
-def gcs_query(cluster: Cluster, nodes: Nodes, wait: float = 0, jobs: bool = False,
-              on_line: Optional[Callable[[str], None]] = None, stop: Optional[threading.Event] = None) -> dict:
-    """Ask the head's GCS (with the head's own Ray) about nodes, party resources and drivers."""
-    head = cluster.head
-    req = {"address": cluster.ray_address, "parties": {n.name: n.host for n in cluster.nodes}, "wait": wait, "jobs": jobs}
-    buf = bytearray()
-    lines: List[str] = []
-
-    def on_out(data: bytes) -> None:
-        buf.extend(data)
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
-            text = line.decode(errors="replace")
-            lines.append(text)
-            if on_line and text.startswith("JOINED "):
-                on_line(text[7:])
-    err = bytearray()
-    code = nodes[head.name].stream(python_argv(head, "gcs", req), on_stdout=on_out, on_stderr=err.extend, stop=stop,
-                                   timeout=wait + (GCS_QUERY_TIMEOUT if wait == 0 else JOIN_GRACE))
-    if buf:
-        lines.append(buf.decode(errors="replace"))
-    try:
-        data = json.loads(lines[-1]) if lines else {"error": err.decode(errors="replace")[-500:]}
-    except ValueError:
-        data = {"error": lines[-1][-500:]}
-    if code != 0 and "error" not in data:
-        data["error"] = f"exit {code}"
-    return data
 
 
 def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_failure: bool = False,
@@ -330,33 +296,6 @@ def _firewall_cache(cluster: Cluster, facts: Dict[str, NodeFacts], applied: Dict
     return out
 
 
-# A `ray start` whose output goes to a private file (mktemp: 0600, a fresh name) instead of the SSH
-# channel: the channel may close before the CLI exits (up returns once every party joined) without a
-# broken pipe killing it. On failure the log's tail comes back on stderr; the file is removed.
-_QUIET = ('log=$(mktemp) || exit 1; "$@" >"$log" 2>&1; rc=$?; '
-          '[ "$rc" = 0 ] || tail -n 40 "$log" >&2; rm -f "$log"; exit "$rc"')
-
-
-def start_quietly(cluster: Cluster, nodes: Nodes, n: str, argv: List[str], stop: threading.Event,
-                  head: bool = False) -> Optional[SfclusterError]:
-    """Run a `ray start` on node n with its output kept off the channel (_QUIET); the error to
-    report, or None when it started (or `stop` was set: `up` no longer listens). A worker's
-    `ray start` that `timeout` ended (124) never reached the head."""
-    err = bytearray()
-    code = nodes[n].stream(["sh", "-c", _QUIET, "sh", *argv], on_stderr=err.extend, stop=stop,
-                           timeout=START_TIMEOUT + 15)
-    if code == 124 and not head:
-        return SfclusterError(f"[{n}] `ray start` did not join the head {cluster.ray_address} within {START_TIMEOUT} s",
-                              f"check that {n} reaches {cluster.ray_address} (tcp/{cluster.ray.gcs}): sfcluster check")
-    if code > 0:
-        tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-8:])
-        what, logs = (("ray start --head", f"{cluster.temp_dir}/session_latest/logs on the head") if head
-                      else ("ray start", "/tmp/ray on that node"))
-        return SfclusterError(f"[{n}] `{what}` exited {code}" + (f":\n{tail}" if tail else ""),
-                              f"see the Ray log under {logs}")
-    return None
-
-
 def _head_outcome(done: Dict[str, Any]) -> None:
     if "error" in done:
         raise done["error"]
@@ -377,15 +316,6 @@ def _undo(cluster: Cluster, nodes: Nodes, facts: Dict[str, NodeFacts], started: 
             except Exception:  # noqa: BLE001
                 pass
     fan_out(undo, list(dict.fromkeys(started + added_fw)))
-
-
-def stop_ray(cluster: Cluster, nodes: Nodes, n: str) -> dict:
-    node = cluster.node(n)
-    ports = sorted({e.port for e in plan_ports(cluster).for_node(n)})
-    argv = ["sh", "-c", PRIVILEGED_EXEC, "sh", *python_argv(node, "ray_stop", {"temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address,
-                                                                 "ports": ports, "grace": 5})]
-    res = nodes[n].run(argv, timeout=30).check()
-    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 @dataclass

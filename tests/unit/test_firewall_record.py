@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 import pytest
 
 from sfcluster import lifecycle
+from sfcluster.connect import Nodes
 from sfcluster.errors import RemoteError
 from sfcluster.facts import NodeFacts
 from sfcluster.firewall import (NO_FALLBACK, FirewallFacts, Recorded, apply_plan, cached_removal, plan_add, plan_remove,
@@ -205,12 +206,8 @@ def test_down_after_a_peers_ip_changed_removes_what_up_added(node, cluster, monk
     monkeypatch.setattr(lifecycle, "gather_all", lambda *a, **kw: GroupResult(results={"alice": facts}))
     monkeypatch.setattr(lifecycle, "stop_ray", lambda *a: {"stopped": [], "killed": []})
 
-    class Nodes:
-        runners = {"alice": node.runner}
-
-        def __getitem__(self, name: str) -> LocalRunner:
-            return self.runners[name]
-    res = lifecycle._down(moved, Nodes(), force=False, progress=lambda n, m: None)  # type: ignore[arg-type]  # (without the cluster lock)
+    nodes = Nodes(moved, runners={"alice": node.runner})  # the core takes any Runner
+    res = lifecycle._down(moved, nodes, force=False, progress=lambda n, m: None)  # _down: without the cluster lock
     assert res.errors == {} and res.firewall_removed == ["alice"]
     assert node.rules() == [] and not node.record.exists()
 

@@ -189,7 +189,7 @@ def _ray_running(cluster: Cluster, report: Report, facts: NodeFacts) -> None:
     for other in facts.other_clusters:
         report.add(facts.node, "ray_running", Status.WARN,
                    f"sfcluster cluster '{other}' runs Ray here too: it shares this node's CPUs and memory "
-                   "(its ports are checked against ours above)", f"fine if intended; `sfcluster down` it otherwise")
+                   "(its ports are checked against ours above)", "fine if intended; `sfcluster down` it otherwise")
 
 
 def _privileges_and_firewall(cluster: Cluster, report: Report, facts: NodeFacts) -> None:

@@ -59,6 +59,8 @@ class Runner(Protocol):
         stop: Optional["threading.Event"] = None,
         close_stdin: Optional["threading.Event"] = None,
         stdin: Input = None,
+        timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
     ) -> int: ...
 
     def close(self) -> None: ...

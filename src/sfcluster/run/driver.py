@@ -22,7 +22,6 @@ from sfcluster.connect import Nodes
 from sfcluster.clusterlock import held_error, holder_text, lock_holder, unsafe_state
 from sfcluster.errors import ForeignDriver, SfclusterError, UnavailableError
 from sfcluster.exitcodes import Exit
-from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import contract as C
 from sfcluster.nodescripts import with_state
