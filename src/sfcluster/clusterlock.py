@@ -22,16 +22,10 @@ from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import with_state
 from sfcluster.nodescripts.contract import OP_ERROR, OP_HELD, OP_LOCKED, OP_WAITING
+from sfcluster.remote.transfer import unsafe_state
 
 ACQUIRE_GRACE = 30      # past --wait, how long the head may take to answer at all
 WAIT_TIMEOUT = 3600     # --wait's default bound: nothing waits forever
-
-
-def unsafe_state(node: str, why: str) -> SfclusterError:
-    """What the node side (nodestate.py, ship.sh) refused about ~/.sfcluster/<cluster>."""
-    return SfclusterError(f"[{node}] the cluster's state dir is not safe to use: {why}",
-                          "sfcluster keeps its lock and run dirs in ~/.sfcluster/<cluster> (0700, ours): "
-                          "look at what is there and fix or remove it")
 
 
 def holder_text(h: dict) -> str:

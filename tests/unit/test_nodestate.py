@@ -16,7 +16,7 @@ import pytest
 
 from sfcluster.nodescripts import with_state
 from sfcluster.inventory import parse_inventory
-from sfcluster.run.driver import bundle, ship_argv
+from sfcluster.remote.transfer import bundle, ship_argv
 
 RUN_ID = "20261201-000000-abcdef"
 
@@ -32,7 +32,8 @@ def answer(p: subprocess.CompletedProcess) -> dict:
 
 def ship(home: Path, run_id: str = RUN_ID) -> subprocess.CompletedProcess:
     data = bundle([("sfcluster/runtime.py", b"x = 1\n", 0o644), ("train.py", b"print(1)\n", 0o600)], dirs=("files",))
-    argv = ship_argv(parse_inventory("cluster: demo\nnodes: {a: {host: 10.0.0.1}, b: {host: 10.0.0.2}}\n"), run_id)
+    argv = ship_argv(parse_inventory("cluster: demo\nnodes: {a: {host: 10.0.0.1}, b: {host: 10.0.0.2}}\n").name,
+                     f"runs/{run_id}")
     return subprocess.run(argv, input=data, capture_output=True, timeout=60,
                           env=dict(os.environ, SFCLUSTER_NODE_HOME=str(home)))
 
@@ -46,7 +47,7 @@ def test_ship_makes_a_private_fresh_run_dir_and_never_reuses_one(tmp_path):
     p = ship(tmp_path)
     assert p.returncode == 0, p.stderr
     kind, value = shipped(p)
-    assert kind == "RUN_DIR"
+    assert kind == "DIR"
     rd = Path(value)
     assert rd == tmp_path / ".sfcluster" / "demo" / "runs" / RUN_ID
     for d in (tmp_path / ".sfcluster", tmp_path / ".sfcluster" / "demo", rd.parent, rd, rd / "files"):
@@ -82,9 +83,24 @@ def test_ship_refuses_a_state_dir_it_does_not_own_alone(tmp_path, plant):
     assert list(target.iterdir()) == []  # nothing written through the link
 
 
+def test_replace_swaps_a_whole_directory_in_and_refuses_other_destinations(tmp_path):
+    def push(dest, members, mode="replace"):
+        return subprocess.run(ship_argv("demo", dest, mode), input=bundle(members), capture_output=True, timeout=60,
+                              env=dict(os.environ, SFCLUSTER_NODE_HOME=str(tmp_path)))
+    p = push("tls", [("node.key", b"k1", 0o600), ("old.pem", b"x", 0o644)])
+    assert p.returncode == 0 and shipped(p) == ("DIR", str(tmp_path / ".sfcluster" / "demo" / "tls"))
+    p = push("tls", [("node.key", b"k2", 0o600)])  # replaced whole: nothing of the old one stays
+    tls = tmp_path / ".sfcluster" / "demo" / "tls"
+    assert p.returncode == 0 and sorted(os.listdir(tls)) == ["node.key"] and (tls / "node.key").read_bytes() == b"k2"
+    assert stat.S_IMODE(os.lstat(tls).st_mode) == 0o700 and stat.S_IMODE(os.lstat(tls / "node.key").st_mode) == 0o600
+    for dest in ("../x", "tls/../../x", "runs", "/etc"):
+        p = push(dest, [("a", b"a", 0o600)])
+        assert p.returncode == 3 and "bad destination" in shipped(p)[1], dest
+
+
 def test_bad_run_id_is_refused(tmp_path):
     p = ship(tmp_path, run_id="../../etc")
-    assert p.returncode == 3 and "bad run id" in shipped(p)[1]
+    assert p.returncode == 3 and "bad destination" in shipped(p)[1]
 
 
 def ctl(home: Path, action: str = "info") -> dict:

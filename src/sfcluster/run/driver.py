@@ -3,23 +3,22 @@ cluster-wide lock, checks Ray's job table and starts the driver, all in one remo
 from __future__ import annotations
 
 import getpass
-import io
 import json
 import os
 import secrets
 import signal
 import socket
-import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Callable, Dict, List, Tuple
+from pathlib import Path
+from typing import Callable, Dict, List
 
 from sfcluster import state
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
-from sfcluster.clusterlock import held_error, holder_text, lock_holder, unsafe_state
+from sfcluster.clusterlock import held_error, holder_text, lock_holder
+from sfcluster.remote.transfer import bundle, push, unsafe_state
 from sfcluster.errors import ForeignDriver, SfclusterError, UnavailableError
 from sfcluster.exitcodes import Exit
 from sfcluster.inventory.model import Cluster
@@ -29,7 +28,6 @@ from sfcluster.raycluster.resources import MIN_CPUS
 from sfcluster.remote.group import fan_out
 
 RUNTIME_FILE = Path(__file__).resolve().parents[1] / "runtime.py"
-SHIP_SCRIPT = Path(__file__).resolve().parents[1] / "nodescripts" / "ship.sh"
 STARVE_SECONDS = 60
 HEAD_SILENCE = 30  # seconds without a word (output or the wrapper's 5 s beat) from the head
 # Why sfcluster ended a run (the wrapper's EXIT `kind`) -> the exit code `run` returns instead of
@@ -50,31 +48,6 @@ class RunOptions:
     starve_seconds: float = STARVE_SECONDS   # 0: no starvation watch
 
 
-def bundle(members: List[Tuple[str, bytes, int]], dirs: Tuple[str, ...] = ()) -> bytes:
-    """An in-memory tar of (relative path, content, mode); directories are 0700."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        dirs = tuple(sorted(set(dirs) | {str(p) for name, _, _ in members
-                                         for p in PurePosixPath(name).parents if str(p) != "."}))
-        for d in dirs:
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o700
-            tar.addfile(info)
-        for name, data, mode in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def ship_argv(cluster: Cluster, run_id: str) -> List[str]:
-    """One remote step per node: a fresh private run dir in the cluster's state dir
-    (~/.sfcluster/<cluster>/runs/<id>, 0700, checked before use), then the files from a tar on
-    stdin (nodescripts/ship.sh: POSIX sh, no Python start). Prints the absolute path (each node's
-    user has its own home)."""
-    return ["sh", "-c", SHIP_SCRIPT.read_text(), "sh", cluster.name, run_id]
-
-
 def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str) -> Dict[str, str]:
     """The script, its config, the runtime helper and the wrapper to the head; --files to every
     node. One SSH exec per node, the nodes in parallel. Returns each node's run dir."""
@@ -92,16 +65,8 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str) -> Dict
         payload.update({w.name: bundle(files, dirs=("files",)) for w in cluster.workers})
     dirs: Dict[str, str] = {}
 
-    def ship(n: str) -> None:
-        res = nodes[n].run(ship_argv(cluster, run_id), stdin=payload[n], timeout=60)
-        last = (res.stdout.strip().splitlines() or [""])[-1]
-        kind, _, value = last.partition(" ")
-        if kind == "ERROR":
-            raise unsafe_state(n, value)
-        if kind != "RUN_DIR" or not res.ok:
-            res.check()
-            raise SfclusterError(f"[{n}] shipping the run's files gave no answer: {res.stdout[-300:]}")
-        dirs[n] = value
+    def ship(n: str) -> None:  # a fresh private run dir (never reused), the files from a tar on stdin
+        dirs[n] = push(nodes[n], cluster.name, f"runs/{run_id}", payload[n], mode="fresh")
     shipped = fan_out(ship, payload)
     if len(shipped.errors) == 1:
         raise next(iter(shipped.errors.values()))  # as it is, with its node and hint
