@@ -4,21 +4,21 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from sfcluster import state
 from sfcluster.connect import Nodes
 from sfcluster.doctor import Report, run_checks
 from sfcluster.clusterlock import cluster_lock, held_error, holder_text, lock_holder
-from sfcluster.errors import (CommandTimeout, ConnectError, HostKeyError, PlanError, PrivilegeError, SfclusterError,
-                              UnavailableError)
+from sfcluster.errors import CommandTimeout, ConnectError, HostKeyError, PlanError, SfclusterError, UnavailableError
 from sfcluster.exitcodes import Exit
 from sfcluster.facts import NodeFacts, gather_all
-from sfcluster.firewall import NO_FALLBACK, apply_plan, cache_entry, cached_removal, plan_add, remove_recorded
+from sfcluster.firewall import NO_FALLBACK, apply_plan, cache_entry, cached_removal, remove_recorded
 from sfcluster.inventory.model import Cluster, FirewallMode
 from sfcluster.raycluster.argv import START_TIMEOUT, gcs_port_wait_argv, head_start_argv, worker_start_argv
 from sfcluster.raycluster.control import gcs_query, start_quietly, stop_ray
 from sfcluster.remote.group import fan_out
+from sfcluster.upplan import FirewallStep, plan_up
 
 Progress = Callable[[str, str], None]  # (node, message)
 JOIN_TIMEOUT = 60
@@ -78,26 +78,10 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
         if not report.ok:
             raise PreflightFailed(report)
         facts = report.facts
-    for n, f in facts.items():
-        if f.foreign_ray:
-            p = f.foreign_ray[0]
-            raise PlanError(f"[{n}] Ray is running there and is not cluster '{cluster.name}' ({p['kind']} pid {p['pid']})",
-                            "stop it where it was started; sfcluster never kills a Ray it did not start")
+    # The plan, from the facts alone: its refusals (foreign Ray, sudo asking for a password) raise
+    # here, before anything is changed anywhere.
+    plan = plan_up(cluster, facts)
     cached_fw: Dict[str, Any] = state.load(cluster.name).get("firewall", {})
-    fw_todo: Dict[str, str] = {}
-    if cluster.firewall is FirewallMode.OPEN:
-        for n, f in facts.items():
-            backend = f.firewall.backend
-            if f.sudo == "password":
-                plan = plan_add(cluster, n, backend if f.firewall.managed else "iptables")
-                cmd = " ".join(plan.commands[0]) if plan.commands else "firewall rules"
-                raise PrivilegeError(f"[{n}] needs root for `{cmd}` but `sudo -n` asks for a password "
-                                     f"(user {f.user}); nothing was changed on any node",
-                                     f"allow passwordless sudo for {f.user} on {n}, or set firewall: check")
-            if not f.firewall.managed:
-                continue
-            if f.firewall.needs(plan_add(cluster, n, backend)):
-                fw_todo[n] = backend
 
     added_fw: List[str] = []
     started: List[str] = []
@@ -106,29 +90,15 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
     head_thread: Optional[threading.Thread] = None
     stop_head = threading.Event()
     try:
-        # 2. Firewall rules scoped to peers, in parallel. The node removes what its record says
-        # `up` added there before (without a record: the rules of ours found there, e.g. what is
-        # left after the INPUT jump to our iptables chain was lost), records the new plan, adds it.
-        def add_rules(n: str) -> None:
-            fw = facts[n].firewall
-            if fw.rules_complete:  # here because the node's record names another plan
-                progress(n, "firewall: rules of an older plan (an address or the backend changed): replacing them")
-            elif fw.rules_present:
-                progress(n, f"firewall: incomplete ({fw.missing or 'some rules missing'}): repairing")
-            fallback = (cached_removal(cluster, n, cached_fw.get(n), fw.backend) if fw.rules_present or n in cached_fw
-                        else NO_FALLBACK)
-            added_fw.append(n)  # before the node records the plan: a rollback removes a partly added plan too
-            apply_plan(nodes[n], cluster, cluster.node(n), fw_todo[n], fallback, sudo=_sudo(facts[n]))
-            result.did(n, f"firewall rules added ({fw_todo[n]})")
-            progress(n, f"firewall: rules added ({fw_todo[n]})")
-        fan_out(add_rules, fw_todo).raise_if_failed("adding firewall rules")
+        # 2. Firewall rules scoped to peers, in parallel.
+        _add_firewall_rules(cluster, nodes, facts, plan.firewall, cached_fw, added_fw, result, progress)
 
         # 3. Head, then workers in parallel; nodes already running as this cluster are left alone.
         # The join wait starts on the head as soon as its GCS accepts connections; workers start
         # once the head's own raylet has joined (step 5), while the head's `ray start` CLI goes on
         # with its agents; its outcome is checked before we go on.
         head = cluster.head
-        if not facts[head.name].our_raylet_pids:
+        if plan.start_head:
             progress(head.name, "starting Ray head")
             started.append(head.name)
 
@@ -152,7 +122,7 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
             if head_thread is not None:
                 head_thread.join()
                 _head_outcome(head_done)
-        todo = [w.name for w in cluster.workers if not facts[w.name].our_raylet_pids]
+        todo = list(plan.start_workers)
         head_fresh = head_thread is not None
         if head_thread is not None:
             result.did(head.name, "ray head started")
@@ -275,8 +245,31 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
             for n in silent:
                 progress(n, "not rolled back: it does not answer (run `sfcluster down` once it is back)")
         raise
-    state.save(cluster.name, {"inventory": cluster.source, "firewall": _firewall_cache(cluster, facts, fw_todo, cached_fw)})
+    state.save(cluster.name, {"inventory": cluster.source,
+                              "firewall": _firewall_cache(cluster, facts, plan.firewall_backends, cached_fw)})
     return result
+
+
+def _add_firewall_rules(cluster: Cluster, nodes: Nodes, facts: Dict[str, NodeFacts], steps: Tuple[FirewallStep, ...],
+                        cached_fw: Dict[str, Any], added_fw: List[str], result: UpResult, progress: Progress) -> None:
+    """Firewall rules scoped to peers, in parallel. The node removes what its record says `up`
+    added there before (without a record: the rules of ours found there, e.g. what is left after
+    the INPUT jump to our iptables chain was lost), records the new plan, adds it."""
+    todo = {s.node: s for s in steps}
+
+    def add_rules(n: str) -> None:
+        fw, step = facts[n].firewall, todo[n]
+        if step.action == "replace":  # the node's record names another plan
+            progress(n, "firewall: rules of an older plan (an address or the backend changed): replacing them")
+        elif step.action == "repair":
+            progress(n, f"firewall: incomplete ({fw.missing or 'some rules missing'}): repairing")
+        fallback = (cached_removal(cluster, n, cached_fw.get(n), fw.backend) if fw.rules_present or n in cached_fw
+                    else NO_FALLBACK)
+        added_fw.append(n)  # before the node records the plan: a rollback removes a partly added plan too
+        apply_plan(nodes[n], cluster, cluster.node(n), step.backend, fallback, sudo=_sudo(facts[n]))
+        result.did(n, f"firewall rules added ({step.backend})")
+        progress(n, f"firewall: rules added ({step.backend})")
+    fan_out(add_rules, todo).raise_if_failed("adding firewall rules")
 
 
 def _firewall_cache(cluster: Cluster, facts: Dict[str, NodeFacts], applied: Dict[str, str],
