@@ -17,6 +17,8 @@ from sfcluster.firewall import NO_FALLBACK, apply_plan, cache_entry, cached_remo
 from sfcluster.inventory.model import Cluster, FirewallMode
 from sfcluster.raycluster.argv import START_TIMEOUT, gcs_port_wait_argv, head_start_argv, worker_start_argv
 from sfcluster.raycluster.control import gcs_query, start_quietly, stop_ray
+from sfcluster.tls.install import enabled as tls_enabled, ensure_certs, inspect as inspect_tls, recorded_dirs, with_env
+from sfcluster.tls.install import purge as purge_tls
 from sfcluster.remote.group import fan_out
 from sfcluster.upplan import FirewallStep, plan_up
 
@@ -57,16 +59,32 @@ def _sudo(facts: NodeFacts) -> bool:
 
 
 def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_failure: bool = False,
-       progress: Progress = lambda n, m: None, join_timeout: float = JOIN_TIMEOUT, lock_wait: float = 0) -> UpResult:
+       progress: Progress = lambda n, m: None, join_timeout: float = JOIN_TIMEOUT, lock_wait: float = 0,
+       rotate_certs: bool = False) -> UpResult:
     """Bring the cluster up under the cluster lock (one `up`, `down` or run at a time): a second
-    `up` started at the same moment fails at once naming this one (75) and touches nothing."""
+    `up` started at the same moment fails at once naming this one (75) and touches nothing.
+    rotate_certs: reissue every node's certificate from the cluster's CA and restart Ray with it
+    (under the lock: never while a run holds it)."""
     with cluster_lock(cluster, nodes, "up", wait=lock_wait, note=lambda m: progress(cluster.head_name, m)):
+        if rotate_certs:
+            if not tls_enabled(cluster):
+                raise PlanError("--rotate-certs: the inventory says tls: off", "set tls: on (the default), or drop the flag")
+            _stop_everywhere(cluster, nodes, progress, "restarting Ray with the new certificates")
         return _up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=progress,
-                   join_timeout=join_timeout)
+                   join_timeout=join_timeout, rotate_certs=rotate_certs)
+
+
+def _stop_everywhere(cluster: Cluster, nodes: Nodes, progress: Progress, why: str) -> None:
+    """This cluster's Ray stopped on every node (workers, then the head), or an error naming the nodes."""
+    for stage in ([w.name for w in cluster.workers], [cluster.head_name]):
+        def stop(n: str) -> None:
+            out = stop_ray(cluster, nodes, n)
+            progress(n, f"stopped {len(out['stopped'])} process(es): {why}")
+        fan_out(stop, stage).raise_if_failed("stopping Ray")
 
 
 def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bool, progress: Progress,
-        join_timeout: float) -> UpResult:
+        join_timeout: float, rotate_certs: bool = False) -> UpResult:
     result = UpResult()
     # 1. Facts and preflight. The probe always runs: privileges and foreign Ray are never skipped.
     if skip_check:
@@ -74,7 +92,7 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
         g.raise_if_failed("gathering facts")
         facts = g.results
     else:
-        report = run_checks(cluster, nodes.runners)
+        report = run_checks(cluster, nodes.runners, tls_reissue=rotate_certs)
         if not report.ok:
             raise PreflightFailed(report)
         facts = report.facts
@@ -82,6 +100,9 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
     # here, before anything is changed anywhere.
     plan = plan_up(cluster, facts)
     cached_fw: Dict[str, Any] = state.load(cluster.name).get("firewall", {})
+    # Certificates before any Ray starts: checked on every node, issued where missing (rotated
+    # with --rotate-certs); their dirs go into the controller's state for `run`.
+    tls_dirs = ensure_certs(cluster, nodes, rotate=rotate_certs, progress=progress) if tls_enabled(cluster) else {}
 
     added_fw: List[str] = []
     started: List[str] = []
@@ -104,7 +125,8 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
 
             def start_head() -> None:
                 try:
-                    e = start_quietly(cluster, nodes, head.name, head_start_argv(cluster), stop_head, head=True)
+                    e = start_quietly(cluster, nodes, head.name, with_env(head_start_argv(cluster), tls_dirs.get(head.name)),
+                                      stop_head, head=True)
                 except Exception as x:  # noqa: BLE001 - re-raised in the caller's thread
                     e = x
                 if e is not None:
@@ -142,7 +164,8 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
 
         def wait_joined() -> None:
             try:
-                joined.update(gcs_query(cluster, nodes, wait=join_timeout, on_line=on_joined, stop=stop_wait))
+                joined.update(gcs_query(cluster, nodes, wait=join_timeout, on_line=on_joined, stop=stop_wait,
+                                        tls_dir=tls_dirs.get(head.name)))
             except CommandTimeout as e:  # the head went silent: reported below, never rolled back into
                 joined.update(error=e.message, timeout=True)
             except Exception as e:  # noqa: BLE001 - reported below, in the caller's thread
@@ -159,7 +182,8 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
 
         def start_worker(n: str) -> None:
             try:
-                e = start_quietly(cluster, nodes, n, worker_start_argv(cluster, cluster.node(n)), stop_starts)
+                e = start_quietly(cluster, nodes, n, with_env(worker_start_argv(cluster, cluster.node(n)), tls_dirs.get(n)),
+                                  stop_starts)
             except BaseException as x:  # noqa: BLE001 - reported in the caller's thread
                 e = x
             if e is not None:
@@ -245,7 +269,7 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
             for n in silent:
                 progress(n, "not rolled back: it does not answer (run `sfcluster down` once it is back)")
         raise
-    state.save(cluster.name, {"inventory": cluster.source,
+    state.save(cluster.name, {"inventory": cluster.source, "tls_dirs": tls_dirs,
                               "firewall": _firewall_cache(cluster, facts, plan.firewall_backends, cached_fw)})
     return result
 
@@ -321,10 +345,12 @@ class DownResult:
 
 
 def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, cancel_run: bool = False, lock_wait: float = 0,
-         progress: Progress = lambda n, m: None) -> DownResult:
+         purge: bool = False, progress: Progress = lambda n, m: None) -> DownResult:
     """Tear down under the cluster lock. A run holding it is never torn away: `down` refuses
     naming it (75), or with cancel_run stops it first (verified, as `cancel` does). With force
-    and a head that cannot be reached, it goes on without the lock and says so."""
+    and a head that cannot be reached, it goes on without the lock and says so. The certificates
+    stay (a later `up` reuses them) unless purge: then they go from the nodes, and the CA from
+    this controller once every node's went."""
     head = cluster.head_name
     note = lambda m: progress(head, m)  # noqa: E731
     locked = False
@@ -333,7 +359,7 @@ def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, cancel_run: boo
             lock_wait = max(lock_wait, 15)  # the wrapper lets go of the lock as it exits
         with cluster_lock(cluster, nodes, "down", wait=lock_wait, note=note):
             locked = True
-            return _down(cluster, nodes, force=force, progress=progress)
+            return _down(cluster, nodes, force=force, purge=purge, progress=progress)
     except (ConnectError, HostKeyError, CommandTimeout, UnavailableError) as e:
         if locked:
             raise
@@ -342,7 +368,7 @@ def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, cancel_run: boo
                                    f"fix SSH to {head}, or `sfcluster down --force` to tear down the other nodes "
                                    "without the lock") from e
         note(f"unreachable: going on WITHOUT the cluster lock (--force): {e.message}")
-        return _down(cluster, nodes, force=force, progress=progress)
+        return _down(cluster, nodes, force=force, purge=purge, progress=progress)
 
 
 def _cancel_active_run(cluster: Cluster, nodes: Nodes, note: Callable[[str], None]) -> bool:
@@ -361,7 +387,7 @@ def _cancel_active_run(cluster: Cluster, nodes: Nodes, note: Callable[[str], Non
     return True
 
 
-def _down(cluster: Cluster, nodes: Nodes, *, force: bool, progress: Progress) -> DownResult:
+def _down(cluster: Cluster, nodes: Nodes, *, force: bool, progress: Progress, purge: bool = False) -> DownResult:
     result = DownResult()
     g = gather_all(cluster, nodes.runners)
     for n, e in g.errors.items():
@@ -394,6 +420,9 @@ def _down(cluster: Cluster, nodes: Nodes, *, force: bool, progress: Progress) ->
         g2 = fan_out(teardown, stage)
         for n, e in g2.errors.items():
             result.errors[n] = str(e)
+    if purge:
+        result.errors.update(purge_tls(cluster, nodes, [n for n in cluster.party_names if n in facts
+                                                         and n not in result.errors], progress))
     if not result.errors:
         state.clear(cluster.name)
     return result
@@ -411,14 +440,19 @@ class NodeStatus:
     firewall: str
     reachable: bool = True
     error: str = ""
+    tls: Optional[bool] = None                # Ray here runs with TLS (from its raylet's environment)
+    cert_days_left: Optional[float] = None    # the node's certificate (tls: on)
 
 
 def status(cluster: Cluster, nodes: Nodes) -> dict:
     g = gather_all(cluster, nodes.runners, timeout=STATUS_PROBE_TIMEOUT)
+    certs = inspect_tls(cluster, nodes, names=list(g.results), timeout=STATUS_PROBE_TIMEOUT) \
+        if tls_enabled(cluster) else {}
     gcs: dict = {}
     if cluster.head_name in g.results and g.results[cluster.head_name].our_raylet_pids:
+        head_tls = certs.get(cluster.head_name)
         try:
-            gcs = gcs_query(cluster, nodes, jobs=True)
+            gcs = gcs_query(cluster, nodes, jobs=True, tls_dir=head_tls.dir if head_tls else None)
         except SfclusterError as e:
             gcs = {"error": str(e)}
     rows = []
@@ -432,7 +466,8 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
         spu = [b for b in f.busy("spu") if b.ours]
         rows.append(NodeStatus(n.name, n.host, "head" if n.name == cluster.head_name else "worker",
                                bool(p.get("alive")) and bool(f.our_raylet_pids), p.get("resource"), f.our_raylet_pids,
-                               bool(spu), f.firewall.summary()))
+                               bool(spu), f.firewall.summary(), tls=f.ray_tls,
+                               cert_days_left=certs[n.name].days_left if n.name in certs else None))
     drivers = []
     live = [j for j in gcs.get("jobs", []) or [] if not j["is_dead"]]
     run: dict = {}
@@ -464,6 +499,13 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
             problems.append({"path": n, "line": None,
                              "message": f"{n}: firewall rules incomplete ({fw.missing or 'some of ours missing'}); "
                                         "`sfcluster up` repairs them"})
+    for n, t in certs.items():
+        for why in ([t.error] if t.error else []) + t.problems:  # (expiry warnings show as days left)
+            problems.append({"path": n, "line": None, "message": f"{n}: certificate: {why}"})
+        f = g.results.get(n)
+        if f is not None and f.our_raylet_pids and f.ray_tls is False:
+            problems.append({"path": n, "line": None, "message": f"{n}: Ray runs WITHOUT TLS although the inventory "
+                                                                 "says tls: on; `sfcluster up --rotate-certs` restarts it with TLS"})
     # A driver that `sfcluster run` did not start makes the cluster unfit for a run (a second set
     # of SPU runtimes is the failure this tool exists to prevent): degraded, naming it.
     for d in drivers:
@@ -472,6 +514,6 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
                              "message": f"a driver sfcluster did not start is connected: {d['driver_ip']} pid "
                                         f"{d['driver_pid']} ({d.get('entrypoint') or '?'}); stop it on that host"})
     health = "down" if not alive else ("healthy" if not problems else "degraded")
-    return {"cluster": cluster.name, "health": health, "ray_address": cluster.ray_address,
+    return {"cluster": cluster.name, "health": health, "ray_address": cluster.ray_address, "tls": cluster.tls.value,
             "nodes": [r.__dict__ for r in rows], "drivers": drivers, "lock": lock, "gcs_error": gcs.get("error"),
             "problems": problems}

@@ -9,7 +9,7 @@ from typing import Dict, List, Literal, Mapping, Optional, Tuple
 from sfcluster.errors import PlanError, PrivilegeError
 from sfcluster.facts import NodeFacts
 from sfcluster.firewall import FirewallFacts, plan_add
-from sfcluster.inventory.model import Cluster, FirewallMode
+from sfcluster.inventory.model import Cluster, FirewallMode, TlsMode
 
 # add: none of our rules there; repair: some of ours are missing; replace: all there, but the node's
 # record names another plan (a peer's address or the backend changed since the rules went in).
@@ -45,6 +45,7 @@ def plan_up(cluster: Cluster, facts: Mapping[str, NodeFacts]) -> UpPlan:
     that is not ours on a node, and PrivilegeError when firewall rules need root and sudo asks for
     a password: both before anything is changed anywhere."""
     _refuse_foreign_ray(cluster, facts)
+    _refuse_tls_mismatch(cluster, facts)
     steps: List[FirewallStep] = []
     if cluster.firewall is FirewallMode.OPEN:
         for n, f in facts.items():
@@ -63,6 +64,19 @@ def _refuse_foreign_ray(cluster: Cluster, facts: Mapping[str, NodeFacts]) -> Non
             p = f.foreign_ray[0]
             raise PlanError(f"[{n}] Ray is running there and is not cluster '{cluster.name}' ({p['kind']} pid {p['pid']})",
                             "stop it where it was started; sfcluster never kills a Ray it did not start")
+
+
+def _refuse_tls_mismatch(cluster: Cluster, facts: Mapping[str, NodeFacts]) -> None:
+    """A node whose Ray runs with the other TLS mode than the inventory's cannot talk to the rest:
+    refused, never left half-switched (the whole cluster restarts together)."""
+    want = cluster.tls is TlsMode.ON
+    for n, f in facts.items():
+        if f.our_raylet_pids and f.ray_tls is not None and f.ray_tls != want:
+            have = "with" if f.ray_tls else "without"
+            fix = ("restart it with TLS: sfcluster up --rotate-certs" if want else
+                   "restart it without: sfcluster down, then sfcluster up")
+            raise PlanError(f"[{n}] Ray of cluster '{cluster.name}' runs {have} TLS, the inventory says tls: "
+                            f"{cluster.tls.value}", fix)
 
 
 def _refuse_password_sudo(cluster: Cluster, n: str, f: NodeFacts) -> None:
