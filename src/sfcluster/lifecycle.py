@@ -4,21 +4,23 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from sfcluster import state
 from sfcluster.connect import Nodes
 from sfcluster.doctor import Report, run_checks
 from sfcluster.clusterlock import cluster_lock, held_error, holder_text, lock_holder
-from sfcluster.errors import (CommandTimeout, ConnectError, HostKeyError, PlanError, PrivilegeError, SfclusterError,
-                              UnavailableError)
+from sfcluster.errors import CommandTimeout, ConnectError, HostKeyError, PlanError, SfclusterError, UnavailableError
 from sfcluster.exitcodes import Exit
 from sfcluster.facts import NodeFacts, gather_all
-from sfcluster.firewall import NO_FALLBACK, apply_plan, cache_entry, cached_removal, plan_add, remove_recorded
+from sfcluster.firewall import NO_FALLBACK, apply_plan, cache_entry, cached_removal, remove_recorded
 from sfcluster.inventory.model import Cluster, FirewallMode
 from sfcluster.raycluster.argv import START_TIMEOUT, gcs_port_wait_argv, head_start_argv, worker_start_argv
 from sfcluster.raycluster.control import gcs_query, start_quietly, stop_ray
+from sfcluster.tls.install import enabled as tls_enabled, ensure_certs, inspect as inspect_tls, recorded_dirs, with_env
+from sfcluster.tls.install import purge as purge_tls
 from sfcluster.remote.group import fan_out
+from sfcluster.upplan import FirewallStep, plan_up
 
 Progress = Callable[[str, str], None]  # (node, message)
 JOIN_TIMEOUT = 60
@@ -57,16 +59,32 @@ def _sudo(facts: NodeFacts) -> bool:
 
 
 def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_failure: bool = False,
-       progress: Progress = lambda n, m: None, join_timeout: float = JOIN_TIMEOUT, lock_wait: float = 0) -> UpResult:
+       progress: Progress = lambda n, m: None, join_timeout: float = JOIN_TIMEOUT, lock_wait: float = 0,
+       rotate_certs: bool = False) -> UpResult:
     """Bring the cluster up under the cluster lock (one `up`, `down` or run at a time): a second
-    `up` started at the same moment fails at once naming this one (75) and touches nothing."""
+    `up` started at the same moment fails at once naming this one (75) and touches nothing.
+    rotate_certs: reissue every node's certificate from the cluster's CA and restart Ray with it
+    (under the lock: never while a run holds it)."""
     with cluster_lock(cluster, nodes, "up", wait=lock_wait, note=lambda m: progress(cluster.head_name, m)):
+        if rotate_certs:
+            if not tls_enabled(cluster):
+                raise PlanError("--rotate-certs: the inventory says tls: off", "set tls: on (the default), or drop the flag")
+            _stop_everywhere(cluster, nodes, progress, "restarting Ray with the new certificates")
         return _up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=progress,
-                   join_timeout=join_timeout)
+                   join_timeout=join_timeout, rotate_certs=rotate_certs)
+
+
+def _stop_everywhere(cluster: Cluster, nodes: Nodes, progress: Progress, why: str) -> None:
+    """This cluster's Ray stopped on every node (workers, then the head), or an error naming the nodes."""
+    for stage in ([w.name for w in cluster.workers], [cluster.head_name]):
+        def stop(n: str) -> None:
+            out = stop_ray(cluster, nodes, n)
+            progress(n, f"stopped {len(out['stopped'])} process(es): {why}")
+        fan_out(stop, stage).raise_if_failed("stopping Ray")
 
 
 def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bool, progress: Progress,
-        join_timeout: float) -> UpResult:
+        join_timeout: float, rotate_certs: bool = False) -> UpResult:
     result = UpResult()
     # 1. Facts and preflight. The probe always runs: privileges and foreign Ray are never skipped.
     if skip_check:
@@ -74,30 +92,17 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
         g.raise_if_failed("gathering facts")
         facts = g.results
     else:
-        report = run_checks(cluster, nodes.runners)
+        report = run_checks(cluster, nodes.runners, tls_reissue=rotate_certs)
         if not report.ok:
             raise PreflightFailed(report)
         facts = report.facts
-    for n, f in facts.items():
-        if f.foreign_ray:
-            p = f.foreign_ray[0]
-            raise PlanError(f"[{n}] Ray is running there and is not cluster '{cluster.name}' ({p['kind']} pid {p['pid']})",
-                            "stop it where it was started; sfcluster never kills a Ray it did not start")
+    # The plan, from the facts alone: its refusals (foreign Ray, sudo asking for a password) raise
+    # here, before anything is changed anywhere.
+    plan = plan_up(cluster, facts)
     cached_fw: Dict[str, Any] = state.load(cluster.name).get("firewall", {})
-    fw_todo: Dict[str, str] = {}
-    if cluster.firewall is FirewallMode.OPEN:
-        for n, f in facts.items():
-            backend = f.firewall.backend
-            if f.sudo == "password":
-                plan = plan_add(cluster, n, backend if f.firewall.managed else "iptables")
-                cmd = " ".join(plan.commands[0]) if plan.commands else "firewall rules"
-                raise PrivilegeError(f"[{n}] needs root for `{cmd}` but `sudo -n` asks for a password "
-                                     f"(user {f.user}); nothing was changed on any node",
-                                     f"allow passwordless sudo for {f.user} on {n}, or set firewall: check")
-            if not f.firewall.managed:
-                continue
-            if f.firewall.needs(plan_add(cluster, n, backend)):
-                fw_todo[n] = backend
+    # Certificates before any Ray starts: checked on every node, issued where missing (rotated
+    # with --rotate-certs); their dirs go into the controller's state for `run`.
+    tls_dirs = ensure_certs(cluster, nodes, rotate=rotate_certs, progress=progress) if tls_enabled(cluster) else {}
 
     added_fw: List[str] = []
     started: List[str] = []
@@ -106,35 +111,22 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
     head_thread: Optional[threading.Thread] = None
     stop_head = threading.Event()
     try:
-        # 2. Firewall rules scoped to peers, in parallel. The node removes what its record says
-        # `up` added there before (without a record: the rules of ours found there, e.g. what is
-        # left after the INPUT jump to our iptables chain was lost), records the new plan, adds it.
-        def add_rules(n: str) -> None:
-            fw = facts[n].firewall
-            if fw.rules_complete:  # here because the node's record names another plan
-                progress(n, "firewall: rules of an older plan (an address or the backend changed): replacing them")
-            elif fw.rules_present:
-                progress(n, f"firewall: incomplete ({fw.missing or 'some rules missing'}): repairing")
-            fallback = (cached_removal(cluster, n, cached_fw.get(n), fw.backend) if fw.rules_present or n in cached_fw
-                        else NO_FALLBACK)
-            added_fw.append(n)  # before the node records the plan: a rollback removes a partly added plan too
-            apply_plan(nodes[n], cluster, cluster.node(n), fw_todo[n], fallback, sudo=_sudo(facts[n]))
-            result.did(n, f"firewall rules added ({fw_todo[n]})")
-            progress(n, f"firewall: rules added ({fw_todo[n]})")
-        fan_out(add_rules, fw_todo).raise_if_failed("adding firewall rules")
+        # 2. Firewall rules scoped to peers, in parallel.
+        _add_firewall_rules(cluster, nodes, facts, plan.firewall, cached_fw, added_fw, result, progress)
 
         # 3. Head, then workers in parallel; nodes already running as this cluster are left alone.
         # The join wait starts on the head as soon as its GCS accepts connections; workers start
         # once the head's own raylet has joined (step 5), while the head's `ray start` CLI goes on
         # with its agents; its outcome is checked before we go on.
         head = cluster.head
-        if not facts[head.name].our_raylet_pids:
+        if plan.start_head:
             progress(head.name, "starting Ray head")
             started.append(head.name)
 
             def start_head() -> None:
                 try:
-                    e = start_quietly(cluster, nodes, head.name, head_start_argv(cluster), stop_head, head=True)
+                    e = start_quietly(cluster, nodes, head.name, with_env(head_start_argv(cluster), tls_dirs.get(head.name)),
+                                      stop_head, head=True)
                 except Exception as x:  # noqa: BLE001 - re-raised in the caller's thread
                     e = x
                 if e is not None:
@@ -152,7 +144,7 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
             if head_thread is not None:
                 head_thread.join()
                 _head_outcome(head_done)
-        todo = [w.name for w in cluster.workers if not facts[w.name].our_raylet_pids]
+        todo = list(plan.start_workers)
         head_fresh = head_thread is not None
         if head_thread is not None:
             result.did(head.name, "ray head started")
@@ -172,7 +164,8 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
 
         def wait_joined() -> None:
             try:
-                joined.update(gcs_query(cluster, nodes, wait=join_timeout, on_line=on_joined, stop=stop_wait))
+                joined.update(gcs_query(cluster, nodes, wait=join_timeout, on_line=on_joined, stop=stop_wait,
+                                        tls_dir=tls_dirs.get(head.name)))
             except CommandTimeout as e:  # the head went silent: reported below, never rolled back into
                 joined.update(error=e.message, timeout=True)
             except Exception as e:  # noqa: BLE001 - reported below, in the caller's thread
@@ -189,7 +182,8 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
 
         def start_worker(n: str) -> None:
             try:
-                e = start_quietly(cluster, nodes, n, worker_start_argv(cluster, cluster.node(n)), stop_starts)
+                e = start_quietly(cluster, nodes, n, with_env(worker_start_argv(cluster, cluster.node(n)), tls_dirs.get(n)),
+                                  stop_starts)
             except BaseException as x:  # noqa: BLE001 - reported in the caller's thread
                 e = x
             if e is not None:
@@ -275,8 +269,31 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
             for n in silent:
                 progress(n, "not rolled back: it does not answer (run `sfcluster down` once it is back)")
         raise
-    state.save(cluster.name, {"inventory": cluster.source, "firewall": _firewall_cache(cluster, facts, fw_todo, cached_fw)})
+    state.save(cluster.name, {"inventory": cluster.source, "tls_dirs": tls_dirs,
+                              "firewall": _firewall_cache(cluster, facts, plan.firewall_backends, cached_fw)})
     return result
+
+
+def _add_firewall_rules(cluster: Cluster, nodes: Nodes, facts: Dict[str, NodeFacts], steps: Tuple[FirewallStep, ...],
+                        cached_fw: Dict[str, Any], added_fw: List[str], result: UpResult, progress: Progress) -> None:
+    """Firewall rules scoped to peers, in parallel. The node removes what its record says `up`
+    added there before (without a record: the rules of ours found there, e.g. what is left after
+    the INPUT jump to our iptables chain was lost), records the new plan, adds it."""
+    todo = {s.node: s for s in steps}
+
+    def add_rules(n: str) -> None:
+        fw, step = facts[n].firewall, todo[n]
+        if step.action == "replace":  # the node's record names another plan
+            progress(n, "firewall: rules of an older plan (an address or the backend changed): replacing them")
+        elif step.action == "repair":
+            progress(n, f"firewall: incomplete ({fw.missing or 'some rules missing'}): repairing")
+        fallback = (cached_removal(cluster, n, cached_fw.get(n), fw.backend) if fw.rules_present or n in cached_fw
+                    else NO_FALLBACK)
+        added_fw.append(n)  # before the node records the plan: a rollback removes a partly added plan too
+        apply_plan(nodes[n], cluster, cluster.node(n), step.backend, fallback, sudo=_sudo(facts[n]))
+        result.did(n, f"firewall rules added ({step.backend})")
+        progress(n, f"firewall: rules added ({step.backend})")
+    fan_out(add_rules, todo).raise_if_failed("adding firewall rules")
 
 
 def _firewall_cache(cluster: Cluster, facts: Dict[str, NodeFacts], applied: Dict[str, str],
@@ -328,10 +345,12 @@ class DownResult:
 
 
 def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, cancel_run: bool = False, lock_wait: float = 0,
-         progress: Progress = lambda n, m: None) -> DownResult:
+         purge: bool = False, progress: Progress = lambda n, m: None) -> DownResult:
     """Tear down under the cluster lock. A run holding it is never torn away: `down` refuses
     naming it (75), or with cancel_run stops it first (verified, as `cancel` does). With force
-    and a head that cannot be reached, it goes on without the lock and says so."""
+    and a head that cannot be reached, it goes on without the lock and says so. The certificates
+    stay (a later `up` reuses them) unless purge: then they go from the nodes, and the CA from
+    this controller once every node's went."""
     head = cluster.head_name
     note = lambda m: progress(head, m)  # noqa: E731
     locked = False
@@ -340,7 +359,7 @@ def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, cancel_run: boo
             lock_wait = max(lock_wait, 15)  # the wrapper lets go of the lock as it exits
         with cluster_lock(cluster, nodes, "down", wait=lock_wait, note=note):
             locked = True
-            return _down(cluster, nodes, force=force, progress=progress)
+            return _down(cluster, nodes, force=force, purge=purge, progress=progress)
     except (ConnectError, HostKeyError, CommandTimeout, UnavailableError) as e:
         if locked:
             raise
@@ -349,7 +368,7 @@ def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, cancel_run: boo
                                    f"fix SSH to {head}, or `sfcluster down --force` to tear down the other nodes "
                                    "without the lock") from e
         note(f"unreachable: going on WITHOUT the cluster lock (--force): {e.message}")
-        return _down(cluster, nodes, force=force, progress=progress)
+        return _down(cluster, nodes, force=force, purge=purge, progress=progress)
 
 
 def _cancel_active_run(cluster: Cluster, nodes: Nodes, note: Callable[[str], None]) -> bool:
@@ -368,7 +387,7 @@ def _cancel_active_run(cluster: Cluster, nodes: Nodes, note: Callable[[str], Non
     return True
 
 
-def _down(cluster: Cluster, nodes: Nodes, *, force: bool, progress: Progress) -> DownResult:
+def _down(cluster: Cluster, nodes: Nodes, *, force: bool, progress: Progress, purge: bool = False) -> DownResult:
     result = DownResult()
     g = gather_all(cluster, nodes.runners)
     for n, e in g.errors.items():
@@ -401,6 +420,9 @@ def _down(cluster: Cluster, nodes: Nodes, *, force: bool, progress: Progress) ->
         g2 = fan_out(teardown, stage)
         for n, e in g2.errors.items():
             result.errors[n] = str(e)
+    if purge:
+        result.errors.update(purge_tls(cluster, nodes, [n for n in cluster.party_names if n in facts
+                                                         and n not in result.errors], progress))
     if not result.errors:
         state.clear(cluster.name)
     return result
@@ -418,14 +440,19 @@ class NodeStatus:
     firewall: str
     reachable: bool = True
     error: str = ""
+    tls: Optional[bool] = None                # Ray here runs with TLS (from its raylet's environment)
+    cert_days_left: Optional[float] = None    # the node's certificate (tls: on)
 
 
 def status(cluster: Cluster, nodes: Nodes) -> dict:
     g = gather_all(cluster, nodes.runners, timeout=STATUS_PROBE_TIMEOUT)
+    certs = inspect_tls(cluster, nodes, names=list(g.results), timeout=STATUS_PROBE_TIMEOUT) \
+        if tls_enabled(cluster) else {}
     gcs: dict = {}
     if cluster.head_name in g.results and g.results[cluster.head_name].our_raylet_pids:
+        head_tls = certs.get(cluster.head_name)
         try:
-            gcs = gcs_query(cluster, nodes, jobs=True)
+            gcs = gcs_query(cluster, nodes, jobs=True, tls_dir=head_tls.dir if head_tls else None)
         except SfclusterError as e:
             gcs = {"error": str(e)}
     rows = []
@@ -439,7 +466,8 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
         spu = [b for b in f.busy("spu") if b.ours]
         rows.append(NodeStatus(n.name, n.host, "head" if n.name == cluster.head_name else "worker",
                                bool(p.get("alive")) and bool(f.our_raylet_pids), p.get("resource"), f.our_raylet_pids,
-                               bool(spu), f.firewall.summary()))
+                               bool(spu), f.firewall.summary(), tls=f.ray_tls,
+                               cert_days_left=certs[n.name].days_left if n.name in certs else None))
     drivers = []
     live = [j for j in gcs.get("jobs", []) or [] if not j["is_dead"]]
     run: dict = {}
@@ -471,6 +499,13 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
             problems.append({"path": n, "line": None,
                              "message": f"{n}: firewall rules incomplete ({fw.missing or 'some of ours missing'}); "
                                         "`sfcluster up` repairs them"})
+    for n, t in certs.items():
+        for why in ([t.error] if t.error else []) + t.problems:  # (expiry warnings show as days left)
+            problems.append({"path": n, "line": None, "message": f"{n}: certificate: {why}"})
+        f = g.results.get(n)
+        if f is not None and f.our_raylet_pids and f.ray_tls is False:
+            problems.append({"path": n, "line": None, "message": f"{n}: Ray runs WITHOUT TLS although the inventory "
+                                                                 "says tls: on; `sfcluster up --rotate-certs` restarts it with TLS"})
     # A driver that `sfcluster run` did not start makes the cluster unfit for a run (a second set
     # of SPU runtimes is the failure this tool exists to prevent): degraded, naming it.
     for d in drivers:
@@ -479,6 +514,6 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
                              "message": f"a driver sfcluster did not start is connected: {d['driver_ip']} pid "
                                         f"{d['driver_pid']} ({d.get('entrypoint') or '?'}); stop it on that host"})
     health = "down" if not alive else ("healthy" if not problems else "degraded")
-    return {"cluster": cluster.name, "health": health, "ray_address": cluster.ray_address,
+    return {"cluster": cluster.name, "health": health, "ray_address": cluster.ray_address, "tls": cluster.tls.value,
             "nodes": [r.__dict__ for r in rows], "drivers": drivers, "lock": lock, "gcs_error": gcs.get("error"),
             "problems": problems}

@@ -14,6 +14,7 @@ from sfcluster.cli.common import (console, emit_json, emit_result, err_console, 
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
 from sfcluster.exitcodes import Exit
+from sfcluster.tls.install import recorded_dirs
 
 HEALTH_EXIT = {"healthy": Exit.OK, "degraded": Exit.DEGRADED, "down": Exit.UNAVAILABLE}
 
@@ -29,11 +30,13 @@ def _progress(node: str, msg: str) -> None:
 @click.option("--join-timeout", type=click.FloatRange(min=1), default=lifecycle.JOIN_TIMEOUT, show_default=True,
               metavar="SECONDS", help="How long to wait for every party to join Ray. A head that goes silent ends "
                                       "`up` at most this + 8 s after the wait began (exit 69).")
+@click.option("--rotate-certs", is_flag=True, help="tls: on: reissue every node's certificate from the cluster's CA "
+                                                   "and restart Ray with it (refused while a run holds the lock).")
 @wait_options
 @json_option
 @handle_errors
-def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_timeout: float, wait: bool,
-           wait_timeout: float, as_json: bool) -> None:
+def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_timeout: float, rotate_certs: bool,
+           wait: bool, wait_timeout: float, as_json: bool) -> None:
     """Start the cluster: preflight, firewall rules scoped to peers, Ray head, then workers.
 
     \b
@@ -49,12 +52,12 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_ti
     with Nodes(cluster) as nodes:
         try:
             res = lifecycle.up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=_progress,
-                               join_timeout=join_timeout, lock_wait=lock_wait(wait, wait_timeout))
+                               join_timeout=join_timeout, lock_wait=lock_wait(wait, wait_timeout), rotate_certs=rotate_certs)
         except lifecycle.PreflightFailed as e:
             if not as_json:  # with --json, the report is part of the error's JSON
                 render(e.report)
             raise
-    config = secretflow_config(cluster)
+    config = secretflow_config(cluster, recorded_dirs(cluster))
     if as_json:
         emit_result({"cluster": cluster.name, "changed": res.changed, "actions": res.actions, "parties": res.parties,
                      "ray_address": cluster.ray_address, "config": config}, Exit.OK)
@@ -78,10 +81,13 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_ti
                                            "head cannot be reached, without the cluster lock, and says so).")
 @click.option("--cancel-run", is_flag=True, help="If a run holds the cluster lock, cancel it first (as `sfcluster "
                                                  "cancel` does), then tear down.")
+@click.option("--purge", is_flag=True, help="Also remove the cluster's certificates from the nodes and its CA from this "
+                                           "controller (by default they stay: a later `up` reuses them).")
 @wait_options
 @json_option
 @handle_errors
-def down_cmd(inventory_path: str, force: bool, cancel_run: bool, wait: bool, wait_timeout: float, as_json: bool) -> None:
+def down_cmd(inventory_path: str, force: bool, cancel_run: bool, purge: bool, wait: bool, wait_timeout: float,
+             as_json: bool) -> None:
     """Stop workers, then the head; kill this cluster's leftovers holding planned ports; remove
     exactly the firewall rules `up` added. Safe on a half-up cluster; idempotent.
 
@@ -94,6 +100,7 @@ def down_cmd(inventory_path: str, force: bool, cancel_run: bool, wait: bool, wai
     cluster = load(inventory_path)
     with Nodes(cluster) as nodes:
         res = lifecycle.down(cluster, nodes, force=force, cancel_run=cancel_run, lock_wait=lock_wait(wait, wait_timeout),
+                             purge=purge,
                              progress=(lambda n, m: None) if as_json else _progress)
     code = Exit.FAILURE if res.errors else Exit.OK
     if as_json:
@@ -123,12 +130,13 @@ def status_cmd(inventory_path: str, as_json: bool) -> None:
         emit_result(st, code)
     else:
         t = Table(title=f"cluster {cluster.name}: {st['health']}")
-        for col in ("party", "host", "role", "ray", "resource", "raylet pid", "spu listening", "firewall"):
+        for col in ("party", "host", "role", "ray", "resource", "raylet pid", "spu listening", "firewall", "tls"):
             t.add_column(col)
         for r in st["nodes"]:
             t.add_row(r["party"], r["host"], r["role"], "[green]alive[/]" if r["ray_alive"] else "[red]down[/]",
                       f"{r['resource']:g}" if r["resource"] else "-", ",".join(map(str, r["raylet_pids"])) or "-",
-                      "yes" if r["spu_listening"] else "no", escape(r["firewall"]) if r["reachable"] else f"[red]{escape(r['error'])}[/]")
+                      "yes" if r["spu_listening"] else "no", escape(r["firewall"]) if r["reachable"] else f"[red]{escape(r['error'])}[/]",
+                      _tls_cell(r))
         console.print(t)
         for d in st["drivers"]:
             tag = "[green]sanctioned[/]" if d["sanctioned"] else "[bold red]NOT sanctioned[/]"
@@ -140,13 +148,21 @@ def status_cmd(inventory_path: str, as_json: bool) -> None:
     sys.exit(int(code))
 
 
+def _tls_cell(r: dict) -> str:
+    mode = {True: "on", False: "[bold red]OFF[/]", None: "-"}[r["tls"]]
+    return mode + (f" (cert: {r['cert_days_left']:.0f} d)" if r.get("cert_days_left") is not None else "")
+
+
 @click.command("config")
 @inventory_option
 @json_option
 @handle_errors
 def config_cmd(inventory_path: str, as_json: bool) -> None:
-    """The generated SecretFlow config (what `run` hands the driver as $SFCLUSTER_CONFIG)."""
-    cfg = secretflow_config(load(inventory_path))
+    """The generated SecretFlow config (what `run` hands the driver as $SFCLUSTER_CONFIG). With
+    tls: on, each SPU node's `tls_opts` names its certificate files on that node, as the last
+    `up` from this controller recorded them."""
+    cluster = load(inventory_path)
+    cfg = secretflow_config(cluster, recorded_dirs(cluster))
     if as_json:
         emit_result(cfg, Exit.OK)
         return

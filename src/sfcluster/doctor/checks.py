@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Dict, List, Optional, Tuple
 
+from sfcluster.tls.install import enabled as tls_enabled, inspect as inspect_tls
 from sfcluster.errors import ConnectError, HostKeyError, SfclusterError
 from sfcluster.facts import NodeFacts, gather_all, python_argv, spu_bind_address
 from sfcluster.inventory.model import Cluster, FirewallMode, Node
@@ -61,7 +62,9 @@ class Report:
         return {"checks": [dict(asdict(c), status=c.status.value) for c in self.checks], "problems": self.problems()}
 
 
-def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = True) -> Report:
+def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = True, tls_reissue: bool = False) -> Report:
+    """Every check; tls_reissue (`up --rotate-certs`): certificate problems are what that `up` fixes,
+    so they warn instead of failing."""
     report = Report()
     gathered = gather_all(cluster, runners)
     for name, err in gathered.errors.items():
@@ -80,11 +83,35 @@ def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = Tr
         _cpus(report, node)
     for msg in spu_clashes_with_ray_defaults(cluster):
         report.add(msg.split(":")[0], "spu_port", Status.WARN, msg, "pick an SPU port above 20000")
+    _tls(cluster, runners, report, tls_reissue)
     if reach and len(report.facts) == len(cluster.nodes):
         _reachability(cluster, runners, report)
     elif reach:
         report.add("*", "reachability", Status.WARN, "skipped: not every node answered over SSH")
     return report
+
+
+def _tls(cluster: Cluster, runners: Dict[str, SshRunner], report: Report, reissue: bool) -> None:
+    """tls: on: each node's key, certificate and CA (files, owner, mode, key matching the
+    certificate on the node; chain to this cluster's CA, SAN and expiry here). tls: off warns."""
+    if not tls_enabled(cluster):
+        report.add("*", "tls", Status.WARN, "tls: off: Ray's gRPC and the SPU links (the secret shares) cross the "
+                   "network in clear, and any process that reaches the GCS can drive the cluster",
+                   "set tls: on (the default); `sfcluster up` issues the certificates")
+        return
+    reachable = [n for n in cluster.party_names if n in report.facts]
+    for n, t in inspect_tls(cluster, runners, names=reachable).items():
+        if t.error:
+            report.add(n, "tls", Status.FAIL, f"cannot check the certificates: {t.error}")
+        elif not t.installed:
+            report.add(n, "tls", Status.OK, "no certificate yet: `sfcluster up` issues one from the cluster's CA")
+        elif t.problems:
+            report.add(n, "tls", Status.WARN if reissue else Status.FAIL, "; ".join(t.problems),
+                       "reissue every node's certificate and restart Ray: sfcluster up --rotate-certs")
+        elif t.warnings:
+            report.add(n, "tls", Status.WARN, "; ".join(t.warnings), "sfcluster up --rotate-certs")
+        else:
+            report.add(n, "tls", Status.OK, f"certificate of the cluster's CA, {t.days_left:.0f} days left ({t.dir})")
 
 
 def _cpus(report: Report, node: Node) -> None:

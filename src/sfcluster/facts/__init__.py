@@ -66,6 +66,12 @@ class NodeFacts:
         return sorted(p["pid"] for p in self.raylets if p["ours"])
 
     @property
+    def ray_tls(self) -> Optional[bool]:
+        """Whether this cluster's raylet here runs with Ray's TLS on (None: no raylet, or unreadable)."""
+        flags = {p.get("tls") for p in self.raylets if p["ours"]}
+        return flags.pop() if len(flags) == 1 else None
+
+    @property
     def foreign_ray(self) -> List[Dict[str, Any]]:
         """Ray processes that are neither this cluster's nor another sfcluster cluster's."""
         return [p for p in self.ray_processes if not p["ours"] and not p.get("cluster")]

@@ -15,7 +15,7 @@ from yaml.reader import ReaderError
 
 from sfcluster.errors import InventoryError, Problem
 from sfcluster.raycluster.resources import MIN_CPUS
-from sfcluster.inventory.model import Cluster, FirewallMode, Node, RayPorts, SpuSettings, SshSpec
+from sfcluster.inventory.model import Cluster, FirewallMode, Node, RayPorts, SpuSettings, SshSpec, TLS_DEFAULT, TlsMode
 
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
@@ -34,7 +34,8 @@ MAX_INVENTORY_BYTES = 256 * 1024   # checked before the file is read
 MAX_YAML_NODES = 10_000            # keys and values, each alias counted as its whole expansion
 MAX_YAML_DEPTH = 20                # nesting levels, through aliases too
 
-TOP_KEYS = {"cluster", "head", "ssh", "python", "cpus", "ports", "spu", "firewall", "known_hosts", "ssh_config", "nodes"}
+TOP_KEYS = {"cluster", "head", "ssh", "python", "cpus", "ports", "spu", "firewall", "tls", "known_hosts", "ssh_config",
+            "nodes"}
 SSH_KEYS = {"user", "port", "identity_file", "alias", "proxy_jump"}
 PORT_KEYS = {"ray_gcs", "ray_client_server", "dashboard", "node_manager", "object_manager", "metrics_export",
              "dashboard_agent_grpc", "dashboard_agent_http", "runtime_env_agent", "worker_ports", "spu_base"}
@@ -362,6 +363,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
         base_port=spu_base,
     )
     fw = doc.string(top, "firewall", (), "open", _one_of(tuple(m.value for m in FirewallMode))) or "open"
+    tls = doc.string(top, "tls", (), TLS_DEFAULT.value, _one_of(tuple(m.value for m in TlsMode))) or TLS_DEFAULT.value
 
     nodes: List[Node] = []
     raw_nodes = top.get("nodes")
@@ -418,7 +420,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
 
     cluster = Cluster(
         name=name or "invalid", head_name=head or "", nodes=tuple(nodes), ray=ray, spu=spu,
-        firewall=FirewallMode(fw), known_hosts=doc.string(top, "known_hosts", (), None),
+        firewall=FirewallMode(fw), tls=TlsMode(tls), known_hosts=doc.string(top, "known_hosts", (), None),
         ssh_config=doc.string(top, "ssh_config", (), None), source=source,
     )
     if not doc.problems:

@@ -12,6 +12,14 @@ class FirewallMode(str, Enum):
     OFF = "off"      # do nothing, check nothing
 
 
+class TlsMode(str, Enum):
+    ON = "on"    # mutual TLS for all of Ray's gRPC and for the SPU links, certificates from sfcluster's CA
+    OFF = "off"  # everything between the parties in clear (an explicit opt-out; `check` warns)
+
+
+TLS_DEFAULT = TlsMode.OFF  # becomes ON once 10 TLS trainings in a row passed on the harness
+
+
 @dataclass(frozen=True)
 class SshSpec:
     user: Optional[str] = None
@@ -73,6 +81,7 @@ class Cluster:
     ray: RayPorts = field(default_factory=RayPorts)
     spu: SpuSettings = field(default_factory=SpuSettings)
     firewall: FirewallMode = FirewallMode.OPEN
+    tls: TlsMode = TLS_DEFAULT
     known_hosts: Optional[str] = None
     ssh_config: Optional[str] = None
     source: str = "<inventory>"

@@ -38,6 +38,9 @@ HEARTBEAT_SILENCE = 10
 # The wrapper's file name in a run dir (cancel and status verify a pid by it).
 WRAPPER_NAME = "sfc_wrapper.py"
 
+# A node's certificates (mutual TLS for Ray and SPU): <state dir>/TLS_DIR/{TLS_KEY, TLS_CERT, TLS_CA}.
+TLS_DIR, TLS_KEY, TLS_CERT, TLS_CA = "tls", "node.key", "node.pem", "ca.pem"
+
 # Environment the wrapper gives the driver (sfcluster/runtime.py reads it).
 ENV_CONFIG = "SFCLUSTER_CONFIG"          # path of the run's generated SecretFlow config (JSON)
 ENV_RUN_TOKEN = "SFCLUSTER_RUN_TOKEN"    # proves to runtime.guard() that `sfcluster run` started us

@@ -91,6 +91,15 @@ def proc_info(pid):
         return None
 
 
+def uses_tls(pid):
+    """Whether the process runs with Ray's TLS on (its environment; None when we may not read it)."""
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            return b"RAY_USE_TLS=1" in f.read().split(b"\0")
+    except OSError:
+        return None
+
+
 def all_pids():
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
@@ -162,6 +171,8 @@ def ray_processes():
         else:
             continue
         info["ours"] = is_ours(cmd)
+        if info["ours"]:
+            info["tls"] = uses_tls(pid)
         if not info["ours"]:
             # another cluster of sfcluster's (its temp dir /tmp/sfc-<name>): it may run beside
             # us when no port clashes (the port check); any other Ray is foreign

@@ -14,13 +14,15 @@ from sfcluster.facts import PRIVILEGED_EXEC, python_argv
 from sfcluster.inventory.model import Cluster
 from sfcluster.ports import plan_ports
 from sfcluster.raycluster.argv import START_TIMEOUT
+from sfcluster.tls.install import with_env
 
 GCS_QUERY_TIMEOUT = 12  # a GCS query without a wait (status): a frozen head ends it, naming it
 JOIN_GRACE = 8  # past the join wait's own end on the head, we stop waiting for its answer
 
 
 def gcs_query(cluster: Cluster, nodes: Nodes, wait: float = 0, jobs: bool = False,
-              on_line: Optional[Callable[[str], None]] = None, stop: Optional[threading.Event] = None) -> dict:
+              on_line: Optional[Callable[[str], None]] = None, stop: Optional[threading.Event] = None,
+              tls_dir: Optional[str] = None) -> dict:
     """Ask the head's GCS (with the head's own Ray) about nodes, party resources and drivers."""
     head = cluster.head
     req = {"address": cluster.ray_address, "parties": {n.name: n.host for n in cluster.nodes}, "wait": wait, "jobs": jobs}
@@ -37,7 +39,8 @@ def gcs_query(cluster: Cluster, nodes: Nodes, wait: float = 0, jobs: bool = Fals
             if on_line and text.startswith("JOINED "):
                 on_line(text[7:])
     err = bytearray()
-    code = nodes[head.name].stream(python_argv(head, "gcs", req), on_stdout=on_out, on_stderr=err.extend, stop=stop,
+    # with tls: on, the query is a Ray client like any other: it needs the head's certificate
+    code = nodes[head.name].stream(with_env(python_argv(head, "gcs", req), tls_dir), on_stdout=on_out, on_stderr=err.extend, stop=stop,
                                    timeout=wait + (GCS_QUERY_TIMEOUT if wait == 0 else JOIN_GRACE))
     if buf:
         lines.append(buf.decode(errors="replace"))

@@ -19,6 +19,7 @@ from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
 from sfcluster.clusterlock import held_error, holder_text, lock_holder
 from sfcluster.remote.transfer import bundle, push, unsafe_state
+from sfcluster.tls.install import dirs_for_run, with_env
 from sfcluster.errors import ForeignDriver, SfclusterError, UnavailableError
 from sfcluster.exitcodes import Exit
 from sfcluster.inventory.model import Cluster
@@ -48,7 +49,7 @@ class RunOptions:
     starve_seconds: float = STARVE_SECONDS   # 0: no starvation watch
 
 
-def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str) -> Dict[str, str]:
+def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str, tls_dirs: Dict[str, str]) -> Dict[str, str]:
     """The script, its config, the runtime helper and the wrapper to the head; --files to every
     node. One SSH exec per node, the nodes in parallel. Returns each node's run dir."""
     head = cluster.head
@@ -56,7 +57,7 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str) -> Dict
     head_members = files + [
         ("sfcluster/__init__.py", b'"""sfcluster runtime helper, shipped with the script."""\n', 0o644),
         ("sfcluster/runtime.py", RUNTIME_FILE.read_bytes(), 0o644),
-        ("sfcluster.json", json.dumps(secretflow_config(cluster), indent=2).encode(), 0o600),
+        ("sfcluster.json", json.dumps(secretflow_config(cluster, tls_dirs), indent=2).encode(), 0o600),
         (C.WRAPPER_NAME, with_state("driver_wrapper").encode(), 0o600),
         (os.path.basename(opts.script), Path(opts.script).read_bytes(), 0o600),
     ]
@@ -97,7 +98,8 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         if not Path(f).is_file():
             raise SfclusterError(f"--files {f}: not a file")
     run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-    dirs = _ship(cluster, nodes, opts, run_id)
+    tls_dirs = dirs_for_run(cluster)  # tls: on: where each node keeps its certificates (`up` recorded it)
+    dirs = _ship(cluster, nodes, opts, run_id, tls_dirs)
     req = _request(cluster, opts, run_id, dirs)
     log_path = state.state_dir() / "runs" / f"{cluster.name}-{run_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,9 +147,11 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
             old[sig] = signal.signal(sig, on_signal)
     try:
         # the wrapper is a file of the run dir; the request (token included) goes on stdin, never
-        # on a command line
+        # on a command line. With tls: on, the wrapper (its GCS client) and the driver get Ray's
+        # TLS environment: without it they could not even connect.
         code = nodes[cluster.head_name].stream(
-            [cluster.head.python, f"{dirs[cluster.head_name]}/{C.WRAPPER_NAME}"], stdin=json.dumps(req) + "\n",
+            with_env([cluster.head.python, f"{dirs[cluster.head_name]}/{C.WRAPPER_NAME}"], tls_dirs.get(cluster.head_name)),
+            stdin=json.dumps(req) + "\n",
             on_stdout=on_out, on_stderr=on_err, keep_stdin_open=not opts.detach, close_stdin=interrupted,
             # the wrapper beats every 5 s while it waits for the lock and while the driver
             # runs: a head that goes silent (frozen, powered off, cut off) ends the run

@@ -1,0 +1,17 @@
+# Runs on a node (after contract.py and nodestate.py), for `down --purge`: removes the node's
+# certificates (<state dir>/TLS_DIR), after the same checks as every use of the state dir (ours,
+# 0700, not a link). argv[1]: {"cluster"}. Prints one JSON object: {"removed": bool} or {"error"}.
+import shutil
+import sys
+
+REQ = json.loads(sys.argv[1])
+try:
+    st = state_dir(REQ["cluster"], create=False)
+    d = os.path.join(st, TLS_DIR) if st else None
+    removed = bool(d and private_dir(d, create=False))
+    if removed:
+        shutil.rmtree(d)
+    print(json.dumps({"removed": removed}))
+except (UnsafeState, OSError) as e:
+    print(json.dumps({"error": str(e)}))
+    sys.exit(BAD_EXIT)

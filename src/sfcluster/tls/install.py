@@ -1,0 +1,186 @@
+"""The cluster's certificates on the nodes: checked, issued from the controller's CA and shipped
+(remote/transfer.py) by `up`; the TLS environment of every Ray process and of the driver; the SPU
+links' `tls_opts`. With `tls: on`, all of Ray's gRPC (GCS, raylets, object transfers, the driver)
+and every SPU link run under mutual TLS with certificates of ONE CA per cluster: a process without
+such a certificate can neither join nor drive the cluster."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+from sfcluster import state
+from sfcluster.connect import Nodes
+from sfcluster.errors import SfclusterError
+from sfcluster.facts import python_argv
+from sfcluster.inventory.model import Cluster, Node, TlsMode
+from sfcluster.nodescripts import contract as C
+from sfcluster.nodescripts import with_state
+from sfcluster.remote.group import fan_out
+from sfcluster.remote.transfer import bundle, push, unsafe_state
+from sfcluster.tls.pki import CA, days_left, ensure_ca, load_ca, purge_ca, verify_node_cert
+
+Progress = Callable[[str, str], None]
+
+
+def enabled(cluster: Cluster) -> bool:
+    return cluster.tls is TlsMode.ON
+
+
+def cert_names(node: Node) -> List[str]:
+    """What a node's certificate must name (its SAN): the address peers use for Ray, and the SPU
+    address it advertises and the one it binds."""
+    return list(dict.fromkeys(a for a in (node.host, node.spu_advertise, node.spu_bind) if a))
+
+
+def ray_tls_env(tls_dir: str) -> Dict[str, str]:
+    """Ray (2.9.3) puts all its gRPC under mutual TLS when every process has these."""
+    return {"RAY_USE_TLS": "1", "RAY_TLS_SERVER_CERT": f"{tls_dir}/{C.TLS_CERT}",
+            "RAY_TLS_SERVER_KEY": f"{tls_dir}/{C.TLS_KEY}", "RAY_TLS_CA_CERT": f"{tls_dir}/{C.TLS_CA}"}
+
+
+def with_env(argv: Sequence[str], tls_dir: Optional[str]) -> List[str]:
+    """argv run with the node's Ray TLS environment (paths only: no secret on the command line)."""
+    if not tls_dir:
+        return list(argv)
+    return ["env", *(f"{k}={v}" for k, v in ray_tls_env(tls_dir).items()), *argv]
+
+
+def spu_tls_opts(tls_dir: str) -> Dict[str, Dict[str, object]]:
+    """A cluster_def node's `tls_opts` (secretflow/device/device/spu.py): the same pair for the
+    server and the client side, peers verified against the cluster's CA."""
+    side = {"certificate_path": f"{tls_dir}/{C.TLS_CERT}", "private_key_path": f"{tls_dir}/{C.TLS_KEY}",
+            "ca_file_path": f"{tls_dir}/{C.TLS_CA}", "verify_depth": 1}
+    return {"server_ssl_opts": dict(side), "client_ssl_opts": dict(side)}
+
+
+def recorded_dirs(cluster: Cluster) -> Dict[str, str]:
+    """Each node's certificate dir as `up` recorded it on this controller."""
+    dirs = state.load(cluster.name).get("tls_dirs") or {}
+    return {n: d for n, d in dirs.items() if isinstance(d, str)}
+
+
+def dirs_for_run(cluster: Cluster) -> Dict[str, str]:
+    """The certificate dirs a run needs; a clear error when this controller never brought the cluster up."""
+    if not enabled(cluster):
+        return {}
+    dirs = recorded_dirs(cluster)
+    missing = [n.name for n in cluster.nodes if n.name not in dirs]
+    if missing:
+        raise SfclusterError(f"this controller does not know where {', '.join(missing)} keep(s) the cluster's "
+                             "certificates (tls: on)",
+                             "run `sfcluster up` from this controller: it checks the certificates and records where they are")
+    return dirs
+
+
+@dataclass
+class NodeTls:
+    """What `check` and `status` learn about one node's certificates."""
+    node: str
+    dir: Optional[str] = None
+    installed: bool = False          # a tls dir exists there
+    problems: List[str] = field(default_factory=list)   # each names the file
+    warnings: List[str] = field(default_factory=list)
+    days_left: Optional[float] = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.installed and not self.problems and not self.error
+
+    def to_json(self) -> dict:
+        return {"dir": self.dir, "installed": self.installed, "problems": self.problems, "warnings": self.warnings,
+                "days_left": None if self.days_left is None else round(self.days_left, 1), "error": self.error or None}
+
+
+def inspect(cluster: Cluster, nodes: Nodes, names: Optional[Sequence[str]] = None, ca: Optional[CA] = None,
+            timeout: float = 20) -> Dict[str, NodeTls]:
+    """On each node (in parallel): the files there, owner and mode, the key matching the
+    certificate (nodescripts/tls_check.py); here, on the controller: the chain to this cluster's CA,
+    the SAN and the expiry of the certificate fetched from the node."""
+    ca = ca or load_ca(cluster.name)
+
+    def one(n: str) -> NodeTls:
+        node = cluster.node(n)
+        res = nodes[n].run(python_argv(node, "tls_check", {"cluster": cluster.name}, text=with_state("tls_check")),
+                           timeout=timeout)
+        try:
+            data = json.loads(res.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            res.check()
+            raise SfclusterError(f"[{n}] no answer about its certificates: {res.stdout[-300:]}")
+        if "error" in data:
+            raise unsafe_state(n, data["error"])
+        out = NodeTls(n, dir=data.get("dir"), installed=bool(data.get("dir")))
+        if not out.installed:
+            return out
+        where = data["dir"]
+        out.problems += [f"{where}/{p['file']}: {p['message']}" for p in data.get("problems", [])]
+        cert, node_ca = data.get("cert_pem"), data.get("ca_pem")
+        if ca is None:
+            out.problems.append(f"{where}: certificates are installed, but this controller has no CA for cluster "
+                                f"'{cluster.name}' ({state.state_dir() / cluster.name / 'ca'}) to check them against")
+        elif cert:
+            for level, msg in verify_node_cert(ca.cert_pem, cert.encode(), cert_names(node)):
+                (out.problems if level == "FAIL" else out.warnings).append(f"{where}/{C.TLS_CERT}: {msg}")
+            out.days_left = days_left(cert.encode())
+            if node_ca and node_ca.encode().strip() != ca.cert_pem.strip():
+                out.problems.append(f"{where}/{C.TLS_CA}: not this cluster's CA certificate")
+        return out
+    wanted = list(names) if names is not None else list(cluster.party_names)
+    g = fan_out(one, wanted)
+    result = dict(g.results)
+    for n, e in g.errors.items():
+        result[n] = NodeTls(n, error=str(e))
+    return result
+
+
+def purge(cluster: Cluster, nodes: Nodes, names: Sequence[str], progress: Progress = lambda n, m: None) -> Dict[str, str]:
+    """`down --purge`: the certificates removed from the given nodes and, when every node's went,
+    the CA from the controller. Returns the errors by node."""
+    def one(n: str) -> None:
+        node = cluster.node(n)
+        res = nodes[n].run(python_argv(node, "tls_purge", {"cluster": cluster.name}, text=with_state("tls_purge")),
+                           timeout=20)
+        data = json.loads((res.stdout.strip().splitlines() or ["{}"])[-1])
+        if "error" in data:
+            raise unsafe_state(n, data["error"])
+        res.check()
+        if data.get("removed"):
+            progress(n, "certificates removed")
+    g = fan_out(one, names)
+    errors = {n: str(e) for n, e in g.errors.items()}
+    if not errors and set(names) == set(cluster.party_names):
+        purge_ca(cluster.name)
+        progress("controller", f"CA of cluster '{cluster.name}' removed")
+    return errors
+
+
+def ensure_certs(cluster: Cluster, nodes: Nodes, *, rotate: bool = False,
+                 progress: Progress = lambda n, m: None) -> Dict[str, str]:
+    """Every node holds a valid key + certificate of this cluster's CA (issued and installed where
+    not, or everywhere with `rotate`); returns each node's certificate dir (also recorded in the
+    controller's state for `run` and `config`). The CA key never leaves the controller."""
+    ca = ensure_ca(cluster.name)
+    seen = inspect(cluster, nodes, ca=ca)
+    errors = {n: t.error for n, t in seen.items() if t.error}
+    if errors:
+        raise SfclusterError("cannot check the certificates on " + "; ".join(f"{n}: {e}" for n, e in errors.items()))
+    bad = {n: t.problems for n, t in seen.items() if t.installed and t.problems}
+    if bad and not rotate:
+        raise SfclusterError("certificates that do not check out: " + "; ".join(
+            f"[{n}] {'; '.join(p)}" for n, p in bad.items()),
+            "reissue them all from the cluster's CA and restart Ray: sfcluster up --rotate-certs")
+    dirs: Dict[str, str] = {}
+
+    def install(n: str) -> None:
+        t = seen[n]
+        if t.installed and not rotate:
+            dirs[n] = t.dir or ""
+            return
+        key, cert = ca.issue(n, cert_names(cluster.node(n)))
+        payload = bundle([(C.TLS_KEY, key, 0o600), (C.TLS_CERT, cert, 0o644), (C.TLS_CA, ca.cert_pem, 0o644)])
+        dirs[n] = push(nodes[n], cluster.name, C.TLS_DIR, payload, mode="replace")
+        progress(n, "certificate " + ("reissued (--rotate-certs)" if rotate else "issued") + " from the cluster's CA")
+    fan_out(install, list(cluster.party_names)).raise_if_failed("installing certificates")
+    return dirs

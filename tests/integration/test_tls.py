@@ -1,0 +1,179 @@
+"""tls: on, on the harness: the cluster's CA on the controller, a key and certificate per node,
+Ray's gRPC and the SPU links under mutual TLS. Whoever has no certificate of this cluster's CA can
+neither drive the cluster nor talk to a party's SPU, even when the firewall lets them in."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = Path(__file__).parent / "scripts"
+SFC = [sys.executable, "-m", "sfcluster.cli.main"]
+STATE = "/tmp/sfc-test-state"
+ENV = dict(os.environ, SFCLUSTER_STATE_DIR=STATE)
+TLS_DIRS = {"alice": "/root/.sfcluster/harness/tls", "bob": "/home/sfops/.sfcluster/harness/tls",
+            "carol": "/home/sfops/.sfcluster/harness/tls"}
+
+
+def sfc(*args, timeout=300):
+    return subprocess.run([*SFC, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def start(*args):
+    return subprocess.Popen([*SFC, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+
+
+def wait_for(proc, text, timeout=120):
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"never saw {text!r}:\n{''.join(lines)[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(harness, tmp_path_factory):
+    inv = harness.write_inventory(tmp_path_factory.mktemp("tls") / "inv.yaml", firewall="open", extra_top="tls: on")
+    p = sfc("up", "-i", str(inv))
+    assert p.returncode == 0, p.stdout + p.stderr
+    yield inv
+    sfc("down", "-i", str(inv), "--force", "--purge")
+
+
+def test_up_installs_private_certificates_and_ray_runs_with_tls(harness, tls_cluster):
+    ca = Path(STATE) / "harness" / "ca"
+    assert oct(ca.stat().st_mode & 0o777) == "0o700" and oct((ca / "ca.key").stat().st_mode & 0o777) == "0o600"
+    for n, d in TLS_DIRS.items():
+        ls = harness.docker_exec(n, f"stat -c '%n %a %U' {d} {d}/node.key {d}/node.pem {d}/ca.pem").stdout
+        modes = {line.split()[0].rsplit("/", 1)[-1]: line.split()[1:] for line in ls.strip().splitlines()}
+        user = "root" if n == "alice" else "sfops"
+        assert modes["tls"] == ["700", user] and modes["node.key"] == ["600", user], (n, ls)
+        env = harness.docker_exec(n, "cat /proc/$(pgrep -x raylet | head -1)/environ | tr '\\0' '\\n'").stdout
+        assert "RAY_USE_TLS=1" in env and f"RAY_TLS_SERVER_CERT={d}/node.pem" in env, n
+    code = sfc("status", "-i", str(tls_cluster), "--json")
+    st = json.loads(code.stdout)
+    assert code.returncode == 0 and st["tls"] == "on" and all(r["tls"] is True for r in st["nodes"]), st
+    assert all(360 < r["cert_days_left"] <= 366 for r in st["nodes"]), st
+    cfg = json.loads(sfc("config", "-i", str(tls_cluster), "--json").stdout)
+    bob = next(x for x in cfg["spu_cluster_def"]["nodes"] if x["party"] == "bob")
+    assert bob["tls_opts"]["server_ssl_opts"]["certificate_path"] == f"{TLS_DIRS['bob']}/node.pem"
+    p = sfc("up", "-i", str(tls_cluster))  # idempotent: the certificates are reused, nothing restarts
+    assert p.returncode == 0 and "nothing changed" in p.stdout and "certificate" not in p.stderr, p.stdout + p.stderr
+
+
+def test_train_lr_with_tls(harness, tls_cluster):
+    p = sfc("run", "-i", str(tls_cluster), str(ROOT / "templates" / "train_lr.py"), timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    line = next(l for l in p.stdout.splitlines() if l.startswith("RESULT"))
+    auc = float(line.split("auc=")[1].split()[0])
+    assert auc > 0.9, line
+
+
+def _rogue_certs(harness, node, tmp_path):
+    """A key + certificate from ANOTHER CA (the right names, the wrong issuer) on `node`."""
+    from sfcluster.tls.pki import ensure_ca
+    old = os.environ.get("SFCLUSTER_STATE_DIR")
+    os.environ["SFCLUSTER_STATE_DIR"] = str(tmp_path / "rogue-state")
+    try:
+        ca = ensure_ca("rogue")
+        key, cert = ca.issue(node, [harness.NODES[node].ip])
+    finally:
+        if old is None:
+            os.environ.pop("SFCLUSTER_STATE_DIR")
+        else:
+            os.environ["SFCLUSTER_STATE_DIR"] = old
+    harness.docker_exec(node, "mkdir -p /tmp/rogue && chmod 755 /tmp/rogue")
+    for name, data in (("node.key", key), ("node.pem", cert), ("ca.pem", ca.cert_pem)):
+        harness.docker_exec(node, f"cat > /tmp/rogue/{name} <<'EOF'\n{data.decode()}EOF\nchmod 644 /tmp/rogue/{name}")
+
+
+ROGUE = ("/opt/sf/bin/python -c 'import ray; ray.init(address=\"172.30.77.11:6379\", log_to_driver=False); "
+         "print(\"CONNECTED\")'")
+ROGUE_TLS = ("RAY_USE_TLS=1 RAY_TLS_SERVER_CERT=/tmp/rogue/node.pem RAY_TLS_SERVER_KEY=/tmp/rogue/node.key "
+             "RAY_TLS_CA_CERT=/tmp/rogue/ca.pem ")
+
+
+def _attempt(harness, node, user, env=""):
+    t0 = time.monotonic()
+    p = harness.docker_exec(node, f"cd /tmp && {env}RAY_gcs_rpc_server_reconnect_timeout_s=20 timeout -k 5 40 {ROGUE} 2>&1",
+                            user=user, check=False)
+    return p, time.monotonic() - t0
+
+
+def test_drivers_without_a_certificate_of_the_cluster_cannot_connect(harness, tls_cluster, tmp_path):
+    _rogue_certs(harness, "bob", tmp_path)
+    _rogue_certs(harness, "mallory", tmp_path)
+    # the firewall lets mallory in for this test: TLS alone must stop it
+    for n in ("alice", "bob", "carol"):
+        harness.docker_exec(n, "iptables -w -I INPUT 1 -s 172.30.77.20 -j ACCEPT")
+    try:
+        for node, user in (("bob", "sfstrict"), ("mallory", "root")):
+            for env, what in (("", "no certificate"), (ROGUE_TLS, "another CA")):
+                p, took = _attempt(harness, node, user, env)
+                out = p.stdout + p.stderr
+                assert "CONNECTED" not in out, (node, what, out[-2000:])
+                assert took < 45, (node, what, took)
+                print(node, what, took, out[-1500:])
+    finally:
+        for n in ("alice", "bob", "carol"):
+            harness.docker_exec(n, "iptables -w -D INPUT -s 172.30.77.20 -j ACCEPT", check=False)
+    assert sfc("status", "-i", str(tls_cluster)).returncode == 0  # nothing of theirs got in
+
+
+TLS_PROBE = """
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[3])
+ctx.check_hostname = False
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+try:
+    t = ctx.wrap_socket(s)
+    t.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+    data = t.recv(100)
+    print("ANSWERED", data[:40])
+except (ssl.SSLError, OSError) as e:
+    print("REFUSED", type(e).__name__, e)
+"""
+
+
+def test_spu_port_refuses_a_client_without_a_certificate_of_the_cluster(harness, tls_cluster):
+    run = start("run", "-i", str(tls_cluster), str(SCRIPTS / "spu_idle.py"), "--", "60")
+    try:
+        wait_for(run, "spu up", timeout=180)
+        harness.docker_exec("alice", f"cat > /tmp/tls_probe.py <<'EOF'\n{TLS_PROBE}EOF")
+        # alice has the cluster's CA: the server's certificate checks out, but we bring no client certificate
+        p = harness.docker_exec("alice", f"/opt/sf/bin/python /tmp/tls_probe.py 172.30.77.12 20101 {TLS_DIRS['alice']}/ca.pem",
+                                check=False)
+        assert p.stdout.startswith("REFUSED"), p.stdout + p.stderr
+    finally:
+        run.terminate()
+        run.wait(60)
+
+
+def test_a_removed_or_replaced_certificate_fails_check_naming_node_and_file(harness, tls_cluster, tmp_path):
+    harness.docker_exec("bob", f"mv {TLS_DIRS['bob']}/node.pem /tmp/bob-node.pem")
+    _rogue_certs(harness, "carol", tmp_path)
+    harness.docker_exec("carol", f"cp {TLS_DIRS['carol']}/node.pem /tmp/carol-node.pem && "
+                                 f"cp /tmp/rogue/node.pem {TLS_DIRS['carol']}/node.pem")
+    try:
+        p = sfc("check", "-i", str(tls_cluster), "--json")
+        assert p.returncode == 65, p.stdout[-3000:]
+        rows = [c for c in json.loads(p.stdout)["checks"] if c["name"] == "tls" and c["status"] == "FAIL"]
+        assert {c["node"] for c in rows} == {"bob", "carol"}, rows
+        assert all("node.pem" in c["detail"] and "--rotate-certs" in c["fix"] for c in rows), rows
+        p = sfc("up", "-i", str(tls_cluster), "--rotate-certs")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert sfc("check", "-i", str(tls_cluster)).returncode == 0
+        assert sfc("status", "-i", str(tls_cluster)).returncode == 0
+    finally:
+        harness.docker_exec("bob", "rm -f /tmp/bob-node.pem /tmp/carol-node.pem", check=False)
