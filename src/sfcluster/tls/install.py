@@ -27,10 +27,18 @@ def enabled(cluster: Cluster) -> bool:
     return cluster.tls is TlsMode.ON
 
 
+# Ray's own processes also reach each other over loopback (the GCS server's client to itself, as
+# server name 127.0.0.1): without loopback in the SAN that handshake fails ("No match found for
+# server name: 127.0.0.1" in gcs_server.err) and, measured with ray 2.9.3, the GCS terminates
+# itself 60 s after start ("Failed to connect to GCS within 60 seconds"), taking the cluster down
+# under whatever runs. Only the node holds its key, so loopback names prove nothing to a peer.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+
+
 def cert_names(node: Node) -> List[str]:
-    """What a node's certificate must name (its SAN): the address peers use for Ray, and the SPU
-    address it advertises and the one it binds."""
-    return list(dict.fromkeys(a for a in (node.host, node.spu_advertise, node.spu_bind) if a))
+    """What a node's certificate must name (its SAN): the address peers use for Ray, the SPU
+    address it advertises and the one it binds, and loopback (LOOPBACK_NAMES)."""
+    return list(dict.fromkeys(a for a in (node.host, node.spu_advertise, node.spu_bind, *LOOPBACK_NAMES) if a))
 
 
 def ray_tls_env(tls_dir: str) -> Dict[str, str]:
