@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Dict, List, Optional, Tuple
 
+from sfcluster.upplan import unfiltered_reason
 from sfcluster.tls.install import enabled as tls_enabled, inspect as inspect_tls
 from sfcluster.errors import ConnectError, HostKeyError, SfclusterError
 from sfcluster.facts import NodeFacts, gather_all, python_argv, spu_bind_address
@@ -225,8 +226,15 @@ def _privileges_and_firewall(cluster: Cluster, report: Report, facts: NodeFacts)
         report.add(facts.node, "sudo", Status.FAIL,
                    f"user {facts.user} needs root for firewall rules but `sudo -n` asks for a password",
                    f"allow passwordless sudo for {facts.user} (firewall tools), or use firewall: check")
+    unfiltered = unfiltered_reason(cluster, facts)
     if cluster.firewall is FirewallMode.OFF:
-        report.add(facts.node, "firewall", Status.OK, f"backend {fw.backend}; mode off (not managed)")
+        report.add(facts.node, "firewall", Status.WARN, f"backend {fw.backend}; firewall: off: sfcluster neither "
+                   "scopes nor checks who reaches Ray and SPU here", "set firewall: open (or check)")
+    elif cluster.firewall is FirewallMode.OPEN and cluster.node(facts.node).firewall_backend == "none":
+        report.add(facts.node, "firewall", Status.WARN, "firewall_backend: none: this node's Ray and SPU ports are "
+                   "open to everyone who reaches it (an explicit opt-out)", "drop firewall_backend: none to let sfcluster scope them")
+    elif unfiltered:
+        report.add(facts.node, "firewall", Status.FAIL, unfiltered[0], unfiltered[1])
     elif fw.backend == "unknown":
         report.add(facts.node, "firewall", Status.WARN, f"backend not detected: {fw.error}",
                    "run check as root or with passwordless sudo to see firewall rules")
