@@ -78,7 +78,7 @@ def cluster_lock(cluster: Cluster, nodes: Nodes, op: str, wait: float = 0,
 
     def hold() -> None:
         try:
-            code = nodes[head.name].stream(python_argv(head, "oplock", req, text=with_state("oplock")),
+            code = nodes.ray(head.name).stream(python_argv(head, "oplock", req, text=with_state("oplock")),
                                            on_stdout=on_out, on_stderr=err.extend, keep_stdin_open=True,
                                            close_stdin=release, stop=stop)
             answers.put(("END", str(code)))
@@ -125,7 +125,7 @@ def lock_holder(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
     False}, or the holder's description with `op` (run/up/down) and `verified`; for a verified
     run, also its pid, driver pid and log (and `cancelled` with action "cancel")."""
     head = cluster.head
-    res = nodes[head.name].run(python_argv(head, "run_ctl", {"cluster": cluster.name, "action": action},
+    res = nodes.ray(head.name).run(python_argv(head, "run_ctl", {"cluster": cluster.name, "action": action},
                                            text=with_state("run_ctl")), timeout=40 if action == "cancel" else 15)
     try:
         data = json.loads(res.stdout.strip().splitlines()[-1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Dict, Iterable, Mapping, Optional
 
 from sfcluster.inventory.model import Cluster, Node
-from sfcluster.remote.base import Runner
+from sfcluster.remote.base import AsUser, Runner
 from sfcluster.remote.ssh import SshRunner, SshTarget
 
 
@@ -34,6 +34,17 @@ class Nodes:
 
     def __getitem__(self, name: str) -> Runner:
         return self.runners[name]
+
+    def ray(self, name: str) -> Runner:
+        """The runner for what runs as the user Ray runs as on that node (Ray itself, the lock, the
+        run and its wrapper, the node's private state and certificates): the SSH user, or the
+        inventory's `ray_user` through `sudo -n -u`."""
+        node = self.cluster.node(name)
+        inner = self.runners[name]
+        login = node.ssh.user or getattr(inner, "user", "")
+        if not node.ray_user or node.ray_user == login:
+            return inner
+        return AsUser(inner, node.ray_user)
 
     def close(self) -> None:
         for r in self.runners.values():

@@ -50,6 +50,7 @@ def plan_up(cluster: Cluster, facts: Mapping[str, NodeFacts]) -> UpPlan:
     if cluster.firewall is FirewallMode.OPEN:
         for n, f in facts.items():
             _refuse_password_sudo(cluster, n, f)
+            _refuse_unfiltered(cluster, n, f)
             step = _firewall_step(cluster, n, f.firewall)
             if step is not None:
                 steps.append(step)
@@ -77,6 +78,33 @@ def _refuse_tls_mismatch(cluster: Cluster, facts: Mapping[str, NodeFacts]) -> No
                    "restart it without: sfcluster down, then sfcluster up")
             raise PlanError(f"[{n}] Ray of cluster '{cluster.name}' runs {have} TLS, the inventory says tls: "
                             f"{cluster.tls.value}", fix)
+
+
+def unfiltered_reason(cluster: Cluster, f: NodeFacts) -> Optional[Tuple[str, str]]:
+    """With `firewall: open`, why node f would end up UNFILTERED (no usable firewall tool, or no
+    root to use one), with the fix; None when sfcluster can scope its ports. `firewall_backend:
+    none` on the node is the explicit opt-out, and is not a reason."""
+    if cluster.firewall is not FirewallMode.OPEN or cluster.node(f.node).firewall_backend == "none":
+        return None
+    if f.sudo in ("absent", "password"):
+        why = "sudo is not installed" if f.sudo == "absent" else "`sudo -n` asks for a password"
+        return (f"firewall: open, but user {f.user} is not root and {why}: sfcluster could not add the rules, and "
+                "Ray and SPU would be open to everyone who reaches the node",
+                f"allow passwordless sudo for {f.user} on {f.node}, or set firewall: check and scope the ports yourself")
+    if f.firewall.backend == "none":
+        return (f"firewall: open, but no firewall tool was found (iptables, nftables, ufw, firewalld): Ray and SPU "
+                "would be open to everyone who reaches the node",
+                f"install nftables or iptables on {f.node}; or opt out explicitly with nodes.{f.node}.firewall_backend: none")
+    if f.firewall.backend == "unknown":
+        return (f"firewall: open, but the firewall could not be read ({f.firewall.error or 'no root'}): sfcluster "
+                "cannot scope the ports", f"allow passwordless sudo for {f.user} on {f.node}")
+    return None
+
+
+def _refuse_unfiltered(cluster: Cluster, n: str, f: NodeFacts) -> None:
+    why = unfiltered_reason(cluster, f)
+    if why is not None:
+        raise PlanError(f"[{n}] {why[0]}; nothing was changed on any node", why[1])
 
 
 def _refuse_password_sudo(cluster: Cluster, n: str, f: NodeFacts) -> None:

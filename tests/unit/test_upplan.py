@@ -29,6 +29,9 @@ NODES = ("alice", "bob", "carol")  # alice is the head
 
 
 def cluster_for(mode: str) -> Cluster:
+    if mode == "open-bob-none":  # firewall: open, bob opted out explicitly
+        return parse_inventory(INV.format(mode="open").replace("bob: {host: 10.0.0.2}",
+                                                               "bob: {host: 10.0.0.2, firewall_backend: none}"))
     return parse_inventory(INV.format(mode=mode))
 
 
@@ -86,9 +89,8 @@ PLANS = [
     ("fresh, open: each node's own backend", "open",
      {"alice": {"backend": "ufw"}, "bob": {"backend": "firewalld"}, "carol": {"backend": "nftables"}},
      {"alice": ("add", "ufw"), "bob": ("add", "firewalld"), "carol": ("add", "nftables")}, FRESH_START),
-    ("fresh, open: backend none/unknown skipped", "open",
-     {"bob": {"backend": "none"}, "carol": {"backend": "unknown"}},
-     {"alice": ("add", "iptables")}, FRESH_START),
+    ("fresh, check: backend none/unknown is not up's business", "check",
+     {"bob": {"backend": "none"}, "carol": {"backend": "unknown"}}, {}, FRESH_START),
     ("fresh, check: no firewall action", "check", {}, {}, FRESH_START),
     ("fresh, off: no firewall action", "off", {}, {}, FRESH_START),
     ("already up: nothing", "open", ALL_UP, {}, (False, ())),
@@ -105,7 +107,7 @@ PLANS = [
     ("repair and replace skipped in check", "check",
      {**ALL_UP, "bob": {"ray": "ours", "rules": "incomplete"}, "carol": {"ray": "ours", "rules": "older"}},
      {}, (False, ())),
-    ("backend none with leftover rules: skipped", "open",
+    ("explicit firewall_backend: none opts a node out", "open-bob-none",
      {**ALL_UP, "bob": {"ray": "ours", "rules": "incomplete", "backend": "none"}}, {}, (False, ())),
     ("another sfcluster cluster's Ray is not foreign", "open", {**ALL_UP, "bob": {"ray": "demo2", "rules": "current"}},
      {}, (False, ("bob",))),
@@ -144,6 +146,11 @@ REFUSALS = [
      PrivilegeError, ["[bob]", "`ufw prepend "]),
     ("password sudo, backend unknown: iptables's command", "open",
      {"carol": {"sudo": "password", "backend": "unknown"}}, PrivilegeError, ["[carol]", "`iptables -w -N SFC-demo`"]),
+    # firewall: open never ends in an unfiltered cluster
+    ("open, no firewall tool: refused naming the node", "open", {"bob": {"backend": "none"}}, PlanError,
+     ["[bob]", "no firewall tool", "firewall_backend: none"]),
+    ("open, firewall unreadable: refused", "open", {"carol": {"backend": "unknown"}}, PlanError, ["[carol]", "sudo"]),
+    ("open, no sudo at all: refused", "open", {"bob": {"sudo": "absent"}}, PlanError, ["[bob]", "sudo is not installed"]),
     ("password sudo with current rules", "open", {**ALL_UP, "bob": {**UP, "sudo": "password"}}, PrivilegeError,
      ["[bob]"]),
 ]

@@ -8,13 +8,15 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Dict, List, Optional, Tuple
 
+from sfcluster.connect import Nodes
+from sfcluster.remote.group import fan_out
+from sfcluster.upplan import unfiltered_reason
 from sfcluster.tls.install import enabled as tls_enabled, inspect as inspect_tls
 from sfcluster.errors import ConnectError, HostKeyError, SfclusterError
 from sfcluster.facts import NodeFacts, gather_all, python_argv, spu_bind_address
 from sfcluster.inventory.model import Cluster, FirewallMode, Node
 from sfcluster.raycluster.resources import MIN_CPUS
 from sfcluster.ports import PortEntry, plan_ports, spu_clashes_with_ray_defaults
-from sfcluster.remote.group import fan_out
 from sfcluster.remote.ssh import SshRunner
 
 MIN_MEM = 2 * 1024**3
@@ -83,12 +85,40 @@ def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = Tr
         _cpus(report, node)
     for msg in spu_clashes_with_ray_defaults(cluster):
         report.add(msg.split(":")[0], "spu_port", Status.WARN, msg, "pick an SPU port above 20000")
+    _ray_user(cluster, runners, report)
     _tls(cluster, runners, report, tls_reissue)
     if reach and len(report.facts) == len(cluster.nodes):
         _reachability(cluster, runners, report)
     elif reach:
         report.add("*", "reachability", Status.WARN, "skipped: not every node answered over SSH")
     return report
+
+
+def _ray_user(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -> None:
+    """Who Ray (and the driver) runs as on each node: never root without a warning; an inventory
+    `ray_user` must exist there and be reachable with `sudo -n -u` from the SSH user."""
+    nodes = Nodes(cluster, runners=runners)
+
+    def one(n: str) -> None:
+        f = report.facts[n]
+        user = cluster.node(n).ray_user or f.user
+        if user == "root":
+            report.add(n, "ray_user", Status.WARN, "Ray, the wrapper and the driver would run as root here: any code "
+                       "the driver sends runs as root on this node", f"set ray_user: <an existing non-root user> "
+                       f"(nodes.{n}.ray_user or top level); sfcluster does not create users")
+            return
+        if user == f.user:
+            report.add(n, "ray_user", Status.OK, f"Ray runs as the SSH user {user}")
+            return
+        res = nodes.ray(n).run(["id", "-un"], timeout=15)
+        if res.ok and res.stdout.strip() == user:
+            report.add(n, "ray_user", Status.OK, f"Ray runs as {user} (sudo -n -u from {f.user})")
+        else:
+            report.add(n, "ray_user", Status.FAIL, f"cannot run as ray_user {user} from {f.user}: "
+                       f"{(res.stderr or res.stdout).strip()[-200:] or 'exit %d' % res.exit_code}",
+                       f"create user {user} on {n} and let {f.user} run commands as it without a password "
+                       f"(sudoers: {f.user} ALL=({user}) NOPASSWD: ALL)")
+    fan_out(one, [n for n in cluster.party_names if n in report.facts])
 
 
 def _tls(cluster: Cluster, runners: Dict[str, SshRunner], report: Report, reissue: bool) -> None:
@@ -100,7 +130,7 @@ def _tls(cluster: Cluster, runners: Dict[str, SshRunner], report: Report, reissu
                    "set tls: on (the default); `sfcluster up` issues the certificates")
         return
     reachable = [n for n in cluster.party_names if n in report.facts]
-    for n, t in inspect_tls(cluster, runners, names=reachable).items():
+    for n, t in inspect_tls(cluster, Nodes(cluster, runners=runners), names=reachable).items():
         if t.error:
             report.add(n, "tls", Status.FAIL, f"cannot check the certificates: {t.error}")
         elif not t.installed:
@@ -225,8 +255,15 @@ def _privileges_and_firewall(cluster: Cluster, report: Report, facts: NodeFacts)
         report.add(facts.node, "sudo", Status.FAIL,
                    f"user {facts.user} needs root for firewall rules but `sudo -n` asks for a password",
                    f"allow passwordless sudo for {facts.user} (firewall tools), or use firewall: check")
+    unfiltered = unfiltered_reason(cluster, facts)
     if cluster.firewall is FirewallMode.OFF:
-        report.add(facts.node, "firewall", Status.OK, f"backend {fw.backend}; mode off (not managed)")
+        report.add(facts.node, "firewall", Status.WARN, f"backend {fw.backend}; firewall: off: sfcluster neither "
+                   "scopes nor checks who reaches Ray and SPU here", "set firewall: open (or check)")
+    elif cluster.firewall is FirewallMode.OPEN and cluster.node(facts.node).firewall_backend == "none":
+        report.add(facts.node, "firewall", Status.WARN, "firewall_backend: none: this node's Ray and SPU ports are "
+                   "open to everyone who reaches it (an explicit opt-out)", "drop firewall_backend: none to let sfcluster scope them")
+    elif unfiltered:
+        report.add(facts.node, "firewall", Status.FAIL, unfiltered[0], unfiltered[1])
     elif fw.backend == "unknown":
         report.add(facts.node, "firewall", Status.WARN, f"backend not detected: {fw.error}",
                    "run check as root or with passwordless sudo to see firewall rules")

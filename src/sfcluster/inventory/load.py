@@ -18,6 +18,7 @@ from sfcluster.raycluster.resources import MIN_CPUS
 from sfcluster.inventory.model import Cluster, FirewallMode, Node, RayPorts, SpuSettings, SshSpec, TLS_DEFAULT, TlsMode
 
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 PROTOCOLS = ("SEMI2K", "ABY3", "CHEETAH", "REF2K")
 PROTOCOL_PARTIES = {"ABY3": 3, "CHEETAH": 2}  # exactly this many; SEMI2K and REF2K take any number >= 2
@@ -34,14 +35,15 @@ MAX_INVENTORY_BYTES = 256 * 1024   # checked before the file is read
 MAX_YAML_NODES = 10_000            # keys and values, each alias counted as its whole expansion
 MAX_YAML_DEPTH = 20                # nesting levels, through aliases too
 
-TOP_KEYS = {"cluster", "head", "ssh", "python", "cpus", "ports", "spu", "firewall", "tls", "known_hosts", "ssh_config",
+TOP_KEYS = {"cluster", "head", "ssh", "python", "cpus", "ports", "spu", "firewall", "tls", "ray_user", "known_hosts",
+            "ssh_config",
             "nodes"}
 SSH_KEYS = {"user", "port", "identity_file", "alias", "proxy_jump"}
 PORT_KEYS = {"ray_gcs", "ray_client_server", "dashboard", "node_manager", "object_manager", "metrics_export",
              "dashboard_agent_grpc", "dashboard_agent_http", "runtime_env_agent", "worker_ports", "spu_base"}
 WORKER_KEYS = {"start", "count"}
 SPU_KEYS = {"protocol", "field"}
-NODE_KEYS = {"host", "ssh", "python", "cpus", "spu_port", "advertise", "bind", "data", "firewall_backend"}
+NODE_KEYS = {"host", "ssh", "python", "cpus", "spu_port", "advertise", "bind", "data", "firewall_backend", "ray_user"}
 
 
 _TOO_MANY_NODES = (f"more than {MAX_YAML_NODES} YAML nodes (keys and values, each alias counted as all it "
@@ -243,6 +245,12 @@ def _show(v: Any) -> str:
     return f"{type(v).__name__} {v!r}"
 
 
+def _check_user(v: str) -> Optional[str]:
+    if not USER_NAME.match(v):
+        return f"'{v}' is not a user name (lowercase letter or _ first, then a-z, 0-9, _, -; at most 32 chars)"
+    return None
+
+
 def _check_name(v: str) -> Optional[str]:
     if not SAFE_NAME.match(v):
         return f"'{v}' is not a safe identifier (lowercase letter first, then a-z, 0-9, _; at most 31 chars)"
@@ -363,6 +371,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
         base_port=spu_base,
     )
     fw = doc.string(top, "firewall", (), "open", _one_of(tuple(m.value for m in FirewallMode))) or "open"
+    top_ray_user = doc.string(top, "ray_user", (), None, _check_user)
     tls = doc.string(top, "tls", (), TLS_DEFAULT.value, _one_of(tuple(m.value for m in TlsMode))) or TLS_DEFAULT.value
 
     nodes: List[Node] = []
@@ -410,6 +419,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
             spu_bind=bind,
             data=tuple(sorted((str(k), str(v)) for k, v in dm.items())),
             firewall_backend=doc.string(nm, "firewall_backend", np_, "auto", _one_of(BACKENDS)) or "auto",
+            ray_user=doc.string(nm, "ray_user", np_, top_ray_user, _check_user),
         ))
 
     head = doc.string(top, "head", (), nodes[0].name if nodes else None)

@@ -41,6 +41,7 @@ class Node:
     spu_bind: Optional[str]   # set when spu_advertise is not bound here (NAT): SPU's listen_address
     data: Tuple[Tuple[str, str], ...] = ()
     firewall_backend: str = "auto"
+    ray_user: Optional[str] = None   # the user Ray, the wrapper and the driver run as (sudo -u); None: the SSH user
 
     @property
     def data_paths(self) -> dict:

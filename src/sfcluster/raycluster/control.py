@@ -40,7 +40,7 @@ def gcs_query(cluster: Cluster, nodes: Nodes, wait: float = 0, jobs: bool = Fals
                 on_line(text[7:])
     err = bytearray()
     # with tls: on, the query is a Ray client like any other: it needs the head's certificate
-    code = nodes[head.name].stream(with_env(python_argv(head, "gcs", req), tls_dir), on_stdout=on_out, on_stderr=err.extend, stop=stop,
+    code = nodes.ray(head.name).stream(with_env(python_argv(head, "gcs", req), tls_dir), on_stdout=on_out, on_stderr=err.extend, stop=stop,
                                    timeout=wait + (GCS_QUERY_TIMEOUT if wait == 0 else JOIN_GRACE))
     if buf:
         lines.append(buf.decode(errors="replace"))
@@ -66,7 +66,7 @@ def start_quietly(cluster: Cluster, nodes: Nodes, n: str, argv: List[str], stop:
     report, or None when it started (or `stop` was set: `up` no longer listens). A worker's
     `ray start` that `timeout` ended (124) never reached the head."""
     err = bytearray()
-    code = nodes[n].stream(["sh", "-c", _QUIET, "sh", *argv], on_stderr=err.extend, stop=stop,
+    code = nodes.ray(n).stream(["sh", "-c", _QUIET, "sh", *argv], on_stderr=err.extend, stop=stop,
                            timeout=START_TIMEOUT + 15)
     if code == 124 and not head:
         return SfclusterError(f"[{n}] `ray start` did not join the head {cluster.ray_address} within {START_TIMEOUT} s",

@@ -66,6 +66,33 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
+class AsUser:
+    """A Runner that runs every command as another user of the host (`sudo -n -u USER --`): the
+    user Ray runs as (inventory `ray_user`), when the SSH user is another one. Environment goes in
+    argv (`env K=V ...`), since sudo resets it; stdin passes through."""
+
+    def __init__(self, inner: Runner, user: str) -> None:
+        self.inner, self.as_user = inner, user
+        self.name = inner.name
+
+    @property
+    def user(self) -> str:
+        return self.as_user
+
+    def _argv(self, argv: Sequence[str]) -> list:
+        return ["sudo", "-n", "-u", self.as_user, "--", *argv]
+
+    def run(self, argv: Sequence[str], *, sudo: bool = False, timeout: Optional[float] = None,
+            stdin: Input = None) -> Result:
+        return self.inner.run(self._argv(argv), timeout=timeout, stdin=stdin)
+
+    def stream(self, argv: Sequence[str], **kw: object) -> int:
+        return self.inner.stream(self._argv(argv), **kw)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        pass  # the inner runner belongs to Nodes
+
+
 def command_line(argv: Sequence[str], *, sudo: bool, user: str) -> str:
     """Quote argv for a remote shell. sudo is non-interactive (-n): it fails, never prompts."""
     argv = list(argv)

@@ -67,7 +67,7 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str, tls_dir
     dirs: Dict[str, str] = {}
 
     def ship(n: str) -> None:  # a fresh private run dir (never reused), the files from a tar on stdin
-        dirs[n] = push(nodes[n], cluster.name, f"runs/{run_id}", payload[n], mode="fresh")
+        dirs[n] = push(nodes.ray(n), cluster.name, f"runs/{run_id}", payload[n], mode="fresh")
     shipped = fan_out(ship, payload)
     if len(shipped.errors) == 1:
         raise next(iter(shipped.errors.values()))  # as it is, with its node and hint
@@ -149,7 +149,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         # the wrapper is a file of the run dir; the request (token included) goes on stdin, never
         # on a command line. With tls: on, the wrapper (its GCS client) and the driver get Ray's
         # TLS environment: without it they could not even connect.
-        code = nodes[cluster.head_name].stream(
+        code = nodes.ray(cluster.head_name).stream(
             with_env([cluster.head.python, f"{dirs[cluster.head_name]}/{C.WRAPPER_NAME}"], tls_dirs.get(cluster.head_name)),
             stdin=json.dumps(req) + "\n",
             on_stdout=on_out, on_stderr=on_err, keep_stdin_open=not opts.detach, close_stdin=interrupted,
@@ -220,7 +220,7 @@ def follow_logs(cluster: Cluster, nodes: Nodes, follow: bool, out: Callable[[byt
     argv = ["tail", "-n", "+1", info["log"]]  # the path is the head's own: <state>/runs/<id>/driver.log
     if follow:
         argv = ["tail", f"--pid={info['pid']}", "-n", "+1", "-f", info["log"]]
-    return nodes[cluster.head_name].stream(argv, on_stdout=out)
+    return nodes.ray(cluster.head_name).stream(argv, on_stdout=out)
 
 
 def cancel(cluster: Cluster, nodes: Nodes) -> dict:

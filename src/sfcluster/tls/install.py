@@ -110,7 +110,7 @@ def inspect(cluster: Cluster, nodes: Nodes, names: Optional[Sequence[str]] = Non
 
     def one(n: str) -> NodeTls:
         node = cluster.node(n)
-        res = nodes[n].run(python_argv(node, "tls_check", {"cluster": cluster.name}, text=with_state("tls_check")),
+        res = nodes.ray(n).run(python_argv(node, "tls_check", {"cluster": cluster.name}, text=with_state("tls_check")),
                            timeout=timeout)
         try:
             data = json.loads(res.stdout.strip().splitlines()[-1])
@@ -148,7 +148,7 @@ def purge(cluster: Cluster, nodes: Nodes, names: Sequence[str], progress: Progre
     the CA from the controller. Returns the errors by node."""
     def one(n: str) -> None:
         node = cluster.node(n)
-        res = nodes[n].run(python_argv(node, "tls_purge", {"cluster": cluster.name}, text=with_state("tls_purge")),
+        res = nodes.ray(n).run(python_argv(node, "tls_purge", {"cluster": cluster.name}, text=with_state("tls_purge")),
                            timeout=20)
         data = json.loads((res.stdout.strip().splitlines() or ["{}"])[-1])
         if "error" in data:
@@ -188,7 +188,7 @@ def ensure_certs(cluster: Cluster, nodes: Nodes, *, rotate: bool = False,
             return
         key, cert = ca.issue(n, cert_names(cluster.node(n)))
         payload = bundle([(C.TLS_KEY, key, 0o600), (C.TLS_CERT, cert, 0o644), (C.TLS_CA, ca.cert_pem, 0o644)])
-        dirs[n] = push(nodes[n], cluster.name, C.TLS_DIR, payload, mode="replace")
+        dirs[n] = push(nodes.ray(n), cluster.name, C.TLS_DIR, payload, mode="replace")
         progress(n, "certificate " + ("reissued (--rotate-certs)" if rotate else "issued") + " from the cluster's CA")
     fan_out(install, list(cluster.party_names)).raise_if_failed("installing certificates")
     return dirs
