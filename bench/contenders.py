@@ -22,20 +22,23 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import yaml
 
 from bench.nodes import NODE_PYTHON, NODE_RAY, ROOT, BenchNodes, SshMasters, log
 from sfcluster.inventory import load_inventory
-from sfcluster.inventory.model import Cluster
+from sfcluster.inventory.model import Cluster, TlsMode
+from sfcluster.nodescripts.contract import TLS_DIR
 from sfcluster.raycluster.argv import head_start_argv, worker_start_argv
 from sfcluster.raycluster.resources import MIN_CPUS, PARTY_RESOURCE
+from sfcluster.tls.install import ray_tls_env
 
 # every contender: the fewest CPUs a party can train with (sfcluster check fails below it) and the
 # same party resource sfcluster gives (a label of PARTY_RESOURCE units)
 CPUS = MIN_CPUS
 BENCH_VENV = ROOT / "build" / "bench" / "venv"
+NODE_HOME = "/root"  # the bench nodes' user (bench_inventory: root): sfcluster's state dir is NODE_HOME/.sfcluster
 
 
 class Launched:
@@ -121,14 +124,22 @@ class Contender:
         """After a failed or interrupted step: bring every node back to no Ray at all (untimed)."""
         self.nodes.force_clean()
 
+    def readiness_env(self) -> Dict[str, str]:
+        """What the readiness poller on the head needs in its environment to ask this cluster's GCS."""
+        return {}
 
-def bench_inventory(nodes: BenchNodes, cluster_name: str, path: Path) -> Path:
-    """sfcluster's inventory for the bench nodes (uniform: root, port 22, firewall open)."""
+
+def bench_inventory(nodes: BenchNodes, cluster_name: str, path: Path, tls: TlsMode = TlsMode.OFF) -> Path:
+    """sfcluster's inventory for the bench nodes (uniform: root, port 22, firewall open). The
+    sections other than the TLS one measure with `tls: off`: their contenders (ray up, the bare
+    bound) have no TLS, and their figures stay comparable with the runs before TLS existed; the TLS
+    section measures on against off (bench/tlscost.py)."""
     s = nodes.spec
     ssh_config = s.build / "ssh_config"
     ssh_config.write_text("# sfcluster bench: no Host sections (keeps ~/.ssh/config out of the measurement)\n")
     out = [f"cluster: {cluster_name}", f"head: {s.names[0]}", f"known_hosts: {s.known_hosts}",
            f"ssh_config: {ssh_config}", f"python: {NODE_PYTHON}", f"cpus: {CPUS}", "firewall: open",
+           f"tls: {tls.value}",
            "ssh:", "  user: root", "  port: 22", f"  identity_file: {s.key}", "nodes:"]
     for name, ip in zip(s.names, s.ips):
         out += [f"  {name}:", f"    host: {ip}"]
@@ -137,11 +148,14 @@ def bench_inventory(nodes: BenchNodes, cluster_name: str, path: Path) -> Path:
 
 
 class Sfcluster(Contender):
+    """`down_flags`: extra flags of every `sfcluster down` it runs (the TLS section: --purge)."""
     key, label = "sfcluster", "sfcluster up/down"
 
-    def __init__(self, nodes: BenchNodes, masters: SshMasters, cluster: Cluster, logs: Path, inventory: Path) -> None:
+    def __init__(self, nodes: BenchNodes, masters: SshMasters, cluster: Cluster, logs: Path, inventory: Path,
+                 down_flags: Tuple[str, ...] = ()) -> None:
         super().__init__(nodes, masters, cluster, logs)
         self.inventory = inventory
+        self.down_flags = down_flags
         local = Path(sys.executable).parent / "sfcluster"  # the CLI of the venv running the bench
         self.exe = str(local) if local.exists() else (shutil.which("sfcluster") or "sfcluster")
         self.env = {"SFCLUSTER_STATE_DIR": str(nodes.spec.build / "state")}
@@ -153,11 +167,21 @@ class Sfcluster(Contender):
         return ProcLaunch(self.argv("up"), log_path, self.env)
 
     def launch_down(self, log_path: Path) -> Launched:
-        return ProcLaunch(self.argv("down"), log_path, self.env)
+        return ProcLaunch(self.argv("down", *self.down_flags), log_path, self.env)
 
     def cleanup(self) -> None:
-        subprocess.run(self.argv("down", "--force"), env=dict(os.environ, **self.env), capture_output=True, timeout=180)
+        subprocess.run(self.argv("down", "--force", *self.down_flags), env=dict(os.environ, **self.env),
+                       capture_output=True, timeout=180)
         super().cleanup()
+
+    def tls_dir(self) -> str:
+        """Where `up` puts each node's certificates with tls: on (in sfcluster's state dir on the
+        node; the same path on every bench node, all root)."""
+        return f"{NODE_HOME}/.sfcluster/{self.cluster.name}/{TLS_DIR}"
+
+    def readiness_env(self) -> Dict[str, str]:
+        # under mutual TLS the poller is a GCS client like any Ray process: it uses the head's certificate
+        return ray_tls_env(self.tls_dir()) if self.cluster.tls is TlsMode.ON else {}
 
 
 class Bare(Contender):
@@ -280,9 +304,14 @@ class RayUp(Contender):
                 pass
 
 
+def cluster_name(n: int) -> str:
+    """The sfcluster cluster on N bench nodes (every section uses the same one, one after another)."""
+    return f"bench{n}"
+
+
 def make(keys: List[str], nodes: BenchNodes, masters: SshMasters, logs: Path) -> Dict[str, Contender]:
     s = nodes.spec
-    inv = bench_inventory(nodes, f"bench{s.n}", s.build / f"inventory-{s.n}.yaml")
+    inv = bench_inventory(nodes, cluster_name(s.n), s.build / f"inventory-{s.n}.yaml")
     cluster = load_inventory(str(inv))
     out: Dict[str, Contender] = {}
     for k in keys:

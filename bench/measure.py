@@ -60,7 +60,7 @@ def measure_up(c: Contender, masters: SshMasters, nodes: BenchNodes, rep: int, g
     log_path = logs / f"n{n}-{c.key}-{tag or rep}-up.log"
     s = UpSample(c.key, n, rep, ok=False, log=str(log_path))
     s.dirty_before = ensure_clean(nodes)
-    poller = ReadinessPoller(masters, want=n, give_up=give_up + 5, port=c.cluster.ray.gcs)
+    poller = ReadinessPoller(masters, want=n, give_up=give_up + 5, port=c.cluster.ray.gcs, env=c.readiness_env())
     launched: Optional[Launched] = None
     try:
         poller.start()

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from bench.nodes import NODE_PYTHON, BenchNodes, SshMasters
 
@@ -40,6 +40,7 @@ class ReadinessPoller:
     want: int
     give_up: float
     port: int = 6379
+    env: Dict[str, str] = field(default_factory=dict)  # e.g. Ray's TLS environment (paths only)
     events: List[Event] = field(default_factory=list)
     ready_at: Optional[float] = None       # local time of the COUNT line that reached `want`
     ready_remote: Optional[float] = None
@@ -51,8 +52,10 @@ class ReadinessPoller:
 
     def start(self, timeout: float = 30) -> None:
         spec = self.masters.spec
-        argv = self.masters.argv(spec.head_ip, [NODE_PYTHON, "-u", REMOTE_PATH, spec.head_ip, str(self.port),
-                                                str(self.want), str(self.give_up)])
+        remote = [NODE_PYTHON, "-u", REMOTE_PATH, spec.head_ip, str(self.port), str(self.want), str(self.give_up)]
+        if self.env:
+            remote = ["env", *(f"{k}={v}" for k, v in self.env.items()), *remote]
+        argv = self.masters.argv(spec.head_ip, remote)
         self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threading.Thread(target=self._read, daemon=True).start()
         if not self._started.wait(timeout):

@@ -23,6 +23,7 @@ REQUIRED_CYCLES = 20
 NAMES = {"sfcluster": "a. sfcluster up", "rayup": "b. ray up", "bare": "c. bare lower bound"}
 DOWN_NAMES = {"sfcluster": "sfcluster down", "rayup": "ray down", "bare": "parallel `ray stop --force`"}
 PLOT = "bench-time-to-ready.png"
+TLS_TRAIN_TARGET = 1.25  # the issue: SS-LR training time with tls: on <= 1.25x tls: off
 
 
 def med(xs: List[float]) -> Optional[float]:
@@ -84,6 +85,24 @@ class Summary:
 
     def run_failures(self, n: int) -> int:
         return sum(1 for s in self.data["sizes"][str(n)].get("run", {}).get("samples", []) if not s["ok"])
+
+    # -- the TLS section (results "tls" -> N -> "on"/"off" -> up/train/down/not_purged) --------
+    def tls_sizes(self) -> List[int]:
+        return sorted(int(n) for n in self.data.get("tls", {}))
+
+    def tls(self, n: int, mode: str, kind: str) -> List[dict]:
+        return self.data.get("tls", {}).get(str(n), {}).get(mode, {}).get(kind, [])
+
+    def tls_values(self, n: int, mode: str, kind: str, key: str) -> List[float]:
+        """`key` of the successful samples of one kind (up: ready_s/command_s, train: train_s/wall_s/...)."""
+        return [x[key] for x in self.tls(n, mode, kind) if x["ok"] and x.get(key) is not None]
+
+    def tls_failures(self, n: int, mode: str, kind: str) -> str:
+        xs = self.tls(n, mode, kind)
+        return f"{sum(1 for x in xs if not x['ok'])}/{len(xs)}"
+
+    def tls_train_ratio(self, n: int) -> Optional[float]:
+        return ratio(med(self.tls_values(n, "on", "train", "train_s")), med(self.tls_values(n, "off", "train", "train_s")))
 
     def contenders(self) -> List[str]:
         return [k for k in ("sfcluster", "rayup", "bare") if k in self.data["config"]["contenders"]]
@@ -231,6 +250,41 @@ def run_section(s: Summary) -> List[str]:
     return out + [""]
 
 
+def tls_section(s: Summary) -> List[str]:
+    out = ["## 4. TLS cost: `tls: on` against `tls: off` (seconds)", "",
+           "Per N, on the same bench nodes, the two modes interleaved (the order alternates each repetition); "
+           "per mode and repetition: `sfcluster up` (time to ready: the poller of section 1, which under TLS asks the "
+           "GCS with the head's certificate), one trivial `sfcluster run` (the first run after `up` waits for the "
+           "cluster to settle; kept out of the training figures), the SS-LR demo `sfcluster run templates/train_lr.py` "
+           "(training: the `seconds=` the template prints, from `sf.init` to the result inside the driver; wall: the "
+           "whole command on the controller), then `sfcluster down --purge`. So every `up` starts without "
+           "certificates: with TLS it creates the cluster's CA and issues every node's certificate, the cost of a "
+           "first `up` (a later `up` reuses them). Median (min–max) over the successful attempts; on/off is the "
+           "ratio of the medians.", ""]
+    rows = [("`up`: time to ready", "up", "ready_s"), ("`up`: command returned", "up", "command_s"),
+            ("SS-LR training (driver's seconds)", "train", "train_s"), ("SS-LR `sfcluster run` wall time", "train", "wall_s"),
+            ("first `sfcluster run` after `up` (trivial driver)", "train", "warmup_s"),
+            ("`down --purge`", "down", "down_s")]
+    for n in s.tls_sizes():
+        out += [f"### N = {n}", "", "| | tls: off | tls: on | on/off |", "|---|---|---|---|"]
+        for label, kind, key in rows:
+            off, on = s.tls_values(n, "off", kind, key), s.tls_values(n, "on", kind, key)
+            out.append(f"| {label} | {spread(off)} | {spread(on)} | {fmt(ratio(med(on), med(off)))} |")
+        auc = {m: med(s.tls_values(n, m, "train", "auc")) for m in ("off", "on")}
+        out.append(f"| SS-LR AUC | {fmt(auc['off'], 4)} | {fmt(auc['on'], 4)} | |")
+        out.append("| failed: up, training, down | " + " | ".join(
+            ", ".join(s.tls_failures(n, m, k) for k in ("up", "train", "down")) for m in ("off", "on")) + " | |")
+        out.append("")
+        errors = sorted({f"{m}: {x['error']}" for m in ("off", "on") for k in ("up", "train", "down")
+                         for x in s.tls(n, m, k) if not x["ok"]})
+        if errors:
+            out += ["Failures: " + "; ".join(errors)[:600], ""]
+        left = [f"{m} #{x['rep']}: {', '.join(x['where'])}" for m in ("off", "on") for x in s.tls(n, m, "not_purged")]
+        if left:
+            out += ["Certificates left after `down --purge` (recorded, then removed by the bench): " + "; ".join(left), ""]
+    return out
+
+
 def reliability_section(s: Summary) -> List[str]:
     out = ["## Reliability", "", "| contender | where | failed bring-ups |", "|---|---|---|"]
     for n in s.sizes:
@@ -279,6 +333,11 @@ def targets_section(s: Summary, partial: bool = False) -> List[str]:
     ov = [(n, a - b) for n, a, b in ov if a is not None and b is not None]
     rows.append(("run overhead <= 1 s over plain ssh", ", ".join(f"N={n}: {x:.2f} s" for n, x in ov) or "–",
                  all(x <= 1.0 for _, x in ov) if ov else None))
+    if s.tls_sizes():
+        tr = [(n, s.tls_train_ratio(n)) for n in s.tls_sizes()]
+        rows.append((f"SS-LR training time with TLS <= {TLS_TRAIN_TARGET}x without (demo)",
+                     ", ".join(f"N={n}: {fmt(x)}" for n, x in tr),
+                     None if any(x is None for _, x in tr) else all(x <= TLS_TRAIN_TARGET for _, x in tr)))
     head = "verdict on this partial run only" if partial else "verdict"
     out = ["## Targets", "", f"| target | measured | {head} |", "|---|---|---|"]
     out += [f"| {t} | {m} | {verdict(v)} |" for t, m, v in rows]
@@ -294,7 +353,10 @@ def render(data: dict, notes: str = "") -> str:
     if partial:
         out += ["> **Not the full benchmark**: " + "; ".join(partial) + ". These numbers validate the bench and are "
                 "not the result the issue asks for; `make bench` produces that.", ""]
-    out += targets_section(s, bool(partial)) + ready_section(s) + down_section(s) + run_section(s) + reliability_section(s)
+    out += targets_section(s, bool(partial)) + ready_section(s) + down_section(s) + run_section(s)
+    if s.tls_sizes():
+        out += tls_section(s)
+    out += reliability_section(s)
     if notes:
         out += ["## Findings", "", notes.strip(), ""]
     out += method_section(s) + machine_section(data)

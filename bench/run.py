@@ -2,9 +2,10 @@
 
 For each N: start N bench nodes, then per repetition bring the cluster up and down with each
 contender in turn (the order rotates each repetition), then `sfcluster run` against plain ssh,
-then (at one N) sfcluster's up/down reliability cycles; nodes removed after each N, also on
-Ctrl-C or error. Results go to build/bench/results.json after every sample; the report
-(docs/BENCHMARKS.md + docs/bench-time-to-ready.png) is written at the end.
+then (at one N) sfcluster's up/down reliability cycles, then (with --tls-reps) the TLS cost
+section (bench/tlscost.py); nodes removed after each N, also on Ctrl-C or error. Results go to
+build/bench/results.json after every sample; the report (docs/BENCHMARKS.md +
+docs/bench-time-to-ready.png) is written at the end.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from bench import contenders as C
 from bench.measure import as_dict, measure_down, measure_run, measure_up, reliability_cycles
 from bench.nodes import BUILD, BenchNodes, BenchSpec, SshMasters, log, sh
 from bench.readiness import install as install_poller
+from bench.tlscost import tls_section
+from sfcluster.inventory.model import TlsMode
 
 ORDER = ["sfcluster", "bare", "rayup"]
 
@@ -61,6 +64,12 @@ class Results:
 
     def add(self, n: int, kind: str, key: str, sample: object) -> None:
         self.size(n)[kind].setdefault(key, []).append(as_dict(sample))
+        self.save()
+
+    def add_tls(self, n: int, mode: TlsMode, kind: str, record: dict) -> None:
+        """The TLS section's samples: "tls" -> N -> "on"/"off" -> up/train/down/not_purged -> [records]
+        (the key exists only when the section ran)."""
+        self.data.setdefault("tls", {}).setdefault(str(n), {}).setdefault(mode.value, {}).setdefault(kind, []).append(record)
         self.save()
 
     def save(self) -> None:
@@ -111,6 +120,9 @@ def bench_size(n: int, args: argparse.Namespace, results: Results, keys: List[st
             cyc = reliability_cycles(cs["sfcluster"], nodes, args.cycles, logs, args.give_up)
             entry["cycles"] = as_dict(cyc)
             results.save()
+        if args.tls_reps > 0 and n in args.tls_sizes:
+            tls_section(nodes, masters, args.tls_reps, args.give_up, logs,
+                        lambda mode, kind, record: results.add_tls(n, mode, kind, record))
     finally:
         for c in cs.values():
             if isinstance(c, C.RayUp):
@@ -130,6 +142,9 @@ def parse(argv: List[str]) -> argparse.Namespace:
     ap.add_argument("--cycles", type=int, default=20, help="sfcluster up/down reliability cycles (0: none)")
     ap.add_argument("--cycles-at", type=int, default=0, help="N for the cycles (default: the largest size)")
     ap.add_argument("--skip-rayup", action="store_true", help="leave Ray's launcher out")
+    ap.add_argument("--tls-reps", type=int, default=0,
+                    help="TLS cost: sfcluster up + SS-LR training per tls mode (on/off) and N (default 0: none)")
+    ap.add_argument("--tls-sizes", default="", help="the N for the TLS section, among --sizes (default: all of them)")
     ap.add_argument("--give-up", type=float, default=60, help="seconds to readiness before an attempt fails")
     ap.add_argument("--give-up-rayup", type=float, default=60)
     ap.add_argument("--out", type=Path, default=BUILD / "results.json")
@@ -139,6 +154,9 @@ def parse(argv: List[str]) -> argparse.Namespace:
     ap.add_argument("--image", default=BenchSpec(2).image, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.sizes = [int(x) for x in args.sizes.split(",") if x]
+    args.tls_sizes = [int(x) for x in args.tls_sizes.split(",") if x] or list(args.sizes)
+    if not set(args.tls_sizes) <= set(args.sizes):
+        ap.error(f"--tls-sizes {args.tls_sizes}: each must be one of --sizes {args.sizes}")
     return args
 
 

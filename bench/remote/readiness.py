@@ -17,6 +17,9 @@
 #    gcs_server either, so sfcluster's preflight does not see a foreign Ray.
 #  - Containers share the host kernel's CLOCK_MONOTONIC (no time namespace), so the times printed
 #    here are on the controller's clock too.
+#  - With `tls: on` the controller starts this under Ray's TLS environment (RAY_USE_TLS and the
+#    head's certificate files): the GCS takes mutual-TLS clients only. Those files appear during
+#    `sfcluster up` (the clock is running), so no client is made before all of them exist.
 import os
 import socket
 import sys
@@ -43,6 +46,14 @@ def port_open():
         return False
 
 
+TLS_FILES = [os.environ.get(k, "") for k in ("RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_TLS_CA_CERT")
+             if os.environ.get("RAY_USE_TLS") == "1"]
+
+
+def tls_files_ready():
+    return all(os.path.exists(f) for f in TLS_FILES)
+
+
 client = None
 
 
@@ -55,7 +66,7 @@ def alive_nodes():
     global client
     try:
         if client is None:
-            if not port_open():
+            if not port_open() or not tls_files_ready():
                 return 0
             client = GcsClient(address="%s:%d" % (HOST, PORT), nums_reconnect_retry=0)
         alive = sum(1 for info in client.get_all_node_info(timeout=1).values() if info["state"] == 0)
