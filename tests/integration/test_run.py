@@ -46,6 +46,14 @@ def remote_left(h, node):
     return h.docker_exec(node, "ps -eo pid,args | grep -E '[r]ay::SPURuntime|[r]ay::PYU|[.]sfcluster/harness/runs/' || true").stdout.strip()
 
 
+def as_node(node):
+    """A command prefix that gives a hand-started process the node's own certificate (tls: on, the
+    default): what a local user who can read the Ray user's files (the Ray user itself, root) has.
+    TLS keeps everyone else out (test_tls.py); these are the drivers the job-table watch is for."""
+    d = "/root/.sfcluster/harness/tls" if node == "alice" else "/home/sfops/.sfcluster/harness/tls"
+    return f"env RAY_USE_TLS=1 RAY_TLS_SERVER_CERT={d}/node.pem RAY_TLS_SERVER_KEY={d}/node.key RAY_TLS_CA_CERT={d}/ca.pem "
+
+
 def lock_free(h):
     """Nobody holds the flock (a holder's info file may outlive a SIGKILLed holder: harmless)."""
     return h.docker_exec("alice", f"flock -n {STATE} true", check=False).returncode == 0
@@ -131,8 +139,8 @@ def test_guard_stops_a_driver_started_by_hand_on_bob(harness, cluster):
 
 
 def test_foreign_driver_makes_run_refuse(harness, cluster):
-    harness.docker_exec("bob", "setsid -f /opt/sf/bin/python -c 'import ray,time; ray.init(address=\"172.30.77.11:6379\"); "
-                               "time.sleep(60)' >/tmp/foreign.log 2>&1", user="sfops")
+    harness.docker_exec("bob", "setsid -f " + as_node("bob") + "/opt/sf/bin/python -c 'import ray,time; "
+                               "ray.init(address=\"172.30.77.11:6379\"); time.sleep(60)' >/tmp/foreign.log 2>&1", user="sfops")
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -160,8 +168,9 @@ def test_foreign_driver_mid_run_stops_the_run_naming_it(harness, cluster):
     try:
         wait_for(proc, "tick 1")
         t0 = time.monotonic()
-        harness.docker_exec("bob", "setsid -f /opt/sf/bin/python -c 'import ray,time; ray.init(address=\"172.30.77.11:6379\"); "
-                                   "print(\"FOREIGN UP\", flush=True); time.sleep(60)' >/tmp/foreign.log 2>&1", user="sfops")
+        harness.docker_exec("bob", "setsid -f " + as_node("bob") + "/opt/sf/bin/python -c 'import ray,time; "
+                                   "ray.init(address=\"172.30.77.11:6379\"); print(\"FOREIGN UP\", flush=True); time.sleep(60)' "
+                                   ">/tmp/foreign.log 2>&1", user="sfops")
         out = proc.communicate(timeout=60)[0]
         took = time.monotonic() - t0
         up = harness.docker_exec("bob", "cat /tmp/foreign.log").stdout
@@ -361,8 +370,9 @@ def test_status_sanctions_exactly_the_runs_own_driver(harness, cluster):
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
     # a driver on the head whose command line looks like ours is still not ours
-    harness.docker_exec("alice", "setsid -f /opt/sf/bin/python -c 'import ray,sys,time; ray.init(address=\"172.30.77.11:6379\"); "
-                                 "time.sleep(60)' /tmp/sfc-harness/runs/x/train.py >/tmp/lookalike.log 2>&1")
+    harness.docker_exec("alice", "setsid -f " + as_node("alice") + "/opt/sf/bin/python -c 'import ray,sys,time; "
+                                 "ray.init(address=\"172.30.77.11:6379\"); time.sleep(60)' /tmp/sfc-harness/runs/x/train.py "
+                                 ">/tmp/lookalike.log 2>&1")
     try:
         deadline = time.monotonic() + 30
         st = {}
