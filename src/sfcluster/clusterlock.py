@@ -20,7 +20,8 @@ from sfcluster.connect import Nodes
 from sfcluster.errors import LockHeld, SfclusterError, UnavailableError
 from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster
-from sfcluster.nodescripts import with_state
+from sfcluster.nodescripts import answer, with_state
+from sfcluster.remote.base import by_line
 from sfcluster.nodescripts.contract import OP_ERROR, OP_HELD, OP_LOCKED, OP_WAITING
 from sfcluster.remote.transfer import unsafe_state
 
@@ -62,24 +63,19 @@ def cluster_lock(cluster: Cluster, nodes: Nodes, op: str, wait: float = 0,
            "wait": wait}
     answers: "queue.Queue[tuple]" = queue.Queue()
     release, stop = threading.Event(), threading.Event()
-    buf = bytearray()
     err = bytearray()
 
-    def on_out(data: bytes) -> None:
-        buf.extend(data)
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
-            kind, _, payload = line.decode(errors="replace").partition(" ")
-            if kind == OP_WAITING:
-                note(f"waiting for the cluster lock (up to {wait:g} s), held by {holder_text(_json(payload))}")
-            else:
-                answers.put((kind, payload))
+    def on_line(line: bytes) -> None:
+        kind, _, payload = line.decode(errors="replace").partition(" ")
+        if kind == OP_WAITING:
+            note(f"waiting for the cluster lock (up to {wait:g} s), held by {holder_text(_json(payload))}")
+        else:
+            answers.put((kind, payload))
 
     def hold() -> None:
         try:
             code = nodes.ray(head.name).stream(python_argv(head, "oplock", req, text=with_state("oplock")),
-                                           on_stdout=on_out, on_stderr=err.extend, keep_stdin_open=True,
+                                           on_stdout=by_line(on_line), on_stderr=err.extend, keep_stdin_open=True,
                                            close_stdin=release, stop=stop)
             answers.put(("END", str(code)))
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
@@ -126,13 +122,6 @@ def lock_holder(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
     run, also its pid, driver pid and log (and `cancelled` with action "cancel")."""
     head = cluster.head
     res = nodes.ray(head.name).run(python_argv(head, "run_ctl", {"cluster": cluster.name, "action": action},
-                                           text=with_state("run_ctl")), timeout=40 if action == "cancel" else 15)
-    try:
-        data = json.loads(res.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        res.check()
-        raise SfclusterError(f"[{head.name}] no answer about the cluster lock: {res.stdout[-300:]}")
-    if "error" in data:
-        raise unsafe_state(head.name, data["error"])
-    return data
+                                               text=with_state("run_ctl")), timeout=40 if action == "cancel" else 15)
+    return answer(res, "the cluster lock")
 

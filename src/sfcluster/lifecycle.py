@@ -17,7 +17,7 @@ from sfcluster.firewall import NO_FALLBACK, apply_plan, cache_entry, cached_remo
 from sfcluster.inventory.model import Cluster, FirewallMode
 from sfcluster.raycluster.argv import START_TIMEOUT, gcs_port_wait_argv, head_start_argv, worker_start_argv
 from sfcluster.raycluster.control import gcs_query, start_quietly, stop_ray
-from sfcluster.tls.install import enabled as tls_enabled, ensure_certs, inspect as inspect_tls, recorded_dirs, with_env
+from sfcluster.tls.install import enabled as tls_enabled, ensure_certs, inspect as inspect_tls, with_env
 from sfcluster.tls.install import purge as purge_tls
 from sfcluster.remote.group import fan_out
 from sfcluster.upplan import FirewallStep, plan_up

@@ -92,7 +92,7 @@ def unfiltered_reason(cluster: Cluster, f: NodeFacts) -> Optional[Tuple[str, str
                 "Ray and SPU would be open to everyone who reaches the node",
                 f"allow passwordless sudo for {f.user} on {f.node}, or set firewall: check and scope the ports yourself")
     if f.firewall.backend == "none":
-        return (f"firewall: open, but no firewall tool was found (iptables, nftables, ufw, firewalld): Ray and SPU "
+        return ("firewall: open, but no firewall tool was found (iptables, nftables, ufw, firewalld): Ray and SPU "
                 "would be open to everyone who reaches the node",
                 f"install nftables or iptables on {f.node}; or opt out explicitly with nodes.{f.node}.firewall_backend: none")
     if f.firewall.backend == "unknown":

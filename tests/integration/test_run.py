@@ -2,42 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = Path(__file__).parent / "scripts"
-SFC = [sys.executable, "-m", "sfcluster.cli.main"]
+from tests.integration.cli import ROOT, SCRIPTS, sfc, start, wait_for
+
 STATE = "/root/.sfcluster/harness"  # the cluster's private state on the head (alice logs in as root)
-ENV = dict(os.environ, SFCLUSTER_STATE_DIR="/tmp/sfc-test-state")
-
-
-def sfc(*args, timeout=300):
-    return subprocess.run([*SFC, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
-
-
-def start(*args):
-    return subprocess.Popen([*SFC, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-
-
-def wait_for(proc, text, timeout=90):
-    lines = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if text in line:
-            return lines
-    raise AssertionError(f"never saw {text!r}:\n{''.join(lines)[-3000:]}")
 
 
 def remote_left(h, node):

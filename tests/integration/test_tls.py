@@ -5,41 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = Path(__file__).parent / "scripts"
-SFC = [sys.executable, "-m", "sfcluster.cli.main"]
-STATE = "/tmp/sfc-test-state"
-ENV = dict(os.environ, SFCLUSTER_STATE_DIR=STATE)
+from tests.integration.cli import ROOT, SCRIPTS, STATE_DIR, sfc, start, wait_for
+
+STATE = STATE_DIR
 TLS_DIRS = {"alice": "/root/.sfcluster/harness/tls", "bob": "/home/sfops/.sfcluster/harness/tls",
             "carol": "/home/sfops/.sfcluster/harness/tls"}
-
-
-def sfc(*args, timeout=300):
-    return subprocess.run([*SFC, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
-
-
-def start(*args):
-    return subprocess.Popen([*SFC, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-
-
-def wait_for(proc, text, timeout=120):
-    lines = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if text in line:
-            return lines
-    raise AssertionError(f"never saw {text!r}:\n{''.join(lines)[-3000:]}")
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,13 @@ remote process start gathers everything a step needs.
 """
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sfcluster.remote.base import Result
 
 HERE = Path(__file__).parent
 
@@ -15,6 +20,21 @@ HERE = Path(__file__).parent
 def source(name: str) -> str:
     """Text of nodescripts/<name>.py."""
     return (HERE / f"{name}.py").read_text()
+
+
+def answer(res: "Result", what: str) -> dict:
+    """The JSON object a node script of the state dir prints as its last line; an error naming the
+    node when there is none, or when the script refused the node's state dir."""
+    from sfcluster.errors import SfclusterError
+    from sfcluster.remote.transfer import unsafe_state
+    try:
+        data = json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        res.check()
+        raise SfclusterError(f"[{res.host}] no answer about {what}: {res.stdout[-300:]}") from None
+    if isinstance(data, dict) and "error" in data:
+        raise unsafe_state(res.host, data["error"])
+    return data
 
 
 def with_state(name: str) -> str:

@@ -305,23 +305,8 @@ def main():
     def watch_stdin():
         # The controller sends a heartbeat line every second; EOF or HEARTBEAT_SILENCE s of silence
         # means it is gone.
-        import select
-        last = time.monotonic()
-        while proc.poll() is None:
-            ready, _, _ = select.select([0], [], [], 1.0)
-            if ready:
-                try:
-                    data = os.read(0, 1024)
-                except OSError:
-                    data = b""
-                if not data:
-                    break
-                last = time.monotonic()
-            elif time.monotonic() - last > HEARTBEAT_SILENCE:
-                break
-        else:
-            return
-        stop_for("controller_gone", "the controller's connection closed")
+        if controller_gone(lambda: proc.poll() is None):
+            stop_for("controller_gone", "the controller's connection closed")
 
     def watch_cluster():
         """ONE watcher on the head, every 2 s, for the run's whole life:

@@ -12,6 +12,7 @@ import os
 import pwd
 import re
 import stat
+import time
 
 RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 
@@ -119,15 +120,40 @@ def cmdline(pid):
         return []
 
 
-def is_oplock_of(pid, cluster):
-    """True only when `pid` is a process of ours running oplock.py for this cluster (an `up` or
-    `down` holding the cluster lock)."""
+def own_process(pid):
+    """True when `pid` (from a file: anything) is a live process of ours, never pid 0, 1 or negative."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
         return False
     try:
-        if os.stat("/proc/%d" % pid).st_uid != os.getuid():
-            return False
+        return os.stat("/proc/%d" % pid).st_uid == os.getuid()
     except OSError:
+        return False
+
+
+def controller_gone(still_needed=lambda: True):
+    """Block until the controller is gone: EOF on stdin, or HEARTBEAT_SILENCE s without its
+    heartbeat (a line a second). True then; False when still_needed() turned false first."""
+    import select
+    last = time.monotonic()
+    while still_needed():
+        ready, _, _ = select.select([0], [], [], 1.0)
+        if ready:
+            try:
+                data = os.read(0, 1024)
+            except OSError:
+                data = b""
+            if not data:
+                return True
+            last = time.monotonic()
+        elif time.monotonic() - last > HEARTBEAT_SILENCE:
+            return True
+    return False
+
+
+def is_oplock_of(pid, cluster):
+    """True only when `pid` is a process of ours running oplock.py for this cluster (an `up` or
+    `down` holding the cluster lock)."""
+    if not own_process(pid):
         return False
     argv = cmdline(pid)
     # the mark as a line of its own: oplock.py's first line, not this file's constant
@@ -175,12 +201,7 @@ def describe_holder(state, cluster):
 
 def is_wrapper_of(pid, state, run_id):
     """True only when `pid` is a process of ours running this run's wrapper file."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
-        return False
-    try:
-        if os.stat("/proc/%d" % pid).st_uid != os.getuid():
-            return False
-    except OSError:
+    if not own_process(pid):
         return False
     want = os.path.join(run_dir(state, run_id), WRAPPER_NAME)
     return want in cmdline(pid)[1:3]

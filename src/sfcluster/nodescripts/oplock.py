@@ -9,7 +9,6 @@
 # stdout (contract.py): OP_WAITING <holder json> (once, while waiting), then OP_LOCKED, or OP_HELD
 # <holder json> and HELD_EXIT.
 import fcntl
-import select
 import socket
 import sys
 import time
@@ -41,21 +40,6 @@ def take(state):
             time.sleep(0.5)
 
 
-def hold():
-    """Until EOF on stdin or HEARTBEAT_SILENCE s without the controller's heartbeat (a line a second)."""
-    last = time.monotonic()
-    while time.monotonic() - last < HEARTBEAT_SILENCE:
-        ready, _, _ = select.select([0], [], [], 1.0)
-        if ready:
-            try:
-                data = os.read(0, 1024)
-            except OSError:
-                data = b""
-            if not data:
-                return
-            last = time.monotonic()
-
-
 def main():
     if REQ.get("op") not in ("up", "down"):
         raise UnsafeState("bad op %r" % (REQ.get("op"),))
@@ -66,7 +50,7 @@ def main():
     write_private(lock_info_path(state), json.dumps(info))
     say(OP_LOCKED)
     try:
-        hold()
+        controller_gone()  # holds the lock until then
     finally:
         try:
             os.unlink(lock_info_path(state))  # still under the lock: the next holder never sees ours

@@ -66,6 +66,19 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
+def by_line(on_line: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """An on_stdout/on_stderr that hands `on_line` each whole line (without its newline)."""
+    buf = bytearray()
+
+    def on_data(data: bytes) -> None:
+        buf.extend(data)
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            on_line(line)
+    return on_data
+
+
 class AsUser:
     """A Runner that runs every command as another user of the host (`sudo -n -u USER --`): the
     user Ray runs as (inventory `ray_user`), when the SSH user is another one. Environment goes in

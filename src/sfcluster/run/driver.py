@@ -18,6 +18,7 @@ from sfcluster import state
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
 from sfcluster.clusterlock import held_error, holder_text, lock_holder
+from sfcluster.remote.base import by_line
 from sfcluster.remote.transfer import bundle, push, unsafe_state
 from sfcluster.tls.install import dirs_for_run, with_env
 from sfcluster.errors import ForeignDriver, SfclusterError, UnavailableError
@@ -105,29 +106,24 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")
     control: dict = {}
-    buf = bytearray()
 
-    def on_err(data: bytes) -> None:
-        buf.extend(data)
-        while b"\n" in buf:
-            line, _, rest = bytes(buf).partition(b"\n")
-            buf[:] = rest
-            if line.startswith(C.CONTROL_PREFIX.encode()):  # only the wrapper writes these (the driver's are marked)
-                kind, _, payload = line[len(C.CONTROL_PREFIX):].decode(errors="replace").partition(" ")
-                control[kind] = payload
-                try:
-                    if kind == C.NODE_DOWN:
-                        p = json.loads(payload)
-                        note(f"node {p['party']} ({p['host']}) is down or cut off: stopping the run")
-                    elif kind == C.STARVED:
-                        note(json.loads(payload)["message"])
-                    elif kind == C.STOPPING:
-                        note(f"stopping the driver: {payload}")
-                except (ValueError, KeyError, TypeError):
-                    note(f"unreadable control line from the head: {line[:200]!r}")
-            else:
-                log.write(line + b"\n")
-                err(line + b"\n")
+    def on_err_line(line: bytes) -> None:
+        if line.startswith(C.CONTROL_PREFIX.encode()):  # only the wrapper writes these (the driver's are marked)
+            kind, _, payload = line[len(C.CONTROL_PREFIX):].decode(errors="replace").partition(" ")
+            control[kind] = payload
+            try:
+                if kind == C.NODE_DOWN:
+                    p = json.loads(payload)
+                    note(f"node {p['party']} ({p['host']}) is down or cut off: stopping the run")
+                elif kind == C.STARVED:
+                    note(json.loads(payload)["message"])
+                elif kind == C.STOPPING:
+                    note(f"stopping the driver: {payload}")
+            except (ValueError, KeyError, TypeError):
+                note(f"unreadable control line from the head: {line[:200]!r}")
+        else:
+            log.write(line + b"\n")
+            err(line + b"\n")
 
     def on_out(data: bytes) -> None:
         log.write(data)
@@ -152,7 +148,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         code = nodes.ray(cluster.head_name).stream(
             with_env([cluster.head.python, f"{dirs[cluster.head_name]}/{C.WRAPPER_NAME}"], tls_dirs.get(cluster.head_name)),
             stdin=json.dumps(req) + "\n",
-            on_stdout=on_out, on_stderr=on_err, keep_stdin_open=not opts.detach, close_stdin=interrupted,
+            on_stdout=on_out, on_stderr=by_line(on_err_line), keep_stdin_open=not opts.detach, close_stdin=interrupted,
             # the wrapper beats every 5 s while it waits for the lock and while the driver
             # runs: a head that goes silent (frozen, powered off, cut off) ends the run
             idle_timeout=HEAD_SILENCE)

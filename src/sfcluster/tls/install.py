@@ -5,7 +5,6 @@ and every SPU link run under mutual TLS with certificates of ONE CA per cluster:
 such a certificate can neither join nor drive the cluster."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -15,9 +14,9 @@ from sfcluster.errors import SfclusterError
 from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster, Node, TlsMode
 from sfcluster.nodescripts import contract as C
-from sfcluster.nodescripts import with_state
+from sfcluster.nodescripts import answer, with_state
 from sfcluster.remote.group import fan_out
-from sfcluster.remote.transfer import bundle, push, unsafe_state
+from sfcluster.remote.transfer import bundle, push
 from sfcluster.tls.pki import CA, days_left, ensure_ca, load_ca, purge_ca, verify_node_cert
 
 Progress = Callable[[str, str], None]
@@ -112,13 +111,7 @@ def inspect(cluster: Cluster, nodes: Nodes, names: Optional[Sequence[str]] = Non
         node = cluster.node(n)
         res = nodes.ray(n).run(python_argv(node, "tls_check", {"cluster": cluster.name}, text=with_state("tls_check")),
                            timeout=timeout)
-        try:
-            data = json.loads(res.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            res.check()
-            raise SfclusterError(f"[{n}] no answer about its certificates: {res.stdout[-300:]}")
-        if "error" in data:
-            raise unsafe_state(n, data["error"])
+        data = answer(res, "its certificates")
         out = NodeTls(n, dir=data.get("dir"), installed=bool(data.get("dir")))
         if not out.installed:
             return out
@@ -150,11 +143,7 @@ def purge(cluster: Cluster, nodes: Nodes, names: Sequence[str], progress: Progre
         node = cluster.node(n)
         res = nodes.ray(n).run(python_argv(node, "tls_purge", {"cluster": cluster.name}, text=with_state("tls_purge")),
                            timeout=20)
-        data = json.loads((res.stdout.strip().splitlines() or ["{}"])[-1])
-        if "error" in data:
-            raise unsafe_state(n, data["error"])
-        res.check()
-        if data.get("removed"):
+        if answer(res, "its certificates").get("removed"):
             progress(n, "certificates removed")
     g = fan_out(one, names)
     errors = {n: str(e) for n, e in g.errors.items()}
