@@ -118,3 +118,27 @@ def test_advertised_spu_address_not_local(harness, tmp_path):
     finally:
         for peer in ("alice", "carol"):
             harness.docker_exec(peer, f"iptables -t nat -D {NAT}", check=False)
+
+
+def test_firewall_open_on_a_node_without_a_firewall_tool_fails_naming_it(harness, tmp_path):
+    """firewall: open never ends in an unfiltered cluster: mallory as a party, its firewall tools
+    taken away (a host without any), makes check and up fail naming it; its explicit opt-out
+    (firewall_backend: none) is a warning."""
+    tools = "/usr/sbin/iptables /usr/sbin/nft /usr/sbin/ufw /usr/bin/firewall-cmd"
+    harness.docker_exec("mallory", f"for t in {tools}; do mv $t $t.hidden; done")
+    try:
+        inv = tmp_path / "inv.yaml"
+        text = harness.inventory_text(firewall="open", nodes=["alice", "mallory"])
+        inv.write_text(text)
+        code, report, _ = check(inv)
+        rows = failures(report, "firewall")
+        assert code == 65 and [c["node"] for c in rows] == ["mallory"] and "no firewall tool" in rows[0]["detail"], rows
+        # up --skip-check: the probe's facts still say so, and nothing is started
+        p = subprocess.run([*SFC, "up", "-i", str(inv), "--skip-check"], capture_output=True, text=True, timeout=120)
+        assert p.returncode != 0 and "[mallory]" in p.stderr and "no firewall tool" in p.stderr, p.stderr
+        assert harness.docker_exec("alice", "pgrep -x raylet || true").stdout.strip() == ""
+        inv.write_text(text.replace("    host: 172.30.77.20\n", "    host: 172.30.77.20\n    firewall_backend: none\n"))
+        _, report, _ = check(inv)
+        assert [c["status"] for c in report["checks"] if c["node"] == "mallory" and c["name"] == "firewall"] == ["WARN"]
+    finally:
+        harness.docker_exec("mallory", f"for t in {tools}; do mv $t.hidden $t; done", check=False)
