@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from sfcluster.clusterlock import WAIT_TIMEOUT
 from sfcluster.errors import InventoryError, SfclusterError
 from sfcluster.exitcodes import Exit
 from sfcluster.inventory import Cluster, load_inventory
@@ -43,7 +44,7 @@ json_option = click.option(
 
 def wait_options(fn: Callable) -> Callable:
     """--wait/--wait-timeout of the commands that take the cluster lock (up, down, run)."""
-    fn = click.option("--wait-timeout", type=click.FloatRange(min=0), default=3600, show_default=True,
+    fn = click.option("--wait-timeout", type=click.FloatRange(min=0), default=WAIT_TIMEOUT, show_default=True,
                       metavar="SECONDS", help="With --wait: give up (exit 75) after this long.")(fn)
     return click.option("--wait", is_flag=True,
                         help="If another operation (a run, an up, a down) holds the cluster lock, wait for it "

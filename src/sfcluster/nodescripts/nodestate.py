@@ -12,6 +12,7 @@ import os
 import pwd
 import re
 import stat
+import sys
 import time
 
 RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
@@ -98,6 +99,16 @@ def read_private(path):
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
             return None
         return f.read()
+
+
+def print_answer(main):
+    """The one way a state-dir script answers: main()'s dict as ONE JSON line on stdout; an unsafe
+    state dir (or an OSError) as {"error": why} and exit BAD_EXIT (nodescripts.answer() reads both)."""
+    try:
+        print(json.dumps(main()))
+    except (UnsafeState, OSError) as e:
+        print(json.dumps({"error": str(e)}))
+        sys.exit(BAD_EXIT)
 
 
 def lock_info_path(state):

@@ -99,8 +99,4 @@ def main():
     return out
 
 
-try:
-    print(json.dumps(main()))
-except (UnsafeState, OSError) as e:
-    print(json.dumps({"error": str(e)}))
-    sys.exit(BAD_EXIT)
+print_answer(main)

@@ -5,13 +5,13 @@ import shutil
 import sys
 
 REQ = json.loads(sys.argv[1])
-try:
+def main():
     st = state_dir(REQ["cluster"], create=False)
     d = os.path.join(st, TLS_DIR) if st else None
     removed = bool(d and private_dir(d, create=False))
     if removed:
         shutil.rmtree(d)
-    print(json.dumps({"removed": removed}))
-except (UnsafeState, OSError) as e:
-    print(json.dumps({"error": str(e)}))
-    sys.exit(BAD_EXIT)
+    return {"removed": removed}
+
+
+print_answer(main)

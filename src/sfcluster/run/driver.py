@@ -17,7 +17,7 @@ from typing import Callable, Dict, List
 from sfcluster import state
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
-from sfcluster.clusterlock import held_error, holder_text, lock_holder
+from sfcluster.clusterlock import WAIT_TIMEOUT, held_error, holder_text, lock_holder
 from sfcluster.remote.base import by_line
 from sfcluster.remote.transfer import bundle, push, unsafe_state
 from sfcluster.tls.install import dirs_for_run, with_env
@@ -45,7 +45,7 @@ class RunOptions:
     args: List[str] = field(default_factory=list)
     files: List[str] = field(default_factory=list)
     wait: bool = False
-    wait_seconds: float = 3600
+    wait_seconds: float = WAIT_TIMEOUT
     detach: bool = False
     starve_seconds: float = STARVE_SECONDS   # 0: no starvation watch
 
