@@ -56,9 +56,8 @@ def load_label(path):
 
 def main():
     t0 = time.time()
-    sf.init(parties=parties, address=cfg["ray_address"], log_to_driver=True, omp_num_threads=1)
-    pyus = {p: sf.PYU(p) for p in parties}
-    spu = sf.SPU(cfg["spu_cluster_def"])
+    cluster = runtime.init()   # sf.init for this cluster; PYUs by party; the SPU with its link settings
+    pyus, spu = cluster.pyus, cluster.spu
     print(f"sfcluster: {len(parties)} parties {parties}, head {head}, Ray {cfg['ray_address']}", flush=True)
 
     x = FedNdarray(

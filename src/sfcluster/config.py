@@ -14,6 +14,18 @@ from sfcluster.tls.install import enabled, spu_tls_opts
 
 CONFIG_VERSION = 1
 
+# SPU link timeouts, handed to sf.SPU(link_desc=...) by runtime.init(). SecretFlow 1.10 sets both
+# to 120 s, so a message that is never delivered fails the run after 120 s with no retry. That
+# happens under TLS: the brpc inside SPU 0.9 leaves the tail of a write in OpenSSL's buffer BIO when
+# the kernel's send buffer is full at the final flush (fixed upstream in apache/brpc#3105), and the
+# bytes leave only with the next write on that connection. Reproduced on the harness: a 4 KiB TCP
+# send buffer on alice and bob stalls the first SPU matmul under TLS (E1008 "Reached
+# timeout=120000ms", the run fails), never without TLS. yacl retries a timed-out send (3 times; the
+# receiver drops the duplicate by sequence id), and the retry is the write that flushes the stalled
+# bytes: a short send timeout under a long receive timeout turns a fatal 120 s stall into a 10 s
+# pause. The receive timeout also bounds how long a party waits for a peer's local computation.
+SPU_LINK_DESC = {"http_timeout_ms": 10_000, "recv_timeout_ms": 600_000}
+
 
 def spu_cluster_def(cluster: Cluster, tls_dirs: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """SPU's cluster_def; with `tls: on` and each node's certificate dir known (`up` records them),
@@ -37,6 +49,7 @@ def secretflow_config(cluster: Cluster, tls_dirs: Optional[Dict[str, str]] = Non
         "ray_address": cluster.ray_address,
         "parties": {n.name: {"host": n.host, "cpus": n.cpus, "data": n.data_paths} for n in cluster.nodes},
         "spu_cluster_def": spu_cluster_def(cluster, tls_dirs),
+        "spu_link_desc": dict(SPU_LINK_DESC),
         "tls": cluster.tls.value,
         "temp_dir": cluster.temp_dir,
         "ports": plan_ports(cluster).to_json(),

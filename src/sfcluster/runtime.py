@@ -2,7 +2,14 @@
 
     from sfcluster import runtime
     runtime.guard()          # stops a driver that was not started by `sfcluster run`
-    cfg = runtime.load()     # parties, ray_address, spu_cluster_def, ...
+    cfg = runtime.load()     # parties, ray_address, spu_cluster_def, spu_link_desc, ...
+
+or, for a script written for SecretFlow's `address='local'` quick start, one call in place of its
+`sf.init(...)` and `sf.SPU(...)` lines:
+
+    cluster = runtime.init()            # guard + sf.init for this cluster
+    spu = cluster.spu                   # sf.SPU from the generated cluster_def (and link_desc)
+    alice = cluster.pyus["alice"]       # or sf.PYU("alice"), as before
 
 This file is shipped next to the script on the head (no sfcluster install needed there); it must
 run on the nodes' Python 3.10 with the standard library only, on its own.
@@ -13,7 +20,7 @@ import json
 import os
 import socket
 import sys
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 # The names of nodescripts/contract.py (ENV_*), written out: this file stands alone on a node
 # (a user may copy it anywhere); tests/unit/test_contract.py holds the two together.
@@ -82,3 +89,38 @@ def guard() -> Dict[str, Any]:
     except (OSError, KeyError, ValueError):
         raise GuardError(_message("the run that started this driver is gone", cfg)) from None
     return cfg
+
+
+class Cluster:
+    """What `init()` returns: the config, a PYU per party, and the SPU (made on first use: a script
+    without SPU code does not start one)."""
+
+    def __init__(self, cfg: Dict[str, Any], sf: Any):
+        self.cfg = cfg
+        self.parties = list(cfg["parties"])
+        self.head = cfg["head"]
+        self.pyus = {p: sf.PYU(p) for p in self.parties}
+        self._sf = sf
+        self._spu: Optional[Any] = None
+
+    @property
+    def spu(self) -> Any:
+        if self._spu is None:
+            self._spu = self._sf.SPU(self.cfg["spu_cluster_def"], link_desc=self.cfg.get("spu_link_desc"))
+        return self._spu
+
+
+def init(**sf_init_kwargs: Any) -> Cluster:
+    """guard(), then sf.init for this cluster (its parties, its Ray address; TLS comes from the
+    environment `sfcluster run` set). Keyword arguments go to sf.init and override its defaults
+    here (log_to_driver=True, omp_num_threads=1)."""
+    cfg = guard()
+    import secretflow as sf  # on the head's venv; this file stays importable without it
+
+    kwargs: Dict[str, Any] = {"log_to_driver": True, "omp_num_threads": 1}
+    kwargs.update(sf_init_kwargs)
+    for fixed in ("parties", "address"):
+        if fixed in kwargs:
+            raise TypeError(f"runtime.init() sets sf.init's {fixed!r} from the cluster; do not pass it")
+    sf.init(parties=list(cfg["parties"]), address=cfg["ray_address"], **kwargs)
+    return Cluster(cfg, sf)

@@ -70,6 +70,18 @@ def docker_exec(node: str, cmd: str, user: str = "root", check: bool = True, tim
     return p
 
 
+def netns_sysctl(node: str, key: str, value: Optional[str] = None) -> str:
+    """Read (and with `value`, set) a network-namespace sysctl of a node from the host: the node's
+    own /proc/sys is read-only under Docker. Returns the value before the change."""
+    pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", NODES[node].container],
+                         check=True, text=True, capture_output=True).stdout.strip()
+    ns = ["nsenter", "-t", pid, "-n", "sysctl", "-n"]
+    old = subprocess.run(ns + [key], check=True, text=True, capture_output=True).stdout.strip()
+    if value is not None:
+        subprocess.run(ns + ["-w", f"{key}={value}"], check=True, text=True, capture_output=True)
+    return old
+
+
 def pause(node: str, tries: int = 10) -> None:
     """Freeze a node (sshd, Ray, everything: a host that vanished silently). The cgroup freezer
     sometimes fails under load ("OCI runtime pause failed: unable to freeze"; runc thaws it

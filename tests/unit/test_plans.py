@@ -126,6 +126,15 @@ def test_cluster_def_uses_listen_address_only_where_needed_and_string_protocol(c
     assert "listen_address" not in nodes["alice"] and "\"listen_addr\"" not in json.dumps(cd)
 
 
+def test_spu_link_desc_retries_a_stalled_send_long_before_the_receiver_gives_up(cluster):
+    # config.SPU_LINK_DESC: a send retried after http_timeout_ms flushes a write stalled in brpc's
+    # SSL buffer; the receiver must still be waiting then (yacl retries a send up to 3 times)
+    from sfcluster.config import SPU_LINK_DESC
+    ld = secretflow_config(cluster)["spu_link_desc"]
+    assert ld == SPU_LINK_DESC and set(ld) <= {"http_timeout_ms", "recv_timeout_ms"}
+    assert 4 * (ld["http_timeout_ms"] + 1000) < ld["recv_timeout_ms"]
+
+
 
 
 def test_iptables_chain_names_never_collide_and_fit():

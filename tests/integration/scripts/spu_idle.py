@@ -6,13 +6,11 @@ import time
 from sfcluster import runtime
 
 runtime.guard()
-cfg = runtime.load()
 import secretflow as sf  # noqa: E402
 
-parties = list(cfg["parties"])
-sf.init(parties=parties, address=cfg["ray_address"], log_to_driver=False, omp_num_threads=1)
-spu = sf.SPU(cfg["spu_cluster_def"])
-alice = sf.PYU(parties[0])
+cluster = runtime.init(log_to_driver=False)
+spu = cluster.spu
+alice = cluster.pyus[cluster.parties[0]]
 x = alice(lambda: 41)()
 y = x.to(spu)
 print("spu computes:", sf.reveal(spu(lambda a: a + 1)(y)), flush=True)
