@@ -83,6 +83,7 @@ def is_active(state, run_id):
 
 def fetch():
     summary = {"files": 0, "bytes": 0, "skipped": [], "refused": "", "active": False, "missing": False}
+    run_dir("", REQ["run_id"])  # a bad run id is refused before anything is looked at
     state = state_dir(REQ["cluster"], create=False)
     rd = run_dir(state, REQ["run_id"]) if state else None
     if rd is None or private_dir(rd, create=False) is None:
