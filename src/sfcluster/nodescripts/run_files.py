@@ -12,7 +12,6 @@
 #    and Ray's old session dirs of this cluster. Prints one JSON object (print_answer).
 import fcntl
 import shutil
-import stat
 import tarfile
 
 REQ = json.loads(sys.argv[1]) if __name__ == "__main__" else {}  # (unit tests load the planners)
