@@ -447,6 +447,8 @@ def _outputs_come_home(harness, cluster, tmp_path, temp, live, old_sessions):
     det_id = d.stderr.split("sfcluster fetch ")[1].split()[0].strip("`")
     early = sfc("fetch", "-i", str(cluster), det_id)
     assert early.returncode == 1 and "still running" in early.stderr, early.stderr
+    refused = sfc("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "1")
+    assert refused.returncode == 75, refused.stderr  # the lock is held: no run, nothing to remember
     deadline = time.monotonic() + 60
     while not lock_free(harness) and time.monotonic() < deadline:
         time.sleep(1)
@@ -459,3 +461,7 @@ def _outputs_come_home(harness, cluster, tmp_path, temp, live, old_sessions):
     assert "wrote outputs detached" in sfc("logs", "-i", str(cluster), det_id).stdout
     again = sfc("fetch", "-i", str(cluster), det_id, str(dest))  # idempotent
     assert again.returncode == 0, again.stderr
+    listed = [r["run_id"] for r in json.loads(sfc("runs", "-i", str(cluster), "--json").stdout)["runs"]]
+    assert listed[:2] == [det_id, run_id], listed
+    table = sfc("runs", "-i", str(cluster))
+    assert table.returncode == 0 and det_id in table.stdout and "writes_output.py detached 8" in table.stdout

@@ -6,6 +6,7 @@ import getpass
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import threading
@@ -161,6 +162,10 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         for sig, h in old.items():
             signal.signal(sig, h)
         log.close()
+        if C.STARTED in control:
+            history.save(rec)  # a run, whatever happens next (`fetch` completes it)
+        else:  # refused (lock held, another driver, no Ray) or never heard of: no run to remember
+            shutil.rmtree(log_path.parent, ignore_errors=True)
     if code == C.HELD_EXIT and C.LOCKED in control:
         raise held_error(cluster, json.loads(control[C.LOCKED]), "run")
     if code == C.FOREIGN_EXIT and C.FOREIGN in control and C.STARTED not in control:
@@ -172,7 +177,6 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         raise UnavailableError(f"Ray is not reachable at {cluster.ray_address}: {control.get('NORAY', '')}",
                                "bring the cluster up first: sfcluster up")
     if opts.detach and C.STARTED in control:
-        history.save(rec)
         note(f"detached: run {run_id} goes on; follow it with `sfcluster logs -f`, stop it with `sfcluster cancel`, "
              f"fetch its outputs once it has ended with `sfcluster fetch {run_id}`")
         return 0
