@@ -310,6 +310,7 @@ def test_a_run_gone_from_the_head_fetched_before_is_no_error_never_fetched_is(st
     (tmp_path / "home").mkdir()
     with pytest.raises(SfclusterError, match="is not on a"):
         fetch_locally(tmp_path, LocalRunner(tmp_path / "home"))
+    assert history.list_runs("demo") == []  # a failed fetch leaves no empty entry behind
     history.save(record(RUN_ID, fetched=time.time(), outputs={"files": 1}))
     notes = []
     got = fetch_locally(tmp_path, LocalRunner(tmp_path / "home"), note=notes.append)

@@ -85,7 +85,18 @@ def fetch(cluster: Cluster, nodes: Nodes, run_id: str, max_output_mb: float = MA
     whole: a fetch is idempotent); one retry when the connection fails or the archive is cut."""
     history.check_run_id(run_id)
     max_bytes = int(max_output_mb * (1 << 20))
+    known = history.run_home(cluster.name, run_id).is_dir()
     home = history.make_home(cluster.name, run_id)
+    try:
+        return _fetch(cluster, nodes, run_id, max_bytes, home, exit_code_of, note)
+    except BaseException:
+        if not known:  # nothing came of it: no empty entry in `runs`
+            shutil.rmtree(home, ignore_errors=True)
+        raise
+
+
+def _fetch(cluster: Cluster, nodes: Nodes, run_id: str, max_bytes: int, home: Path,
+           exit_code_of: Optional[Callable[[int, str], int]], note: Callable[[str], None]) -> Fetched:
     incoming = home / ".incoming"
     tar_path = home / ".incoming.tar"
     summary: Dict[str, Any] = {}
