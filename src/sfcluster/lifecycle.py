@@ -20,6 +20,7 @@ from sfcluster.raycluster.control import gcs_query, start_quietly, stop_ray
 from sfcluster.tls.install import enabled as tls_enabled, ensure_certs, inspect as inspect_tls, with_env
 from sfcluster.tls.install import purge as purge_tls
 from sfcluster.remote.group import fan_out
+from sfcluster.run.fetch import clean_head
 from sfcluster.upplan import FirewallStep, plan_up
 
 Progress = Callable[[str, str], None]  # (node, message)
@@ -70,8 +71,23 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
             if not tls_enabled(cluster):
                 raise PlanError("--rotate-certs: the inventory says tls: off", "set tls: on (the default), or drop the flag")
             _stop_everywhere(cluster, nodes, progress, "restarting Ray with the new certificates")
-        return _up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=progress,
-                   join_timeout=join_timeout, rotate_certs=rotate_certs)
+        result = _up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=progress,
+                     join_timeout=join_timeout, rotate_certs=rotate_certs)
+    _clean_head(cluster, nodes, progress)
+    return result
+
+
+def _clean_head(cluster: Cluster, nodes: Nodes, progress: Progress) -> None:
+    """Old run dirs and Ray's old session dirs off the head's disk (run/fetch.py), once the lock is
+    free again (the cleanup takes it itself, and skips while anything else holds it)."""
+    try:
+        out = clean_head(cluster, nodes)
+    except SfclusterError as e:
+        progress(cluster.head_name, f"cleaning old run and Ray session dirs failed (harmless): {e.message}")
+        return
+    if out.get("runs_removed") or out.get("sessions_removed"):
+        progress(cluster.head_name, f"removed {len(out.get('runs_removed', []))} old run dir(s) and "
+                                    f"{len(out.get('sessions_removed', []))} old Ray session dir(s)")
 
 
 def _stop_everywhere(cluster: Cluster, nodes: Nodes, progress: Progress, why: str) -> None:

@@ -6,10 +6,11 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.integration.cli import ROOT, SCRIPTS, sfc, start, wait_for
+from tests.integration.cli import ENV, ROOT, SCRIPTS, SFC, STATE_DIR, sfc, start, wait_for
 
 STATE = "/root/.sfcluster/harness"  # the cluster's private state on the head (alice logs in as root)
 
@@ -392,3 +393,75 @@ def test_down_never_tears_the_cluster_away_under_a_run(harness, cluster):
     assert remote_left(harness, "alice") == "" and lock_free(harness)
     p = sfc("up", "-i", str(cluster))  # the module's cluster stays up for whatever runs next
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_outputs_come_home_runs_and_logs_list_them_and_the_head_is_cleaned(harness, cluster, tmp_path):
+    """`run` fetches $SFCLUSTER_OUTPUT (never a link in it) into the history and says where; `runs`
+    and `logs RUN_ID` read the history; a detached run is fetched later with `fetch RUN_ID DEST`;
+    the head keeps the last few run dirs, and Ray's old session dirs go while the live one stays."""
+    temp = "/tmp/sfc-harness"
+    live = harness.docker_exec("alice", f"readlink -f {temp}/session_latest").stdout.strip()
+    old_sessions = [f"{temp}/session_2020-01-01_00-00-0{i}_000000_1" for i in range(4)]
+    harness.docker_exec("alice", "mkdir -p " + " ".join(f"{s}/logs" for s in old_sessions))
+    # leftovers of earlier runs, fetched long ago (the cleanup keeps the newest 5 run dirs)
+    old_runs = [f"{STATE}/runs/20200101-00000{i}-000000" for i in range(7)]
+    harness.docker_exec("alice", " && ".join(f"mkdir -m 700 -p {r} && touch {r}/driver.log {r}/.fetched" for r in old_runs))
+    try:
+        _outputs_come_home(harness, cluster, tmp_path, temp, live, old_sessions)
+    finally:  # what the cleanup was right to keep of the planted leftovers
+        harness.docker_exec("alice", "rm -rf " + " ".join(old_sessions + old_runs))
+
+
+def _outputs_come_home(harness, cluster, tmp_path, temp, live, old_sessions):
+    p = sfc("run", "-i", str(cluster), str(SCRIPTS / "writes_output.py"), "--", "attached")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "wrote outputs attached" in p.stdout
+    line = next(ln for ln in p.stderr.splitlines() if "outputs of run" in ln)
+    run_id = line.split("outputs of run ")[1].split(":")[0]
+    home = Path(STATE_DIR) / "harness" / "runs" / run_id
+    assert f"{home}/output (2 file(s)" in line and "skipped output/shadow: a symbolic link" in line, line
+    assert json.loads((home / "output" / "metrics.json").read_text())["tag"] == "attached"
+    assert (home / "output" / "model" / "weights.bin").stat().st_size == 4096
+    assert not (home / "output" / "shadow").exists() and not (home / "output" / "shadow").is_symlink()
+
+    runs = json.loads(sfc("runs", "-i", str(cluster), "--json").stdout)
+    first = runs["runs"][0]
+    assert first["run_id"] == run_id and first["exit_code"] == 0 and first["script"] == "writes_output.py"
+    assert first["args"] == ["attached"] and first["duration"] > 0 and first["inventory_digest"].startswith("sha256:")
+    other = subprocess.run([*SFC, "runs", "-i", str(cluster), "--json"], capture_output=True, text=True, timeout=60,
+                           env=dict(ENV, SFCLUSTER_STATE_DIR=str(tmp_path / "other-controller")))
+    assert json.loads(other.stdout)["runs"] == []  # another controller's history is its own
+    logs = sfc("logs", "-i", str(cluster), run_id)
+    assert logs.returncode == 0 and "wrote outputs attached" in logs.stdout and "driver exited 0" in logs.stdout
+
+    head_runs = harness.docker_exec("alice", f"ls {STATE}/runs").stdout.split()
+    assert len(head_runs) <= 5 and run_id in head_runs, head_runs
+    sessions = harness.docker_exec("alice", f"ls {temp}").stdout.split()
+    assert live and harness.docker_exec("alice", f"test -d {live}", check=False).returncode == 0
+    others = [s for s in sessions if s.startswith("session_2") and s != live.rsplit("/", 1)[1]]
+    assert len(others) <= 2 and "session_2020-01-01_00-00-00_000000_1" not in sessions, sessions  # 2 others stay
+
+    # detached: not fetchable while it runs; fetched (with its exit code) into DEST once it ended
+    d = sfc("run", "-i", str(cluster), "--detach", str(SCRIPTS / "writes_output.py"), "--", "detached", "8")
+    assert d.returncode == 0, d.stderr
+    det_id = d.stderr.split("sfcluster fetch ")[1].split()[0].strip("`")
+    early = sfc("fetch", "-i", str(cluster), det_id)
+    assert early.returncode == 1 and "still running" in early.stderr, early.stderr
+    refused = sfc("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "1")
+    assert refused.returncode == 75, refused.stderr  # the lock is held: no run, nothing to remember
+    deadline = time.monotonic() + 60
+    while not lock_free(harness) and time.monotonic() < deadline:
+        time.sleep(1)
+    dest = tmp_path / "results"
+    f = sfc("fetch", "-i", str(cluster), det_id, str(dest), "--json")
+    assert f.returncode == 0, f.stderr
+    got = json.loads(f.stdout)
+    assert got["run"]["exit_code"] == 0 and got["outputs"]["files"] == 2
+    assert json.loads((dest / "metrics.json").read_text())["tag"] == "detached"
+    assert "wrote outputs detached" in sfc("logs", "-i", str(cluster), det_id).stdout
+    again = sfc("fetch", "-i", str(cluster), det_id, str(dest))  # idempotent
+    assert again.returncode == 0, again.stderr
+    listed = [r["run_id"] for r in json.loads(sfc("runs", "-i", str(cluster), "--json").stdout)["runs"]]
+    assert listed[:2] == [det_id, run_id], listed
+    table = sfc("runs", "-i", str(cluster))
+    assert table.returncode == 0 and det_id in table.stdout and "writes_output.py detached 8" in table.stdout

@@ -1,15 +1,41 @@
-"""`sfcluster run`, `logs`, `cancel`."""
+"""`sfcluster run`, `logs`, `cancel`, and a run's history: `runs`, `fetch`."""
 from __future__ import annotations
 
+import shutil
 import sys
-from typing import Tuple
+import time
+from pathlib import Path
+from typing import Optional, Tuple
 
 import click
 from rich.markup import escape
+from rich.table import Table
 
-from sfcluster.cli.common import err_console, handle_errors, inventory_option, load, wait_options
+from sfcluster.cli.common import (console, emit_result, err_console, handle_errors, inventory_option, json_option,
+                                  load, wait_options)
 from sfcluster.connect import Nodes
+from sfcluster.errors import SfclusterError
+from sfcluster.nodescripts import contract as C
 from sfcluster.run import driver
+from sfcluster.run import fetch as fetching
+from sfcluster.run import history
+
+
+def _run_id(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """A run id is checked before it becomes part of any path (here and on the head)."""
+    if value is None:
+        return None
+    try:
+        return history.check_run_id(value)
+    except SfclusterError as e:
+        raise click.BadParameter(f"{e.message}; {e.hint}") from None
+
+
+run_id_argument = click.argument("run_id", metavar="RUN_ID", callback=_run_id)
+max_output_option = click.option(
+    "--max-output-mb", type=click.FloatRange(min=0), default=fetching.MAX_OUTPUT_MB, show_default=True, metavar="MB",
+    help="Outputs above this size are not fetched at all (refused whole, never cut; the log still is), "
+         "and stay on the head for a later `sfcluster fetch RUN_ID --max-output-mb N`.")
 
 
 def _write(stream):  # noqa: ANN001
@@ -29,11 +55,12 @@ def _write(stream):  # noqa: ANN001
               show_default=True, metavar="SECONDS",
               help="Stop the run (exit 70) when a resource demand of it has waited this long while no task of it "
                    "made progress (a party's CPUs all taken); 0 turns the watch off.")
+@max_output_option
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeout: float, detach: bool,
-            starve_seconds: float, script: str, args: Tuple[str, ...]) -> None:
+            starve_seconds: float, max_output_mb: float, script: str, args: Tuple[str, ...]) -> None:
     """Run SCRIPT as the cluster's one driver, on the head only.
 
     \b
@@ -45,13 +72,20 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
     When sfcluster stops the run itself (a party's node lost, another driver connected, a starved
     party, cancel), it exits with its own code (74, 76, 70, 130) and its last line says why.
     Script arguments go after `--`:  sfcluster run -i inv.yaml train.py -- --epochs 3
+
+    \b
+    Results: what the script writes into the directory $SFCLUSTER_OUTPUT (on the head) is fetched
+    when the driver ends, with the log, into <state dir>/<cluster>/runs/<run id>/ on this machine
+    (`run` prints where; `sfcluster runs` lists past runs; a detached run: `sfcluster fetch RUN_ID`).
+    A failed fetch is said, but never changes the exit code: the run is done either way.
     """
     cluster = load(inventory_path)
     names = list(cluster.party_names) if files else [cluster.head_name]
     with Nodes(cluster, names) as nodes:
         code = driver.run(cluster, nodes, driver.RunOptions(script=script, args=list(args), files=list(files),
                                                            wait=wait, wait_seconds=wait_timeout, detach=detach,
-                                                           starve_seconds=starve_seconds),
+                                                           starve_seconds=starve_seconds,
+                                                           max_output_mb=max_output_mb),
                           out=_write(sys.stdout), err=_write(sys.stderr),
                           note=lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}"))
     sys.exit(code)
@@ -59,13 +93,111 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
 
 @click.command("logs")
 @inventory_option
-@click.option("-f", "--follow", is_flag=True, help="Keep following until the run ends.")
+@click.option("-f", "--follow", is_flag=True, help="Keep following until the run ends (the active run).")
+@click.argument("run_id", metavar="[RUN_ID]", required=False, callback=_run_id)
 @handle_errors
-def logs_cmd(inventory_path: str, follow: bool) -> None:
-    """Output of the active (e.g. detached) run on the head."""
+def logs_cmd(inventory_path: str, follow: bool, run_id: Optional[str]) -> None:
+    """Output of the active (e.g. detached) run, or of any past run by its RUN_ID.
+
+    \b
+    A past run's log comes from this controller's history (<state dir>/<cluster>/runs/<id>/driver.log);
+    a detached run that has ended is fetched from the head first (as `sfcluster fetch RUN_ID`).
+      sfcluster logs -f                       follow the active run
+      sfcluster logs 20261201-061500-a1b2c3   a past run (`sfcluster runs` lists them)
+    """
     cluster = load(inventory_path)
+    rec = history.load(cluster.name, run_id) if run_id else None
+    if rec is not None and rec.exit_code is not None and rec.fetched:
+        return _print_file(history.run_home(cluster.name, run_id) / C.LOG_NAME)
     with Nodes(cluster, [cluster.head_name]) as nodes:
-        sys.exit(driver.follow_logs(cluster, nodes, follow, _write(sys.stdout)))
+        if run_id is None:
+            sys.exit(driver.follow_logs(cluster, nodes, follow, _write(sys.stdout)))
+        active = driver.active_run_id(cluster, nodes)
+        if active == run_id:
+            sys.exit(driver.follow_logs(cluster, nodes, follow, _write(sys.stdout)))
+        got = fetching.fetch(cluster, nodes, run_id, exit_code_of=driver.exit_code_of,
+                             note=lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}"))
+    _print_file(got.home / C.LOG_NAME)
+
+
+def _print_file(path: Path) -> None:
+    if not path.is_file():
+        raise SfclusterError(f"no log at {path}", "`sfcluster runs` lists the runs of this controller")
+    with open(path, "rb") as f:
+        shutil.copyfileobj(f, sys.stdout.buffer)
+    sys.stdout.flush()
+
+
+@click.command("fetch")
+@inventory_option
+@max_output_option
+@json_option
+@run_id_argument
+@click.argument("dest", required=False, type=click.Path(file_okay=False))
+@handle_errors
+def fetch_cmd(inventory_path: str, max_output_mb: float, as_json: bool, run_id: str, dest: Optional[str]) -> None:
+    """Bring a run's outputs and log home (a detached run, once it has ended), copy them to DEST.
+
+    \b
+    Into this controller's history, <state dir>/<cluster>/runs/RUN_ID/ (output/, driver.log, run.json),
+    with the run's exit code; then the outputs (the files the script wrote into $SFCLUSTER_OUTPUT)
+    are copied into DEST (made when missing; files of the same name are replaced). Again is harmless:
+    the outputs are fetched anew, or, once the head has cleaned the run up, copied from the history.
+    Afterwards the head removes its old run dirs and Ray's old session dirs (see the runbook).
+      sfcluster fetch 20261201-061500-a1b2c3 ./results
+    """
+    cluster = load(inventory_path)
+    note = (lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}"))
+    with Nodes(cluster, [cluster.head_name]) as nodes:
+        got = fetching.fetch(cluster, nodes, run_id, max_output_mb, exit_code_of=driver.exit_code_of, note=note)
+        cleaned = {}
+        try:
+            cleaned = fetching.clean_head(cluster, nodes, fetched=run_id)
+        except SfclusterError as e:
+            note(f"cleaning old run dirs on the head failed (harmless, retried next time): {e.message}")
+    copied = None
+    if dest is not None and got.output_dir.is_dir():
+        copied = str(Path(dest).resolve())
+        shutil.copytree(got.output_dir, dest, symlinks=True, dirs_exist_ok=True)
+    if as_json:
+        emit_result({"run_id": run_id, "home": str(got.home), "output_dir": str(got.output_dir), "dest": copied,
+                     "log": str(got.home / C.LOG_NAME), "outputs": got.record.outputs, "run": got.record.to_json(),
+                     "cleaned": cleaned}, 0)
+        return
+    note(fetching.describe(got) + (f"; copied to {copied}" if copied else ""))
+
+
+@click.command("runs")
+@inventory_option
+@json_option
+@click.option("-n", "--last", type=click.IntRange(min=1), default=None, metavar="N", help="Only the newest N runs.")
+@handle_errors
+def runs_cmd(inventory_path: str, as_json: bool, last: Optional[int]) -> None:
+    """Past runs of the cluster started or fetched from this controller, newest first.
+
+    \b
+    From <state dir>/<cluster>/runs/ (no connection to the cluster): run id, start, script, who,
+    duration, exit code (`?` while a detached run is not fetched) and the outputs fetched.
+    `sfcluster logs RUN_ID` shows one's log, `sfcluster fetch RUN_ID [DEST]` its outputs.
+    """
+    cluster = load(inventory_path)
+    runs = history.list_runs(cluster.name)[:last]
+    if as_json:
+        emit_result({"cluster": cluster.name, "history": str(history.runs_dir(cluster.name)),
+                     "runs": [r.to_json() for r in runs]}, 0)
+        return
+    t = Table(title=f"runs of cluster {cluster.name} ({history.runs_dir(cluster.name)})")
+    for col in ("run id", "started", "script", "by", "duration", "exit", "outputs"):
+        t.add_column(col)
+    for r in runs:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started)) if r.started else "?"
+        outputs = (f"{r.outputs.get('files', 0)} file(s)" if r.fetched else "not fetched") + \
+            (" (refused: too large)" if r.outputs.get("refused") else "")
+        t.add_row(r.run_id, started, escape(r.script + (" " + " ".join(r.args) if r.args else "")),
+                  escape(f"{r.user}@{r.controller}"), f"{r.duration:.0f} s" if r.duration is not None else "-",
+                  "?" if r.exit_code is None else str(r.exit_code) + (f" ({r.stopped_by})" if r.stopped_by else ""),
+                  outputs)
+    console.print(t)
 
 
 @click.command("cancel")

@@ -38,6 +38,18 @@ HEARTBEAT_SILENCE = 10
 # The wrapper's file name in a run dir (cancel and status verify a pid by it).
 WRAPPER_NAME = "sfc_wrapper.py"
 
+# A run id: when the run was started (the controller's clock) and 6 random hex digits. Checked
+# against this pattern, anchored, before it becomes part of any path, on both sides.
+RUN_ID_PATTERN = r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$"
+# In a run dir on the head: the driver's output dir ($SFCLUSTER_OUTPUT), its log, and what the
+# wrapper records when the driver ends ({code, kind, why, started, ended}: the exit code of a
+# detached run). All of it is in reach of the driver (same user): read as untrusted data.
+OUTPUT_DIR, LOG_NAME, RESULT_NAME = "output", "driver.log", "result.json"
+# Marks a run dir whose outputs the controller has stored; cleanup may remove it then.
+FETCHED_MARK = ".fetched"
+# run_files.py (fetch) ends its stderr with this control line: {files, bytes, skipped, refused, ...}.
+FETCHED = "FETCHED"
+
 # A node's certificates (mutual TLS for Ray and SPU): <state dir>/TLS_DIR/{TLS_KEY, TLS_CERT, TLS_CA}.
 TLS_DIR, TLS_KEY, TLS_CERT, TLS_CA = "tls", "node.key", "node.pem", "ca.pem"
 
@@ -45,4 +57,5 @@ TLS_DIR, TLS_KEY, TLS_CERT, TLS_CA = "tls", "node.key", "node.pem", "ca.pem"
 ENV_CONFIG = "SFCLUSTER_CONFIG"          # path of the run's generated SecretFlow config (JSON)
 ENV_RUN_TOKEN = "SFCLUSTER_RUN_TOKEN"    # proves to runtime.guard() that `sfcluster run` started us
 ENV_LOCK_INFO = "SFCLUSTER_LOCK_INFO"    # path of the lock info naming the run
+ENV_OUTPUT = "SFCLUSTER_OUTPUT"          # the run's output dir on the head: `run` fetches what is put there
 ENV_NODE_HOME = "SFCLUSTER_NODE_HOME"    # unit tests only: the home the node scripts use

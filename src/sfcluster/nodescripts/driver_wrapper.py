@@ -5,7 +5,7 @@
 # Control lines go to stderr prefixed "SFC:". The driver's stderr is passed through line by line,
 # and a driver line that starts with "SFC:" is passed as "[driver] SFC:...": control can only come
 # from this process, never from the user's code. The driver's output is also kept in
-# <run_dir>/driver.log.
+# <run_dir>/driver.log; what it leaves in $SFCLUSTER_OUTPUT (<run_dir>/output) `run` fetches.
 #  - the lock is an flock on the cluster's private state dir, held by this process: released
 #    however we end, SIGKILL included, so a stale lock cannot outlive its holder;
 #  - an SSH command without a terminal gets no SIGHUP when the controller vanishes: we watch our
@@ -41,7 +41,7 @@ except UnsafeState as e:
     sys.stderr.write("%s%s %s\n" % (CONTROL_PREFIX, UNSAFE, json.dumps(str(e))))
     sys.exit(UNSAFE_EXIT)
 INFO = lock_info_path(STATE)
-LOG = os.path.join(RUN_DIR, "driver.log")
+LOG = os.path.join(RUN_DIR, LOG_NAME)
 FILES_DIR = os.path.join(RUN_DIR, "files")
 OUT_LOCK = threading.Lock()  # one writer at a time on our stderr: a control line is never cut in two
 
@@ -264,8 +264,10 @@ def main():
             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "script": R["script_name"], "run_id": R["run_id"],
             "token": R["token"], "detached": bool(R.get("detach"))}
     write_private(INFO, json.dumps(info))
+    output = private_dir(os.path.join(RUN_DIR, OUTPUT_DIR))  # what the driver leaves there, `run` fetches
+    started = time.time()
     env = dict(os.environ)
-    env.update({ENV_CONFIG: os.path.join(RUN_DIR, "sfcluster.json"), ENV_RUN_TOKEN: R["token"],
+    env.update({ENV_CONFIG: os.path.join(RUN_DIR, "sfcluster.json"), ENV_RUN_TOKEN: R["token"], ENV_OUTPUT: output,
                 ENV_LOCK_INFO: INFO, "PYTHONUNBUFFERED": "1",
                 # Ray (2.9.3) auto-starts a LOCAL Ray instance when a Ray API is touched after
                 # shutdown (e.g. an ObjectRef freed at exit): a second Ray on the head. Never.
@@ -363,7 +365,12 @@ def main():
         os.unlink(INFO)  # still under the lock: the next holder never sees ours
     except OSError:
         pass
-    ctl(EXIT, {"code": code, "why": reason.get("why", ""), "kind": reason.get("kind", "")})
+    result = {"code": code, "why": reason.get("why", ""), "kind": reason.get("kind", "")}
+    try:  # the exit code of a detached run, for `sfcluster fetch` (replaces, never follows, a link there)
+        write_private(os.path.join(RUN_DIR, RESULT_NAME), json.dumps(dict(result, started=started, ended=time.time())))
+    except OSError:
+        pass
+    ctl(EXIT, result)
     log.write(("\n[sfcluster] driver exited %d%s\n" % (code, ": stopped by sfcluster: " + reason["why"]
                                                        if reason else "")).encode())
     log.close()

@@ -15,7 +15,7 @@ import stat
 import sys
 import time
 
-RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
+RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
 class UnsafeState(Exception):
@@ -63,7 +63,7 @@ def state_dir(cluster, create=True):
 
 
 def run_dir(state, run_id):
-    if not RUN_ID.match(run_id or ""):
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
         raise UnsafeState("bad run id %r" % (run_id,))
     return os.path.join(state, "runs", run_id)
 

@@ -6,6 +6,7 @@ import getpass
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import threading
@@ -14,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List
 
-from sfcluster import state
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
 from sfcluster.clusterlock import WAIT_TIMEOUT, held_error, holder_text, lock_holder
@@ -28,6 +28,8 @@ from sfcluster.nodescripts import contract as C
 from sfcluster.nodescripts import with_state
 from sfcluster.raycluster.resources import MIN_CPUS
 from sfcluster.remote.group import fan_out
+from sfcluster.run import fetch as fetching
+from sfcluster.run import history
 
 RUNTIME_FILE = Path(__file__).resolve().parents[1] / "runtime.py"
 STARVE_SECONDS = 60
@@ -48,6 +50,7 @@ class RunOptions:
     wait_seconds: float = WAIT_TIMEOUT
     detach: bool = False
     starve_seconds: float = STARVE_SECONDS   # 0: no starvation watch
+    max_output_mb: float = fetching.MAX_OUTPUT_MB
 
 
 def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str, tls_dirs: Dict[str, str]) -> Dict[str, str]:
@@ -102,8 +105,11 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     tls_dirs = dirs_for_run(cluster)  # tls: on: where each node keeps its certificates (`up` recorded it)
     dirs = _ship(cluster, nodes, opts, run_id, tls_dirs)
     req = _request(cluster, opts, run_id, dirs)
-    log_path = state.state_dir() / "runs" / f"{cluster.name}-{run_id}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    rec = history.RunRecord(run_id=run_id, cluster=cluster.name, script=os.path.basename(opts.script),
+                            args=list(opts.args), user=req["user"], controller=req["controller"], started=time.time(),
+                            detached=opts.detach, inventory=os.path.abspath(cluster.source),
+                            inventory_digest=history.inventory_digest(cluster.source))
+    log_path = history.make_home(cluster.name, run_id) / C.LOG_NAME  # the fetch replaces it by the head's whole log
     log = open(log_path, "ab")
     control: dict = {}
 
@@ -156,6 +162,10 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         for sig, h in old.items():
             signal.signal(sig, h)
         log.close()
+        if C.STARTED in control:
+            history.save(rec)  # a run, whatever happens next (`fetch` completes it)
+        else:  # refused (lock held, another driver, no Ray) or never heard of: no run to remember
+            shutil.rmtree(log_path.parent, ignore_errors=True)
     if code == C.HELD_EXIT and C.LOCKED in control:
         raise held_error(cluster, json.loads(control[C.LOCKED]), "run")
     if code == C.FOREIGN_EXIT and C.FOREIGN in control and C.STARTED not in control:
@@ -167,9 +177,44 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         raise UnavailableError(f"Ray is not reachable at {cluster.ray_address}: {control.get('NORAY', '')}",
                                "bring the cluster up first: sfcluster up")
     if opts.detach and C.STARTED in control:
-        note(f"detached: run {run_id} goes on; follow it with `sfcluster logs -f`, stop it with `sfcluster cancel`")
+        note(f"detached: run {run_id} goes on; follow it with `sfcluster logs -f`, stop it with `sfcluster cancel`, "
+             f"fetch its outputs once it has ended with `sfcluster fetch {run_id}`")
         return 0
-    return outcome(control, code, interrupted.is_set(), note)
+    final = outcome(control, code, interrupted.is_set(), note)
+    _record_end(rec, control, final)
+    if C.EXIT in control:
+        bring_home(cluster, nodes, run_id, opts.max_output_mb, note)
+    return final
+
+
+def _record_end(rec: history.RunRecord, control: dict, final: int) -> None:
+    rec.ended = time.time()
+    rec.duration = round(rec.ended - (rec.started or rec.ended), 3)
+    rec.exit_code = final
+    try:
+        ex = json.loads(control[C.EXIT])
+        rec.driver_exit, rec.stopped_by = int(ex["code"]), ex.get("kind") or ""
+    except (KeyError, ValueError, TypeError):
+        pass
+    history.save(rec)
+
+
+def bring_home(cluster: Cluster, nodes: Nodes, run_id: str, max_output_mb: float,
+               note: Callable[[str], None]) -> "fetching.Fetched | None":
+    """After the driver ended: its outputs and log into the run's history dir, then the head
+    cleaned. A failure here is said, never turned into the run's exit code (the run is done)."""
+    try:
+        got = fetching.fetch(cluster, nodes, run_id, max_output_mb, exit_code_of=exit_code_of, note=note)
+    except SfclusterError as e:
+        note(f"the run ended, but its outputs were not fetched: {e.message} (fix: {e.hint or 'retry'}; "
+             f"sfcluster fetch {run_id})")
+        return None
+    note(fetching.describe(got))
+    try:
+        fetching.clean_head(cluster, nodes, fetched=run_id)
+    except SfclusterError as e:
+        note(f"cleaning old run dirs on the head failed (harmless, retried after the next run): {e.message}")
+    return got
 
 
 FOREIGN_FIX = ("stop it on that host (kill <pid>), then retry; only `sfcluster run` starts drivers "
@@ -195,8 +240,14 @@ def outcome(control: dict, code: int, interrupted: bool, note: Callable[[str], N
             why = f"another driver connected to the cluster mid-run: {_drivers(control[C.FOREIGN])}; fix: {FOREIGN_FIX}"
         note(f"run stopped by sfcluster: {why} (driver exit {ex['code']}; sfcluster exits {int(STOPPED_EXIT[kind])})")
         return int(STOPPED_EXIT[kind])
-    c = int(ex["code"])
-    return c if 0 <= c < 256 else 128 - c if c < 0 else 1
+    return exit_code_of(int(ex["code"]), "")
+
+
+def exit_code_of(code: int, kind: str) -> int:
+    """The exit code `run` returns for a driver that exited with `code`, stopped (kind) or not."""
+    if kind in STOPPED_EXIT:
+        return int(STOPPED_EXIT[kind])
+    return code if 0 <= code < 256 else 128 - code if code < 0 else 1
 
 
 def _active(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
@@ -209,6 +260,12 @@ def _active(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
                              f"({info.get('why')}); nothing was signalled",
                              "retry in a few seconds (a run may be starting); `sfcluster status` shows the drivers")
     return info
+
+
+def active_run_id(cluster: Cluster, nodes: Nodes) -> "str | None":
+    """The run id of the verified active run, if any."""
+    info = lock_holder(cluster, nodes)
+    return info.get("run_id") if info.get("active") and info.get("verified") and info.get("op") == "run" else None
 
 
 def follow_logs(cluster: Cluster, nodes: Nodes, follow: bool, out: Callable[[bytes], None]) -> int:
