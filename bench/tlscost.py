@@ -6,7 +6,7 @@ Per N and repetition, each mode in turn (the order alternates each repetition):
      asks the GCS with the head's certificate);
   2. one trivial `sfcluster run` (bench/driver_trivial.py): the first run after an `up` waits for
      the cluster to settle (bench/FINDINGS.md), which is not training time; its time is kept too;
-  3. `sfcluster run -i INV templates/train_lr.py`: the command's wall time on the controller and
+  3. `sfcluster run -i INV templates/train_lr.py -- --synthetic`: the command's wall time on the controller and
      the training seconds the template prints in its last line (`RESULT ... seconds=S`, from
      `sf.init` to the result, inside the driver);
   4. `sfcluster down --purge`, timed: certificates off the nodes and the CA off the controller,
@@ -93,7 +93,7 @@ def measure_train(c: Sfcluster, mode: TlsMode, rep: int, logs: Path) -> TrainSam
         s.exit_code = code
         log(f"N={n} tls {mode.value} train #{rep} FAILED: {s.error}; see {warmup_log}")
         return s
-    s.exit_code, s.wall_s = _run(c, [str(TRAIN_SCRIPT)], log_path, TRAIN_TIMEOUT)
+    s.exit_code, s.wall_s = _run(c, [str(TRAIN_SCRIPT), "--", "--synthetic"], log_path, TRAIN_TIMEOUT)
     found = RESULT_LINE.findall(log_path.read_text(errors="replace"))
     if found:
         auc, acc, secs = found[-1]

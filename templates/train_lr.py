@@ -1,10 +1,22 @@
-"""SS-LR (SS-SGD logistic regression on the SPU, with the inventory's protocol and field) on
-vertically partitioned data.
+"""SS-LR (SS-SGD logistic regression on the SPU, with the inventory's protocol and field) on tabular
+data split VERTICALLY across the parties: each party's CSV, on that party's own node, holds an id
+column and its own feature columns; the label column is at the head's party. The rows need not be
+in the same order, nor every id at every party: PSI on the SPU aligns them first.
 
-Run it with sfcluster, never by hand:   sfcluster run -i inventory.yaml templates/train_lr.py
-Each party's features are loaded ON that party's node (inventory `data: {features: path}` as .npy;
-without paths, a deterministic synthetic set is generated on each node). The label is at the head.
+Run it with sfcluster, never by hand:
+    sfcluster run -i inventory.yaml templates/train_lr.py                 # data named breast_cancer
+    sfcluster run -i inventory.yaml templates/train_lr.py -- --data NAME --epochs 5
+    sfcluster run -i inventory.yaml templates/train_lr.py -- --synthetic  # generated numbers, said so
+The inventory names each party's file:  nodes: {alice: {data: {breast_cancer: /srv/data/alice.csv}}}
+(`sfcluster data push alice breast_cancer data/breast_cancer/alice.csv` puts it there; the demo's
+files come from data/make_party_csvs.py). Metrics go to $SFCLUSTER_OUTPUT/metrics.json, which `run`
+brings back to the controller. The trained weights stay secret-shared on the SPU; `--reveal-model`
+reveals them to the head and saves them (model.json): only when every party agrees to that.
+PSI's aligned copies live in a private temporary directory on each party's node, removed at the end.
 """
+import argparse
+import json
+import os
 import sys
 import time
 
@@ -13,74 +25,212 @@ from sfcluster import runtime
 runtime.guard()          # before sf.init: exactly one driver, on the head, under the lock
 cfg = runtime.load()
 
-import numpy as np  # noqa: E402
-import secretflow as sf  # noqa: E402
-from secretflow.data import FedNdarray, PartitionWay  # noqa: E402
-from secretflow.ml.linear.ss_sgd import SSRegression  # noqa: E402
-
-N_ROWS, N_FEATURES, SEED = 1000, 10, 20240601
-parties = list(cfg["parties"])
-head = cfg["head"]
+SEED = 20240601
+PARTIES = list(cfg["parties"])
+HEAD = cfg["head"]
 
 
-def split_columns(n_features, names):
-    """Contiguous column blocks, one per party, as even as possible."""
-    bounds = np.linspace(0, n_features, len(names) + 1).astype(int)
-    return {p: (int(bounds[i]), int(bounds[i + 1])) for i, p in enumerate(names)}
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="train_lr.py", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="breast_cancer", help="the inventory's data name at every party")
+    ap.add_argument("--id", default="id", help="the id column every party's CSV has (PSI's key)")
+    ap.add_argument("--label", default="target", help="the label column, in the head's CSV")
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--test-size", type=float, default=0.25, help="held-out share for AUC/accuracy")
+    ap.add_argument("--reveal-model", action="store_true",
+                    help="reveal the trained weights to the head and save them (a privacy decision)")
+    ap.add_argument("--synthetic", action="store_true",
+                    help="train on numbers generated on each node instead of the parties' data")
+    return ap.parse_args(argv)
 
 
-COLS = split_columns(N_FEATURES, parties)
+def fail(msg):
+    print(f"train_lr: {msg}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
-def load_features(party, path, cols):
-    """Runs on the party's own node (a PYU function)."""
-    import socket
-    if path:
-        x = np.load(path)
-    else:
-        rng = np.random.default_rng(SEED)
-        x = rng.normal(size=(N_ROWS, N_FEATURES))[:, cols[0]:cols[1]]
-    print(f"[{party}] features {x.shape} loaded on {socket.gethostname()}", flush=True)
+def data_paths(name):
+    """Every party's path for `name`, from the inventory; an error naming the parties without it."""
+    missing = [p for p in PARTIES if name not in (cfg["parties"][p].get("data") or {})]
+    if missing:
+        fail(f"no data named {name!r} at {', '.join(missing)}: give each party "
+             f"`data: {{{name}: /path/on/its/node.csv}}` in the inventory and put the file there "
+             f"(`sfcluster data push PARTY {name} FILE`), or pass `-- --synthetic` for generated numbers")
+    if len(PARTIES) > 3:
+        fail(f"PSI in SecretFlow 1.10 aligns 2 or 3 parties, this cluster has {len(PARTIES)}; "
+             "use `-- --synthetic` or a 2- or 3-party inventory")
+    return {p: cfg["parties"][p]["data"][name] for p in PARTIES}
+
+
+# ---- run on the parties' nodes (PYU functions) ----
+def inspect_csv(party, path, id_col, label_col):
+    """The header and row count of this party's file, checked before PSI; errors name the party."""
+    import csv
+    try:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            rows = sum(1 for _ in reader)
+    except OSError as e:
+        return {"error": f"{party}: cannot read {path}: {e.strerror}"}
+    if id_col not in header:
+        return {"error": f"{party}: {path} has no id column {id_col!r} (columns: {', '.join(header[:8])}...)"}
+    return {"rows": rows, "columns": len(header) - 1, "label": label_col in header}
+
+
+def n_rows(a):
+    return len(a)
+
+
+def private_tmpdir():
+    import tempfile
+    return tempfile.mkdtemp(prefix="sfc-psi-")     # 0700, this run's user only
+
+
+def remove_tree(path):
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+    return True
+
+
+def aligned_features(path, id_col, label_col):
+    """This party's feature columns of PSI's output (sorted by id at every party), standardised
+    here: each party scales its own columns, on its own node."""
+    import numpy as np
+    import pandas as pd
+    df = pd.read_csv(path).drop(columns=[id_col] + ([label_col] if label_col else []))
+    x = df.to_numpy(dtype=np.float32)
+    return (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-9)
+
+
+def aligned_label(path, label_col):
+    import numpy as np
+    import pandas as pd
+    return pd.read_csv(path, usecols=[label_col])[label_col].to_numpy(dtype=np.float32).reshape(-1, 1)
+
+
+def synthetic_features(party, cols, n_rows, n_features):
+    import numpy as np
+    x = np.random.default_rng(SEED).normal(size=(n_rows, n_features))[:, cols[0]:cols[1]]
+    print(f"[{party}] SYNTHETIC features {x.shape} generated", flush=True)
     return x.astype(np.float32)
 
 
-def load_label(path):
-    if path:
-        return np.load(path).reshape(-1, 1).astype(np.float32)
-    rng = np.random.default_rng(SEED)
-    x = rng.normal(size=(N_ROWS, N_FEATURES))
-    w = np.random.default_rng(SEED + 1).normal(size=N_FEATURES)
-    logits = x @ w + 0.3 * np.random.default_rng(SEED + 2).normal(size=N_ROWS)
+def synthetic_label(n_rows, n_features):
+    import numpy as np
+    x = np.random.default_rng(SEED).normal(size=(n_rows, n_features))
+    w = np.random.default_rng(SEED + 1).normal(size=n_features)
+    logits = x @ w + 0.3 * np.random.default_rng(SEED + 2).normal(size=n_rows)
     return (logits > 0).astype(np.float32).reshape(-1, 1)
 
 
-def main():
-    t0 = time.time()
-    cluster = runtime.init()   # sf.init for this cluster; PYUs by party; the SPU with its link settings
-    pyus, spu = cluster.pyus, cluster.spu
-    print(f"sfcluster: {len(parties)} parties {parties}, head {head}, Ray {cfg['ray_address']}", flush=True)
+# ---- the driver ----
+def load_aligned(sf, cluster, args):
+    """PSI on the SPU, then each party's aligned rows as arrays on its own node (features x, the
+    label y at the head). Arrays, not a VDataFrame: SecretFlow 1.10 holds a VDataFrame's partitions
+    in actors that take a CPU each, and with the SPU's actor they starve a party with `cpus: 2`."""
+    from secretflow.data import FedNdarray, PartitionWay
+    pyus = cluster.pyus
+    paths = data_paths(args.data)
+    info = {p: sf.reveal(pyus[p](inspect_csv)(p, paths[p], args.id, args.label)) for p in PARTIES}
+    errors = [i["error"] for i in info.values() if "error" in i]
+    if errors:
+        fail("; ".join(errors))
+    if not info[HEAD]["label"]:
+        fail(f"{HEAD}: {paths[HEAD]} has no label column {args.label!r} (the label is at the head's party)")
+    tmp = {p: sf.reveal(pyus[p](private_tmpdir)()) for p in PARTIES}
+    try:
+        aligned = {p: f"{tmp[p]}/aligned.csv" for p in PARTIES}
+        cluster.spu.psi_csv(args.id, input_path={pyus[p]: paths[p] for p in PARTIES},
+                            output_path={pyus[p]: aligned[p] for p in PARTIES}, receiver=HEAD,
+                            protocol="KKRT_PSI_2PC" if len(PARTIES) == 2 else "ECDH_PSI_3PC")
+        label = {p: args.label if p == HEAD else None for p in PARTIES}
+        x = {p: pyus[p](aligned_features)(aligned[p], args.id, label[p]) for p in PARTIES}
+        y = pyus[HEAD](aligned_label)(aligned[HEAD], args.label)
+        # read before the files go (PYU functions are Ray tasks: nothing orders them but their inputs)
+        rows = {p: sf.reveal(pyus[p](n_rows)(x[p])) for p in PARTIES}
+        rows["label"] = sf.reveal(pyus[HEAD](n_rows)(y))
+    finally:
+        for p in PARTIES:
+            sf.reveal(pyus[p](remove_tree)(tmp[p]))
+    if len(set(rows.values())) != 1:
+        fail(f"PSI left the parties with different row counts: {rows}")
+    common = rows.pop("label")
+    print("PSI: " + ", ".join(f"{p} {info[p]['rows']} rows" for p in PARTIES) + f" -> {common} in common",
+          flush=True)
+    x = FedNdarray(partitions={pyus[p]: x[p] for p in PARTIES}, partition_way=PartitionWay.VERTICAL)
+    y = FedNdarray(partitions={pyus[HEAD]: y}, partition_way=PartitionWay.VERTICAL)
+    return x, y, {"rows_per_party": {p: info[p]["rows"] for p in PARTIES}, "rows_in_common": common}
 
-    x = FedNdarray(
-        partitions={pyus[p]: pyus[p](load_features)(p, cfg["parties"][p]["data"].get("features"), COLS[p])
-                    for p in parties},
-        partition_way=PartitionWay.VERTICAL)
-    y = FedNdarray(partitions={pyus[head]: pyus[head](load_label)(cfg["parties"][head]["data"].get("label"))},
+
+def load_synthetic(sf, cluster):
+    import numpy as np
+    from secretflow.data import FedNdarray, PartitionWay
+    n_rows, n_features = 1000, 10
+    bounds = np.linspace(0, n_features, len(PARTIES) + 1).astype(int)
+    cols = {p: (int(bounds[i]), int(bounds[i + 1])) for i, p in enumerate(PARTIES)}
+    pyus = cluster.pyus
+    x = FedNdarray(partitions={pyus[p]: pyus[p](synthetic_features)(p, cols[p], n_rows, n_features) for p in PARTIES},
                    partition_way=PartitionWay.VERTICAL)
+    y = FedNdarray(partitions={pyus[HEAD]: pyus[HEAD](synthetic_label)(n_rows, n_features)},
+                   partition_way=PartitionWay.VERTICAL)
+    return x, y, {"synthetic": True, "rows_in_common": n_rows}
 
-    model = SSRegression(spu)
+
+def main(argv):
+    args = parse_args(argv)
+    if not args.synthetic:
+        data_paths(args.data)            # a missing name fails here, before Ray and the SPU start
+    t0 = time.time()
+    import numpy as np
+    import secretflow as sf
+    from secretflow.data.split import train_test_split
+    from secretflow.ml.linear.ss_sgd import SSRegression
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    cluster = runtime.init()   # sf.init for this cluster; PYUs by party; the SPU with its link settings
+    print(f"sfcluster: {len(PARTIES)} parties {PARTIES}, head {HEAD}, Ray {cfg['ray_address']}", flush=True)
+    if args.synthetic:
+        print("train_lr: SYNTHETIC data (asked for with --synthetic), not the parties' data", flush=True)
+        x, y, facts = load_synthetic(sf, cluster)
+    else:
+        x, y, facts = load_aligned(sf, cluster, args)
+    x_train, x_test = train_test_split(x, test_size=args.test_size, random_state=SEED)
+    y_train, y_test = train_test_split(y, test_size=args.test_size, random_state=SEED)
+
+    model = SSRegression(cluster.spu)
     rc = cfg["spu_cluster_def"]["runtime_config"]
     print(f"training SS-LR on SPU ({rc['protocol']}, {rc['field']})...", flush=True)
-    model.fit(x=x, y=y, epochs=3, learning_rate=0.3, batch_size=128, sig_type="t1", reg_type="logistic",
-              penalty="l2", l2_norm=0.01)
-    y_pred = sf.reveal(model.predict(x))
-    y_true = sf.reveal(y.partitions[pyus[head]])
-    from sklearn.metrics import accuracy_score, roc_auc_score
-    auc = roc_auc_score(y_true, y_pred)
-    acc = accuracy_score(y_true, (np.asarray(y_pred) > 0.5).astype(float))
+    t_fit = time.time()
+    model.fit(x=x_train, y=y_train, epochs=args.epochs, learning_rate=0.3, batch_size=128, sig_type="t1",
+              reg_type="logistic", penalty="l2", l2_norm=0.01)
+    fit_s = time.time() - t_fit
+    # the held-out predictions are revealed to the head, which holds the labels
+    y_pred = np.asarray(sf.reveal(model.predict(x_test))).reshape(-1)
+    y_true = np.asarray(sf.reveal(y_test.partitions[cluster.pyus[HEAD]])).reshape(-1)
+    auc = float(roc_auc_score(y_true, y_pred))
+    acc = float(accuracy_score(y_true, (y_pred > 0.5).astype(float)))
+    metrics = {"auc": round(auc, 6), "accuracy": round(acc, 6), "test_rows": int(len(y_true)),
+               "epochs": args.epochs, "fit_seconds": round(fit_s, 2), "seconds": round(time.time() - t0, 2),
+               "data": None if args.synthetic else args.data, "protocol": rc["protocol"], "field": rc["field"],
+               **facts}
+    out = os.environ.get("SFCLUSTER_OUTPUT")
+    if out:
+        with open(os.path.join(out, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+        if args.reveal_model:
+            w = np.asarray(sf.reveal(model.save_model().weights)).reshape(-1)
+            with open(os.path.join(out, "model.json"), "w") as f:
+                json.dump({"weights": w.tolist(), "note": "revealed to the head with --reveal-model"}, f)
+            print("model: weights REVEALED to the head and saved (--reveal-model)", flush=True)
+        print(f"metrics: {out}/metrics.json", flush=True)
+    elif args.reveal_model:
+        print("model: not saved ($SFCLUSTER_OUTPUT is not set)", flush=True)
     print(f"RESULT auc={auc:.4f} accuracy={acc:.4f} seconds={time.time() - t0:.1f}", flush=True)
     sf.shutdown()
     return 0 if auc >= 0.85 else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -188,9 +188,30 @@ def recreate(firewalls: Dict[str, str]) -> None:
     write_known_hosts()
 
 
+DATA_NAME = "breast_cancer"   # data/breast_cancer/<party>.csv, the template's default data name
+
+
+def data_path(name: str) -> str:
+    """Where a party's demo CSV lives on its node: the SSH user's home (Ray runs as that user)."""
+    home = "/root" if NODES[name].user == "root" else f"/home/{NODES[name].user}"
+    return f"{home}/data/{DATA_NAME}.csv"
+
+
+def push_data(inventory: Path) -> None:
+    """Each party's CSV to its own node with `sfcluster data push` (idempotent by sha256)."""
+    for name in (n.name for n in PARTIES):
+        p = subprocess.run([sys.executable, "-m", "sfcluster.cli.main", "data", "push", "-i", str(inventory),
+                            name, DATA_NAME, str(ROOT / "data" / DATA_NAME / f"{name}.csv")],
+                           text=True, capture_output=True, timeout=120)
+        if p.returncode != 0:
+            raise RuntimeError(f"data push {name} failed: {p.stdout}{p.stderr}")
+
+
 def inventory_text(cluster: str = "harness", firewall: str = "open", nodes: Optional[List[str]] = None,
-                   extra_node: Optional[Dict[str, Dict[str, str]]] = None, extra_top: str = "") -> str:
-    """An inventory for the harness; tests tweak it through the arguments."""
+                   extra_node: Optional[Dict[str, Dict[str, str]]] = None, extra_top: str = "",
+                   data: bool = False) -> str:
+    """An inventory for the harness; tests tweak it through the arguments. data: each party's
+    demo CSV is named (`push_data` puts it there)."""
     names = nodes or [n.name for n in PARTIES]
     out = [
         f"cluster: {cluster}",
@@ -209,6 +230,8 @@ def inventory_text(cluster: str = "harness", firewall: str = "open", nodes: Opti
     for name in names:
         n = NODES[name]
         out += [f"  {name}:", f"    host: {n.ip}", "    ssh:", f"      user: {n.user}", f"      port: {n.port}"]
+        if data:
+            out.append(f"    data: {{{DATA_NAME}: {data_path(name)}}}")
         for k, v in (extra_node or {}).get(name, {}).items():
             out.append(f"    {k}: {v}")
     return "\n".join(out) + "\n"
@@ -232,7 +255,7 @@ def up() -> Path:
         raise RuntimeError(f"docker-compose up failed:\n{p.stdout}{p.stderr}")
     wait_ssh()
     write_known_hosts()
-    inv = write_inventory()
+    inv = write_inventory(data=True)
     log(f"up; inventory: {inv}")
     return inv
 

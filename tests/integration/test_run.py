@@ -36,7 +36,8 @@ def lock_free(h):
 
 @pytest.fixture(scope="module")
 def cluster(harness, tmp_path_factory):
-    inv = harness.write_inventory(tmp_path_factory.mktemp("run") / "inv.yaml", firewall="open")
+    inv = harness.write_inventory(tmp_path_factory.mktemp("run") / "inv.yaml", firewall="open", data=True)
+    harness.push_data(inv)
     p = sfc("up", "-i", str(inv))
     assert p.returncode == 0, p.stdout + p.stderr
     yield inv
@@ -61,12 +62,32 @@ def test_train_lr_end_to_end_with_actors_on_their_own_nodes(harness, cluster):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     line = next(l for l in p.stdout.splitlines() if l.startswith("RESULT"))
     auc = float(line.split("auc=")[1].split()[0])
-    assert auc >= 0.85
+    assert auc >= 0.9, line
+    # the parties' own CSVs, aligned by PSI (each lacks some ids, each in its own order)
+    psi = next(l for l in p.stdout.splitlines() if l.startswith("PSI:"))
+    assert psi.startswith("PSI: alice 547 rows, bob 550 rows, carol 547 rows -> ") and "SYNTHETIC" not in p.stdout, psi
+    common = int(psi.split("-> ")[1].split()[0])
+    assert 480 < common < 547, psi
+    # the metrics came home: the run's history on the controller holds them
+    where = next(l for l in p.stderr.splitlines() if "outputs of run" in l)
+    out_dir = Path(where.split(": ", 2)[2].split(" (")[0])
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["rows_in_common"] == common and abs(metrics["auc"] - auc) < 1e-3, metrics
+    assert not (out_dir / "model.json").exists()   # weights stay secret-shared unless --reveal-model
+    for n in seen:   # PSI's aligned copies are gone from every party's node
+        assert harness.docker_exec(n, "ls -d /tmp/sfc-psi-* 2>/dev/null | wc -l").stdout.strip() == "0", n
     assert seen == {"alice": True, "bob": True, "carol": True}, f"SPU actor processes seen per node: {seen}"
     time.sleep(2)
     for n in seen:
         assert remote_left(harness, n) == ""
     assert lock_free(harness)
+
+
+def test_template_names_the_party_and_data_it_cannot_find(harness, cluster):
+    p = sfc("run", "-i", str(cluster), str(ROOT / "templates" / "train_lr.py"), "--", "--data", "iris")
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "no data named 'iris' at alice, bob, carol" in p.stdout + p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "SPURuntime" not in remote_left(harness, "alice")
 
 
 def test_two_runs_at_once_one_fails_fast_naming_the_holder(harness, cluster):
@@ -174,7 +195,7 @@ def test_files_module_importable_in_party_function(harness, cluster):
 
 
 def test_ctrl_c_during_fit_stops_driver_and_spu_actors_and_frees_lock(harness, cluster):
-    proc = start("run", "-i", str(cluster), str(ROOT / "templates" / "train_lr.py"))
+    proc = start("run", "-i", str(cluster), str(ROOT / "templates" / "train_lr.py"), "--", "--synthetic")
     wait_for(proc, "training SS-LR on SPU", timeout=120)
     deadline = time.monotonic() + 30  # fit is under way once SPU actors run on the parties
     while "SPURuntime" not in remote_left(harness, "bob") and time.monotonic() < deadline:

@@ -37,7 +37,7 @@ def test_training_through_listen_address_when_advertised_address_is_not_local(ha
     cfg = sfc("config", "-i", str(nat_cluster), "--json").stdout
     assert '"address": "172.30.77.99:20101"' in cfg and '"listen_address": "172.30.77.12:20101"' in cfg
     assert harness.docker_exec("bob", "ip -4 addr | grep -c 172.30.77.99 || true").stdout.strip() == "0"
-    p = sfc("run", "-i", str(nat_cluster), TRAIN)
+    p = sfc("run", "-i", str(nat_cluster), TRAIN, "--", "--synthetic")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     auc = float(next(l for l in p.stdout.splitlines() if l.startswith("RESULT")).split("auc=")[1].split()[0])
     assert auc >= 0.85
@@ -48,7 +48,7 @@ def test_training_through_listen_address_when_advertised_address_is_not_local(ha
 
 def test_party_node_stopped_mid_training_ends_the_run_naming_it(harness, nat_cluster):
     """docker stop bob during fit: the run ends with bob named, in bounded time, lock freed."""
-    proc = start("run", "-i", str(nat_cluster), TRAIN)
+    proc = start("run", "-i", str(nat_cluster), TRAIN, "--", "--synthetic")
     stopped = False
     try:
         wait_for(proc, "training SS-LR on SPU", timeout=120)

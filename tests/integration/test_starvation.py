@@ -34,7 +34,7 @@ def test_cpus_below_the_minimum_fail_check_and_a_starved_run_ends_naming_the_par
     assert p.returncode == 0, p.stdout + p.stderr
     try:
         t0 = time.monotonic()
-        p = sfc("run", "-i", str(inv), "--starve-timeout", "20", str(ROOT / "templates" / "train_lr.py"))
+        p = sfc("run", "-i", str(inv), "--starve-timeout", "20", str(ROOT / "templates" / "train_lr.py"), "--", "--synthetic")
         took = time.monotonic() - t0
         assert p.returncode == 70, p.stdout[-2000:] + p.stderr[-3000:]
         last = p.stderr.strip().splitlines()[-1]

@@ -19,7 +19,9 @@ TLS_DIRS = {"alice": "/root/.sfcluster/harness/tls", "bob": "/home/sfops/.sfclus
 
 @pytest.fixture(scope="module")
 def tls_cluster(harness, tmp_path_factory):
-    inv = harness.write_inventory(tmp_path_factory.mktemp("tls") / "inv.yaml", firewall="open", extra_top="tls: on")
+    inv = harness.write_inventory(tmp_path_factory.mktemp("tls") / "inv.yaml", firewall="open", extra_top="tls: on",
+                                  data=True)
+    harness.push_data(inv)
     p = sfc("up", "-i", str(inv))
     assert p.returncode == 0, p.stdout + p.stderr
     yield inv
@@ -51,11 +53,17 @@ def test_up_installs_private_certificates_and_ray_runs_with_tls(harness, tls_clu
 
 
 def test_train_lr_with_tls(harness, tls_cluster):
-    p = sfc("run", "-i", str(tls_cluster), str(ROOT / "templates" / "train_lr.py"), timeout=600)
+    p = sfc("run", "-i", str(tls_cluster), str(ROOT / "templates" / "train_lr.py"), "--", "--reveal-model", timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     line = next(l for l in p.stdout.splitlines() if l.startswith("RESULT"))
     auc = float(line.split("auc=")[1].split()[0])
     assert auc > 0.9, line
+    # asked for: the weights are revealed to the head, said so, and come home with the metrics
+    assert "weights REVEALED to the head" in p.stdout, p.stdout[-2000:]
+    where = next(l for l in p.stderr.splitlines() if "outputs of run" in l)
+    out_dir = Path(where.split(": ", 2)[2].split(" (")[0])
+    model = json.loads((out_dir / "model.json").read_text())
+    assert len(model["weights"]) == 31, model   # 30 features over three parties, and the bias
 
 
 def _rogue_certs(harness, node, tmp_path):

@@ -5,6 +5,7 @@ import click
 
 from sfcluster import __version__
 from sfcluster.cli.check import check_cmd
+from sfcluster.cli.data import data_cmd
 from sfcluster.cli.lifecycle import config_cmd, down_cmd, status_cmd, up_cmd
 from sfcluster.cli.run import cancel_cmd, fetch_cmd, logs_cmd, run_cmd, runs_cmd
 from sfcluster.exitcodes import help_table
@@ -30,10 +31,11 @@ def cli() -> None:
       sfcluster run    -i inventory.yaml train_lr.py   the single driver, on the head
       sfcluster status / logs / cancel / down
       sfcluster runs / fetch RUN_ID [DEST] / logs RUN_ID   past runs, their outputs and logs
+      sfcluster data push PARTY NAME FILE    a party's data file, to that party's node only
     """
 
 
-for _cmd in (check_cmd, up_cmd, status_cmd, down_cmd, config_cmd, run_cmd, logs_cmd, cancel_cmd, runs_cmd, fetch_cmd):
+for _cmd in (check_cmd, up_cmd, status_cmd, down_cmd, config_cmd, run_cmd, logs_cmd, cancel_cmd, runs_cmd, fetch_cmd, data_cmd):
     _cmd.epilog = help_table()
     cli.add_command(_cmd)
 

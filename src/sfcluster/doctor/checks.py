@@ -87,6 +87,7 @@ def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = Tr
         report.add(msg.split(":")[0], "spu_port", Status.WARN, msg, "pick an SPU port above 20000")
     _ray_user(cluster, runners, report)
     _tls(cluster, runners, report, tls_reissue)
+    _data(cluster, runners, report)
     if reach and len(report.facts) == len(cluster.nodes):
         _reachability(cluster, runners, report)
     elif reach:
@@ -119,6 +120,24 @@ def _ray_user(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -
                        f"create user {user} on {n} and let {f.user} run commands as it without a password "
                        f"(sudoers: {f.user} ALL=({user}) NOPASSWD: ALL)")
     fan_out(one, [n for n in cluster.party_names if n in report.facts])
+
+
+def _data(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -> None:
+    """Each party's `data:` files, on its own node, as the user Ray runs as: there, readable, their
+    size and sha256 (cached on the node by size and mtime). A missing one fails naming party,
+    name and path."""
+    from sfcluster import data
+    reachable = [n for n in cluster.party_names if n in report.facts]
+    for party, files in data.check(cluster, Nodes(cluster, runners=runners), reachable).items():
+        for f in files:
+            if f.error:
+                report.add(party, "data", Status.FAIL, f"{f.name}: {f.path}: {f.error}",
+                           f"put the file there from this controller: sfcluster data push {party} {f.name} "
+                           f"LOCAL_FILE (it goes to {party}'s node only)" if f.error == "missing" else
+                           f"make {f.path} a regular file the user Ray runs as on {party} can read")
+            else:
+                report.add(party, "data", Status.OK, f"{f.name}: {f.path}, {data.human_size(f.size or 0)}, "
+                           f"sha256 {(f.sha256 or '')[:16]}{' (cached)' if f.cached else ''}")
 
 
 def _tls(cluster: Cluster, runners: Dict[str, SshRunner], report: Report, reissue: bool) -> None:

@@ -1,0 +1,118 @@
+"""Each party's data stays on its party's node: the inventory's `data:` (name -> path on that
+party's node), checked by `check` (exists, readable by the user Ray runs as, size, sha256) and
+copied by `sfcluster data push PARTY NAME FILE` to that party's node only, idempotent by digest.
+The node side is nodescripts/data_files.py (digests cached there by path, size and mtime)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from sfcluster.connect import Nodes
+from sfcluster.errors import SfclusterError
+from sfcluster.facts import python_argv
+from sfcluster.inventory.model import Cluster
+from sfcluster.nodescripts import answer, with_state
+from sfcluster.remote.group import fan_out
+
+PUSH_TIMEOUT = 3600  # bytes over SSH: an hour for the largest file anyone should push this way
+CHECK_TIMEOUT = 600  # the first digest of a large file reads all of it
+
+
+@dataclass
+class DataFile:
+    party: str
+    name: str
+    path: str
+    size: Optional[int] = None
+    sha256: Optional[str] = None
+    cached: bool = False
+    error: Optional[str] = None
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def local_digest(path: str) -> tuple:
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
+
+
+def target(cluster: Cluster, party: str, name: str) -> str:
+    """The path `name` has at `party` in the inventory; errors name what is missing and where."""
+    if party not in cluster.party_names:
+        raise SfclusterError(f"no party {party!r} in the inventory (parties: {', '.join(cluster.party_names)})")
+    paths = cluster.node(party).data_paths
+    if name not in paths:
+        known = ", ".join(sorted(paths)) or "none"
+        raise SfclusterError(f"party {party} has no data named {name!r} in the inventory (its data: {known})",
+                             f"add it: nodes.{party}.data.{name}: /absolute/path/on/{party}/file.csv")
+    return paths[name]
+
+
+def check(cluster: Cluster, nodes: Nodes, parties: Optional[List[str]] = None) -> Dict[str, List[DataFile]]:
+    """Every data file of the given parties, looked at on its own node as the user Ray runs as."""
+    wanted = [p for p in (parties or cluster.party_names) if cluster.node(p).data_paths]
+
+    def one(p: str) -> List[DataFile]:
+        node = cluster.node(p)
+        req = {"cluster": cluster.name, "action": "check", "files": node.data_paths}
+        res = nodes.ray(p).run(python_argv(node, "data_files", req, text=with_state("data_files")), timeout=CHECK_TIMEOUT)
+        files = answer(res, "its data files").get("files", {})
+        return [DataFile(p, name, f.get("path", ""), f.get("size"), f.get("sha256"), bool(f.get("cached")), f.get("error"))
+                for name, f in sorted(files.items())]
+
+    g = fan_out(one, wanted)
+    out: Dict[str, List[DataFile]] = {}
+    for p in wanted:
+        if p in g.results:
+            out[p] = g.results[p]
+        else:
+            err = g.errors[p]
+            out[p] = [DataFile(p, name, path, error=str(getattr(err, "message", err)))
+                      for name, path in sorted(cluster.node(p).data_paths.items())]
+    return out
+
+
+def push(cluster: Cluster, nodes: Nodes, party: str, name: str, local_file: str) -> dict:
+    """Copy `local_file` to `party`'s node only, at the path its `data: {name}` entry names, as the
+    user Ray runs as (0600). Nothing is sent to any other node; an identical file is not re-sent."""
+    path = target(cluster, party, name)
+    if not os.path.isfile(local_file):
+        raise SfclusterError(f"{local_file}: no such file on this controller")
+    size, digest = local_digest(local_file)
+    node = cluster.node(party)
+    runner = nodes.ray(party)
+    req = {"cluster": cluster.name, "action": "put", "name": name, "path": path, "size": size, "sha256": digest}
+    argv = python_argv(node, "data_files", req, text=with_state("data_files"))
+    # first ask with no bytes: a file already there with this digest costs no transfer
+    res = runner.run(python_argv(node, "data_files", dict(req, probe=True), text=with_state("data_files")),
+                     timeout=CHECK_TIMEOUT)
+    data = answer(res, f"data {name!r}")
+    if data.get("refused"):
+        raise SfclusterError(f"[{party}] data {name!r} at {path}: {data['refused']}")
+    if data.get("unchanged") is not True:
+        with open(local_file, "rb") as f:
+            payload = f.read()
+        res = runner.run(argv, timeout=PUSH_TIMEOUT, stdin=payload)
+        data = answer(res, f"data {name!r}")
+        if data.get("refused"):
+            raise SfclusterError(f"[{party}] data {name!r} at {path}: {data['refused']}")
+    return {"party": party, "name": name, "path": path, "size": size, "sha256": digest,
+            "unchanged": bool(data.get("unchanged")), "node": node.host}
+
+
+def to_json(files: Dict[str, List[DataFile]]) -> list:
+    return [dict(f.__dict__) for fs in files.values() for f in fs]
+
+
