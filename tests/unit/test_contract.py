@@ -30,3 +30,34 @@ def test_node_scripts_use_the_contract_not_literals():
                  C.ENV_CONFIG, C.ENV_RUN_TOKEN, C.ENV_LOCK_INFO, C.ENV_NODE_HOME, C.WRAPPER_NAME}
         assert not strings & kinds, (name, strings & kinds)
     compile(with_state("driver_wrapper"), "driver_wrapper", "exec")
+
+
+def _stall_clock():
+    """driver_wrapper.py's StallClock alone (the script acts on import: it reads its request)."""
+    import ast
+    from sfcluster.nodescripts import source
+    text = source("driver_wrapper")
+    node = next(n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == "StallClock")
+    ns: dict = {}
+    exec(compile(ast.get_source_segment(text, node), "driver_wrapper.py", "exec"), ns)
+    return ns["StallClock"]
+
+
+def test_starvation_clock_survives_a_poll_without_the_demand():
+    # a demand pending, one report without it, pending again: nothing changed all along, so the
+    # party has waited since the first poll (the first version never fired after such a blip)
+    clock = _stall_clock()(60)
+    shape, fp = {(("CPU", 1.0), ("alice", 1.0)): 1}, ("node", (("alice", 998.0),))
+    assert clock.update(shape, fp, 0) is False
+    assert clock.update({}, fp, 2) is False
+    fired = [t for t in range(4, 130, 2) if clock.update(shape, fp, t)]
+    assert fired and fired[0] == 60
+
+
+def test_starvation_clock_restarts_on_progress_and_ignores_an_idle_driver():
+    clock = _stall_clock()(60)
+    shape = {(("CPU", 1.0), ("bob", 1.0)): 1}
+    assert not any(clock.update({}, "a", t) for t in range(0, 300, 2))      # nothing pending: never
+    assert clock.update(shape, "a", 300) is False                           # the clock starts now
+    assert clock.update(shape, "b", 350) is False                           # progress: restart
+    assert clock.update(shape, "b", 409) is False and clock.update(shape, "b", 410) is True
