@@ -64,7 +64,7 @@ def test_example_loads_head_first_with_defaults():
     assert all(n.python == "/opt/sf/bin/python" for n in c.nodes)
     assert [n.cpus for n in c.nodes] == [2, 2, 2]
     assert all(n.firewall_backend == "auto" for n in c.nodes)
-    assert alice.data_paths == {"iris": "/data/iris_alice.csv"} and bob.data == () and carol.data == ()
+    assert alice.data_paths == {"breast_cancer": "/srv/sfdata/breast_cancer.csv"} and bob.data == () and carol.data == ()
     # ssh: top-level defaults, overridden key by key
     assert alice.ssh == SshSpec(user="root")
     assert bob.ssh == SshSpec(user="sfops")

@@ -180,10 +180,13 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         note(f"detached: run {run_id} goes on; follow it with `sfcluster logs -f`, stop it with `sfcluster cancel`, "
              f"fetch its outputs once it has ended with `sfcluster fetch {run_id}`")
         return 0
-    final = outcome(control, code, interrupted.is_set(), note)
+    said: List[str] = []   # why it ended stays the LAST line the user sees, below where the outputs went
+    final = outcome(control, code, interrupted.is_set(), said.append)
     _record_end(rec, control, final)
     if C.EXIT in control:
         bring_home(cluster, nodes, run_id, opts.max_output_mb, note)
+    for line in said:
+        note(line)
     return final
 
 
