@@ -27,7 +27,7 @@ from sfcluster.exitcodes import Exit
 from sfcluster.facts import PRIVILEGED_EXEC
 from sfcluster.inventory.model import Cluster, Node, Provision
 from sfcluster.nodescripts import answer, with_state
-from sfcluster.nodescripts.contract import PROVISION_PYTHON
+from sfcluster.nodescripts.contract import PROVISION_PYTHON, SYSTEM_DIRS
 from sfcluster.remote.base import Result, Runner
 from sfcluster.remote.group import fan_out
 
@@ -69,11 +69,13 @@ def venv_dir(node: Node) -> str:
     such path (a bare `python3` cannot be provisioned: nothing says where the venv goes)."""
     py = node.python
     parts = Path(py).parts
-    if not py.startswith("/") or len(parts) < 4 or parts[-2] != "bin" or not PYTHON_NAME.match(parts[-1]):
-        raise SfclusterError(f"{node.name}: python {py!r} is not <venv>/bin/python: provision does not know where "
-                             f"to make the venv", f"set nodes.{node.name}.python (or the top-level python) to "
-                                                  f"e.g. /opt/sf/bin/python")
-    return str(Path(py).parent.parent)
+    venv = str(Path(py).parent.parent)
+    if (not py.startswith("/") or len(parts) < 5 or parts[-2] != "bin" or not PYTHON_NAME.match(parts[-1])
+            or venv in SYSTEM_DIRS):
+        raise SfclusterError(f"{node.name}: python {py!r} is not <venv>/bin/python of a venv directory of its own: "
+                             f"provision does not know where to make the venv",
+                             f"set nodes.{node.name}.python (or the top-level python) to e.g. /opt/sf/bin/python")
+    return venv
 
 
 def requested(prov: Provision) -> Dict[str, str]:

@@ -73,6 +73,10 @@ def test_venv_dir_needs_venv_bin_python():
     bare = parse_inventory(BASE.replace("/opt/sf/bin/python}, b", "python3}, b") + PINS)
     with pytest.raises(SfclusterError, match="a: python 'python3' is not <venv>/bin/python"):
         venv_dir(bare.node("a"))
+    for py in ("/usr/bin/python3", "/usr/local/bin/python3.10", "/sf/bin/python"):
+        system = parse_inventory(BASE.replace("/opt/sf/bin/python}, b", py + "}, b") + PINS)
+        with pytest.raises(SfclusterError, match="a venv directory of its own"):
+            venv_dir(system.node("a"))
 
 
 def test_digest_changes_with_a_pin_or_the_base_only():

@@ -68,3 +68,6 @@ VENV_MARKER = ".sfcluster-provision.json"
 WHEELHOUSE_DIR, WHEELHOUSE_MANIFEST = "wheelhouse", "manifest.json"
 OLD_SUFFIX = ".sfc-old"
 PROVISION_PYTHON = "3.10"   # the CPython major.minor SecretFlow's wheels are built for
+# Directories that are never a venv of their own (nor replaced as one), whatever `python` says.
+SYSTEM_DIRS = ("/", "/usr", "/usr/local", "/opt", "/home", "/root", "/bin", "/sbin", "/etc", "/var", "/tmp", "/lib",
+               "/srv")

@@ -26,12 +26,11 @@ import urllib.parse
 REQ = json.loads(sys.argv[1])
 USER = pwd.getpwuid(os.getuid()).pw_name
 CHUNK = 1 << 20
-DENY = {"/", "/usr", "/usr/local", "/opt", "/home", "/root", "/bin", "/sbin", "/etc", "/var", "/tmp", "/lib", "/srv"}
 
 
 def venv_path():
     v = os.path.normpath(REQ["venv"])
-    if not os.path.isabs(v) or v in DENY or v.count("/") < 2:
+    if not os.path.isabs(v) or v in SYSTEM_DIRS or v.count("/") < 2:
         raise UnsafeState("refusing to provision %s: not a venv directory of its own" % v)
     return v
 
@@ -60,8 +59,9 @@ def inspect():
     out = {"base": sys.executable, "base_version": platform.python_version(), "user": USER, "exists": False,
            "is_venv": False, "empty": False, "owner": None, "marker": None, "python_ok": False, "busy": []}
     try:
-        import ensurepip  # noqa: F401 - Debian/Ubuntu ship venv's pip bootstrap apart (python3.10-venv)
-        import venv as _venv  # noqa: F401
+        import importlib   # Debian/Ubuntu ship venv's pip bootstrap apart (python3.10-venv)
+        for name in ("venv", "ensurepip"):
+            importlib.import_module(name)
         out["venv_module"] = None
     except ImportError as e:
         out["venv_module"] = str(e)
