@@ -179,3 +179,90 @@ def test_a_pin_the_wheelhouse_lacks_fails_naming_the_package(tmp_path):
                 "check": {}, "source": {"wheelhouse": str(tmp_path / "wh")}, "marker": {}}, tmp_path)
     assert got["stage"] == "pip" and got["package"] == "secretflow-lite==9.9.9", got
     assert not (venv / VENV_MARKER).exists()
+
+
+# -- the whole controller flow, on this machine: two "nodes" (directories), fake SecretFlow/Ray wheels
+
+class LocalRunner:
+    """A Runner that runs argv here, as this user, with a node's home (stdin: text, bytes or a stream)."""
+
+    user = "me"
+
+    def __init__(self, name: str, home: Path) -> None:
+        self.name, self.env = name, dict(os.environ, SFCLUSTER_NODE_HOME=str(home))
+
+    def run(self, argv, *, sudo=False, timeout=None, stdin=None):
+        from sfcluster.remote.base import Result
+        kw = {"stdin": stdin} if hasattr(stdin, "read") else {"input": stdin.encode() if isinstance(stdin, str) else stdin}
+        p = subprocess.run(list(argv), capture_output=True, timeout=timeout, env=self.env, **kw)
+        return Result(self.name, " ".join(argv)[:100], p.returncode, p.stdout.decode(), p.stderr.decode())
+
+    def close(self):
+        pass
+
+
+def fake_wheel(d: Path, dist: str, version: str, package: str) -> None:
+    import zipfile
+    stem = f"{dist.replace('-', '_')}-{version}"
+    with zipfile.ZipFile(d / f"{stem}-py3-none-any.whl", "w") as z:
+        z.writestr(f"{package}/__init__.py", f"__version__ = {version!r}\n")
+        z.writestr(f"{stem}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        z.writestr(f"{stem}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{stem}.dist-info/RECORD", "")
+
+
+@pytest.fixture
+def local_cluster(tmp_path, monkeypatch):
+    import sfcluster.provision as prov
+    monkeypatch.setattr(prov, "PROVISION_PYTHON", f"{sys.version_info[0]}.{sys.version_info[1]}")
+    wh = tmp_path / "wheelhouse"
+    wh.mkdir()
+    fake_wheel(wh, "secretflow-lite", "1.10.0b1", "secretflow")
+    fake_wheel(wh, "ray", "2.9.3", "ray")
+
+    def inventory(version="1.10.0b1"):
+        return parse_inventory(
+            f"cluster: demo\nprovision: {{package: secretflow-lite, version: {version}, ray_version: 2.9.3, "
+            f"base_python: {sys.executable}, wheelhouse: {wh}}}\n"
+            f"nodes: {{a: {{host: 10.0.0.1, python: {tmp_path}/a/sf/bin/python}}, "
+            f"b: {{host: 10.0.0.2, python: {tmp_path}/b/sf/bin/python}}}}\n")
+    for n in ("a", "b"):
+        (tmp_path / n / "home").mkdir(parents=True)
+    runners = {n: LocalRunner(n, tmp_path / n / "home") for n in ("a", "b")}
+    return inventory, runners, tmp_path
+
+
+def test_provision_builds_then_is_a_noop_then_rebuilds_only_what_differs(local_cluster):
+    from sfcluster.connect import Nodes
+    from sfcluster.provision import provision
+    inventory, runners, tmp = local_cluster
+    c = inventory()
+    seen = []
+    got = provision(c, Nodes(c, runners=runners), progress=lambda n, m: seen.append((n, m)))
+    assert {n: (o.changed, o.wheels_sent, o.versions) for n, o in got.items()} == {
+        n: (True, 2, {"secretflow-lite": "1.10.0b1", "ray": "2.9.3"}) for n in ("a", "b")}
+    assert {n for n, m in seen if m.startswith("building")} == {"a", "b"}
+    assert (tmp / "a" / "sf" / VENV_MARKER).exists() and not (tmp / "a" / ("sf" + OLD_SUFFIX)).exists()
+    again = provision(c, Nodes(c, runners=runners))
+    assert not any(o.changed for o in again.values()) and all(o.seconds < 5 for o in again.values())
+    marker = tmp / "b" / "sf" / VENV_MARKER
+    marker.write_text(marker.read_text().replace('"digest": "', '"digest": "x'))
+    third = provision(c, Nodes(c, runners=runners))
+    assert [n for n, o in third.items() if o.changed] == ["b"] and third["b"].wheels_sent == 0
+
+
+def test_a_missing_pin_names_node_and_package_and_keeps_every_old_venv(local_cluster):
+    from sfcluster.connect import Nodes
+    from sfcluster.provision import provision
+    inventory, runners, tmp = local_cluster
+    c = inventory()
+    provision(c, Nodes(c, runners=runners))
+    before = (tmp / "a" / "sf" / VENV_MARKER).read_text()
+    bad = inventory("1.10.0b2")
+    with pytest.raises(SfclusterError) as e:
+        provision(bad, Nodes(bad, runners=runners))
+    text = e.value.message
+    assert "provision failed on 2 of 2 node(s)" in text and "[a] pip failed (secretflow-lite==1.10.0b2)" in text, text
+    assert "[b] pip failed (secretflow-lite==1.10.0b2)" in text and "previous venv is back in place" in text, text
+    assert (tmp / "a" / "sf" / VENV_MARKER).read_text() == before
+    assert not any(o.changed for o in provision(c, Nodes(c, runners=runners)).values())
