@@ -108,6 +108,21 @@ def ensure_image() -> None:
     subprocess.run(["bash", str(ROOT / "tests" / "harness" / "build-image.sh")], check=True)
 
 
+def ensure_wheelhouse() -> Path:
+    """The provision tests' wheelhouse: every wheel SecretFlow 1.10.0b1 and Ray 2.9.3 need, for the
+    nodes' CPython 3.10, in build/wheelhouse-<digest of the pins and the interpreter>. Downloaded
+    once per machine (~400 MB), reused after, as the image is."""
+    p = subprocess.run(["bash", str(ROOT / "tests" / "harness" / "build-wheelhouse.sh")], check=True, text=True,
+                       stdout=subprocess.PIPE)
+    return Path(p.stdout.strip().splitlines()[-1])
+
+
+def base_python(node: str) -> str:
+    """The CPython 3.10 a node has besides its venv: /opt/python3.10 (the default image), else the
+    base image's python3.10 (BASE_IMAGE=python:3.10-slim-bookworm)."""
+    return docker_exec(node, "p=/opt/python3.10/bin/python3.10; [ -x $p ] || p=$(command -v python3.10); echo $p").stdout.strip()
+
+
 def ensure_key() -> Path:
     BUILD.mkdir(parents=True, exist_ok=True)
     key = BUILD / "id_ed25519"

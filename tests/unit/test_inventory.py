@@ -11,12 +11,12 @@ import pytest
 
 from sfcluster.errors import InventoryError
 from sfcluster.inventory import load_inventory, parse_inventory
-from sfcluster.inventory.load import (DEFAULT_PYTHON, MAX_INVENTORY_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, NODE_KEYS,
+from sfcluster.inventory.load import (PROVISION_KEYS, DEFAULT_PYTHON, MAX_INVENTORY_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, NODE_KEYS,
                                       PORT_KEYS, SPU_KEYS, SSH_KEYS, TOP_KEYS, WORKER_KEYS)
 from sfcluster.inventory.model import FirewallMode, RayPorts, SpuSettings, SshSpec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory.example.yaml"
-ALL_KEYS = TOP_KEYS | SSH_KEYS | PORT_KEYS | WORKER_KEYS | SPU_KEYS | NODE_KEYS
+ALL_KEYS = TOP_KEYS | SSH_KEYS | PORT_KEYS | WORKER_KEYS | SPU_KEYS | NODE_KEYS | PROVISION_KEYS
 # "path (line N): message", the shape of every problem but a YAML syntax error
 PROBLEM = re.compile(r"^[^\s]+ \(line \d+\): \S")
 
@@ -342,7 +342,7 @@ BAD = [
           bob:
             host: 10.0.0.2
             hots: 10.0.0.3
-    """), ["nodes.bob.hots (line 7): unknown key 'hots' (allowed: advertise, bind, cpus, data,"]),
+    """), ["nodes.bob.hots (line 7): unknown key 'hots' (allowed: advertise, base_python, bind, cpus, data,"]),
 
     ("unknown_ssh_key", y("""
         cluster: demo

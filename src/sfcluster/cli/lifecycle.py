@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sfcluster import lifecycle
+from sfcluster import provision as provisioning
 from sfcluster.cli.check import render
 from sfcluster.cli.common import (console, emit_json, emit_result, err_console, handle_errors, inventory_option,
                                   json_option, load, lock_wait, wait_options)
@@ -32,11 +33,14 @@ def _progress(node: str, msg: str) -> None:
                                       "`up` at most this + 8 s after the wait began (exit 69).")
 @click.option("--rotate-certs", is_flag=True, help="tls: on: reissue every node's certificate from the cluster's CA "
                                                    "and restart Ray with it (refused while a run holds the lock).")
+@click.option("--provision", "provision_first", is_flag=True,
+              help="First `sfcluster provision`: each node's venv as the inventory's `provision:` pins it "
+                   "(a no-op in seconds where it already is).")
 @wait_options
 @json_option
 @handle_errors
 def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_timeout: float, rotate_certs: bool,
-           wait: bool, wait_timeout: float, as_json: bool) -> None:
+           provision_first: bool, wait: bool, wait_timeout: float, as_json: bool) -> None:
     """Start the cluster: preflight, firewall rules scoped to peers, Ray head, then workers.
 
     \b
@@ -50,6 +54,8 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_ti
     """
     cluster = load(inventory_path)
     with Nodes(cluster) as nodes:
+        if provision_first:
+            provisioning.provision(cluster, nodes, progress=_progress)
         try:
             res = lifecycle.up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=_progress,
                                join_timeout=join_timeout, lock_wait=lock_wait(wait, wait_timeout), rotate_certs=rotate_certs)

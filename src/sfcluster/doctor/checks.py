@@ -191,7 +191,8 @@ def _versions(cluster: Cluster, report: Report) -> None:
         missing = [what for what, v in (("ray", ray), ("secretflow", sf)) if not v]
         if missing:
             report.add(n, "versions", Status.FAIL, f"{' and '.join(missing)} not installed for {cluster.node(n).python}",
-                       f"pip install secretflow-lite in that venv, or set nodes.{n}.python")
+                       "sfcluster provision -i INVENTORY (with the inventory's provision: pins)" if cluster.provision
+                       else f"pip install secretflow-lite in that venv, or set nodes.{n}.python")
     distinct = {v for v in rows.values()}
     if len(distinct) > 1:
         table = "; ".join(f"{n}: python {p}, ray {r}, secretflow {s}" for n, (p, r, s) in rows.items())
@@ -205,8 +206,14 @@ def _versions(cluster: Cluster, report: Report) -> None:
                            "(Ray needs the same Ray and Python version on every node)")
     elif rows:
         p, r, s = next(iter(distinct))
+        prov = cluster.provision
         for n in rows:
-            report.add(n, "versions", Status.OK, f"python {p}, ray {r}, secretflow {s}")
+            if prov and (r, s) != (prov.ray_version, prov.version):
+                report.add(n, "versions", Status.FAIL, f"ray {r}, secretflow {s}: the inventory's provision: pins "
+                           f"ray {prov.ray_version}, {prov.package} {prov.version}",
+                           "sfcluster provision -i INVENTORY (rebuilds the venvs that differ)")
+            else:
+                report.add(n, "versions", Status.OK, f"python {p}, ray {r}, secretflow {s}")
 
 
 def _ports(cluster: Cluster, report: Report, facts: NodeFacts) -> None:

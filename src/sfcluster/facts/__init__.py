@@ -107,9 +107,11 @@ def gather(cluster: Cluster, node: Node, runner: Runner, timeout: float = 30) ->
     are only visible to root) and parse its JSON."""
     argv = ["sh", "-c", PRIVILEGED_EXEC, "sh", *python_argv(node, "probe", probe_request(cluster, node))]
     res = runner.run(argv, timeout=timeout)
-    if res.exit_code == 127 or "No such file" in res.stderr and not res.stdout:
+    # 127 from a shell; sudo says "command not found" and exits 1
+    if not res.stdout and (res.exit_code == 127 or "No such file" in res.stderr or "command not found" in res.stderr):
         raise RemoteError(node.name, node.python, f"remote Python {node.python} not found",
-                          f"install the SecretFlow venv there or set nodes.{node.name}.python in the inventory")
+                          f"make the venv there with `sfcluster provision` (the inventory's provision: pins), install "
+                          f"it by hand, or set nodes.{node.name}.python in the inventory")
     res.check()
     data = json.loads(res.stdout.strip().splitlines()[-1])
     data["user"] = runner.user or data["user"]

@@ -15,7 +15,8 @@ from yaml.reader import ReaderError
 
 from sfcluster.errors import InventoryError, Problem
 from sfcluster.raycluster.resources import MIN_CPUS
-from sfcluster.inventory.model import Cluster, FirewallMode, Node, RayPorts, SpuSettings, SshSpec, TLS_DEFAULT, TlsMode
+from sfcluster.inventory.model import (Cluster, FirewallMode, Node, Provision, RayPorts, SpuSettings, SshSpec,
+                                       TLS_DEFAULT, TlsMode)
 
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -36,14 +37,20 @@ MAX_YAML_NODES = 10_000            # keys and values, each alias counted as its 
 MAX_YAML_DEPTH = 20                # nesting levels, through aliases too
 
 TOP_KEYS = {"cluster", "head", "ssh", "python", "cpus", "ports", "spu", "firewall", "tls", "ray_user", "known_hosts",
-            "ssh_config",
+            "ssh_config", "provision",
             "nodes"}
 SSH_KEYS = {"user", "port", "identity_file", "alias", "proxy_jump"}
 PORT_KEYS = {"ray_gcs", "ray_client_server", "dashboard", "node_manager", "object_manager", "metrics_export",
              "dashboard_agent_grpc", "dashboard_agent_http", "runtime_env_agent", "worker_ports", "spu_base"}
 WORKER_KEYS = {"start", "count"}
 SPU_KEYS = {"protocol", "field"}
-NODE_KEYS = {"host", "ssh", "python", "cpus", "spu_port", "advertise", "bind", "data", "firewall_backend", "ray_user"}
+NODE_KEYS = {"host", "ssh", "python", "cpus", "spu_port", "advertise", "bind", "data", "firewall_backend", "ray_user",
+             "base_python"}
+PROVISION_KEYS = {"package", "version", "ray_version", "base_python", "index_url", "index_credentials", "wheelhouse"}
+PACKAGES = ("secretflow-lite", "secretflow")
+VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!_-]{0,63}$")   # an exact PEP 440 version, no operators
+PYTHON_PATH = re.compile(r"^[A-Za-z0-9_./+-]{1,255}$")
+DEFAULT_BASE_PYTHON = "python3.10"
 
 
 _TOO_MANY_NODES = (f"more than {MAX_YAML_NODES} YAML nodes (keys and values, each alias counted as all it "
@@ -373,6 +380,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
     fw = doc.string(top, "firewall", (), "open", _one_of(tuple(m.value for m in FirewallMode))) or "open"
     top_ray_user = doc.string(top, "ray_user", (), None, _check_user)
     tls = doc.string(top, "tls", (), TLS_DEFAULT.value, _one_of(tuple(m.value for m in TlsMode))) or TLS_DEFAULT.value
+    provision, base_python_default = _provision(doc, top.get("provision"), source)
 
     nodes: List[Node] = []
     raw_nodes = top.get("nodes")
@@ -420,6 +428,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
             data=tuple(sorted((str(k), str(v)) for k, v in dm.items())),
             firewall_backend=doc.string(nm, "firewall_backend", np_, "auto", _one_of(BACKENDS)) or "auto",
             ray_user=doc.string(nm, "ray_user", np_, top_ray_user, _check_user),
+            base_python=doc.string(nm, "base_python", np_, base_python_default, _check_python) or DEFAULT_BASE_PYTHON,
         ))
 
     head = doc.string(top, "head", (), nodes[0].name if nodes else None)
@@ -431,7 +440,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
     cluster = Cluster(
         name=name or "invalid", head_name=head or "", nodes=tuple(nodes), ray=ray, spu=spu,
         firewall=FirewallMode(fw), tls=TlsMode(tls), known_hosts=doc.string(top, "known_hosts", (), None),
-        ssh_config=doc.string(top, "ssh_config", (), None), source=source,
+        ssh_config=doc.string(top, "ssh_config", (), None), source=source, provision=provision,
     )
     if not doc.problems:
         _check_ports(doc, cluster)
@@ -449,6 +458,60 @@ def _ssh(doc: _Doc, raw: Any, path: Tuple[str, ...], base: SshSpec) -> SshSpec:
         alias=doc.string(m, "alias", path, base.alias),
         proxy_jump=doc.string(m, "proxy_jump", path, base.proxy_jump, _check_proxy_jump),
     )
+
+
+def _provision(doc: _Doc, raw: Any, source: str) -> Tuple[Optional[Provision], str]:
+    """`provision:` (what `sfcluster provision` installs) and the default base_python of the nodes.
+    Controller paths (wheelhouse, index_credentials) are relative to the inventory's directory."""
+    path = ("provision",)
+    m = doc.mapping(raw, path, PROVISION_KEYS)
+    base = doc.string(m, "base_python", path, DEFAULT_BASE_PYTHON, _check_python) or DEFAULT_BASE_PYTHON
+    if raw is None:
+        return None, base
+    for key in ("package", "version", "ray_version"):
+        if m.get(key) is None:
+            doc.error(path + (key,), "missing (provision pins an exact SecretFlow and Ray, e.g. package: "
+                                     "secretflow-lite, version: 1.10.0b1, ray_version: 2.9.3)")
+    package = doc.string(m, "package", path, None, _one_of(PACKAGES))
+    version = doc.string(m, "version", path, None, _check_version)
+    ray_version = doc.string(m, "ray_version", path, None, _check_version)
+    index_url = doc.string(m, "index_url", path, None, _check_index_url)
+    credentials = doc.string(m, "index_credentials", path, None)
+    wheelhouse = doc.string(m, "wheelhouse", path, None)
+    if m.get("wheelhouse") and m.get("index_url"):
+        doc.error(path + ("wheelhouse",), "set either wheelhouse (nodes install from it, without an index) or "
+                                          "index_url, not both")
+    if m.get("index_credentials") and not m.get("index_url"):
+        doc.error(path + ("index_credentials",), "credentials without index_url: name the private index too")
+    here = Path(source).parent if source and not source.startswith("<") else Path(".")
+
+    def local(p: Optional[str]) -> Optional[str]:
+        return str((here / os.path.expanduser(p)).resolve()) if p else None
+    if not (package and version and ray_version):
+        return None, base
+    return Provision(package=package, version=version, ray_version=ray_version, index_url=index_url,
+                     index_credentials=local(credentials), wheelhouse=local(wheelhouse)), base
+
+
+def _check_version(v: str) -> Optional[str]:
+    if not VERSION.match(v):
+        return f"'{v}' is not an exact version (like 1.10.0b1; no ==, >=, spaces or wildcards)"
+    return None
+
+
+def _check_python(v: str) -> Optional[str]:
+    if not PYTHON_PATH.match(v) or (not v.startswith("/") and "/" in v):
+        return f"'{v}' is neither an absolute path nor a command name (like python3.10)"
+    return None
+
+
+def _check_index_url(v: str) -> Optional[str]:
+    if not re.match(r"^https?://[^\s]+$", v):
+        return f"'{v}' is not an http(s) URL"
+    if "@" in v.split("/", 3)[2]:
+        return ("holds credentials: a command line and this file are no place for them; put USER:PASSWORD in a "
+                "0600 file and name it in provision.index_credentials")
+    return None
 
 
 def _check_ports(doc: _Doc, cluster: Cluster) -> None:

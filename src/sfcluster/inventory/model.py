@@ -46,6 +46,7 @@ class Node:
     data: Tuple[Tuple[str, str], ...] = ()
     firewall_backend: str = "auto"
     ray_user: Optional[str] = None   # the user Ray, the wrapper and the driver run as (sudo -u); None: the SSH user
+    base_python: str = "python3.10"  # the CPython `sfcluster provision` makes the venv at `python` with
 
     @property
     def data_paths(self) -> dict:
@@ -79,6 +80,24 @@ class SpuSettings:
 
 
 @dataclass(frozen=True)
+class Provision:
+    """What `sfcluster provision` installs in every node's venv (the inventory's `provision:`):
+    exactly these pins, the same on every node, from the nodes' package index or from a
+    wheelhouse directory on the controller that sfcluster pushes to each node."""
+
+    package: str                        # secretflow or secretflow-lite
+    version: str                        # its exact version
+    ray_version: str                    # Ray's exact version (SecretFlow's own pin)
+    index_url: Optional[str] = None     # the nodes' index; None: what pip is configured with there
+    index_credentials: Optional[str] = None  # controller file (0600), one line USER:PASSWORD
+    wheelhouse: Optional[str] = None    # controller directory of wheels: nodes install with --no-index
+
+    @property
+    def requirements(self) -> Tuple[str, ...]:
+        return (f"{self.package}=={self.version}", f"ray=={self.ray_version}")
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str
     head_name: str
@@ -90,6 +109,7 @@ class Cluster:
     known_hosts: Optional[str] = None
     ssh_config: Optional[str] = None
     source: str = "<inventory>"
+    provision: Optional[Provision] = None
 
     @property
     def head(self) -> Node:

@@ -59,3 +59,15 @@ ENV_RUN_TOKEN = "SFCLUSTER_RUN_TOKEN"    # proves to runtime.guard() that `sfclu
 ENV_LOCK_INFO = "SFCLUSTER_LOCK_INFO"    # path of the lock info naming the run
 ENV_OUTPUT = "SFCLUSTER_OUTPUT"          # the run's output dir on the head: `run` fetches what is put there
 ENV_NODE_HOME = "SFCLUSTER_NODE_HOME"    # unit tests only: the home the node scripts use
+
+# provision.py (`sfcluster provision`): a provisioned venv carries VENV_MARKER (what it was asked
+# to install: the digest the controller compares); a wheelhouse pushed from the controller lives in
+# <state dir>/WHEELHOUSE_DIR with its manifest; a venv being replaced waits beside it as
+# <venv>OLD_SUFFIX until the new one is verified (and is put back when it is not).
+VENV_MARKER = ".sfcluster-provision.json"
+WHEELHOUSE_DIR, WHEELHOUSE_MANIFEST = "wheelhouse", "manifest.json"
+OLD_SUFFIX = ".sfc-old"
+PROVISION_PYTHON = "3.10"   # the CPython major.minor SecretFlow's wheels are built for
+# Directories that are never a venv of their own (nor replaced as one), whatever `python` says.
+SYSTEM_DIRS = ("/", "/usr", "/usr/local", "/opt", "/home", "/root", "/bin", "/sbin", "/etc", "/var", "/tmp", "/lib",
+               "/srv")

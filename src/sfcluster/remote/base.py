@@ -4,11 +4,13 @@ from __future__ import annotations
 import shlex
 import threading
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, Sequence, Union
+from typing import BinaryIO, Callable, Optional, Protocol, Sequence, Union
 
 from sfcluster.errors import CommandFailed
 
-Input = Union[str, bytes, None]
+# a request or a secret (str, bytes), or a binary stream sent as it is read (a GB never held in memory)
+Input = Union[str, bytes, BinaryIO, None]
+STREAM_CHUNK = 1 << 20
 OnData = Optional[Callable[[bytes], None]]
 
 

@@ -20,7 +20,7 @@ import paramiko
 from fabric import Config, Connection
 
 from sfcluster.errors import CommandTimeout, ConnectError, HostKeyError
-from sfcluster.remote.base import Input, OnData, Result, command_line
+from sfcluster.remote.base import STREAM_CHUNK, Input, OnData, Result, command_line
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
@@ -195,8 +195,11 @@ class SshRunner:
         try:
             chan.exec_command(command)
             try:
-                if stdin is not None:
+                if isinstance(stdin, (str, bytes)):
                     chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
+                elif stdin is not None:  # a stream: sent as it is read
+                    for block in iter(lambda: stdin.read(STREAM_CHUNK), b""):  # type: ignore[union-attr]
+                        chan.sendall(block)
                 if not keep_stdin_open:
                     chan.shutdown_write()
             except OSError:  # the command ended before reading it all: its exit and stderr say why
