@@ -31,14 +31,6 @@ class DataFile:
     error: Optional[str] = None
 
 
-def human_size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 def local_digest(path: str) -> tuple:
     h, size = hashlib.sha256(), 0
     with open(path, "rb") as f:
@@ -102,9 +94,8 @@ def push(cluster: Cluster, nodes: Nodes, party: str, name: str, local_file: str)
     if data.get("refused"):
         raise SfclusterError(f"[{party}] data {name!r} at {path}: {data['refused']}")
     if data.get("unchanged") is not True:
-        with open(local_file, "rb") as f:
-            payload = f.read()
-        res = runner.run(argv, timeout=PUSH_TIMEOUT, stdin=payload)
+        with open(local_file, "rb") as f:   # streamed, never the whole file in memory
+            res = runner.run(argv, timeout=PUSH_TIMEOUT, stdin=f)
         data = answer(res, f"data {name!r}")
         if data.get("refused"):
             raise SfclusterError(f"[{party}] data {name!r} at {path}: {data['refused']}")

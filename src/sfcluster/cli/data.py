@@ -7,6 +7,7 @@ from rich.markup import escape
 from sfcluster import data as party_data
 from sfcluster.cli.common import console, emit_result, handle_errors, inventory_option, json_option, load
 from sfcluster.connect import Nodes
+from sfcluster.sizes import human_size
 
 
 @click.group("data")
@@ -47,5 +48,5 @@ def push_cmd(inventory_path: str, as_json: bool, party: str, name: str, local_fi
         emit_result(dict(got, ok=True), 0)
         return
     what = "already there (same sha256), nothing sent" if got["unchanged"] else "copied"
-    console.print(escape(f"{party}: {name} -> {got['path']} ({party_data.human_size(got['size'])}, "
+    console.print(escape(f"{party}: {name} -> {got['path']} ({human_size(got['size'])}, "
                          f"sha256 {got['sha256'][:16]}): {what}"))

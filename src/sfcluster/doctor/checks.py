@@ -127,6 +127,7 @@ def _data(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -> No
     size and sha256 (cached on the node by size and mtime). A missing one fails naming party,
     name and path."""
     from sfcluster import data
+    from sfcluster.sizes import human_size
     reachable = [n for n in cluster.party_names if n in report.facts]
     for party, files in data.check(cluster, Nodes(cluster, runners=runners), reachable).items():
         for f in files:
@@ -136,7 +137,7 @@ def _data(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -> No
                            f"LOCAL_FILE (it goes to {party}'s node only)" if f.error == "missing" else
                            f"make {f.path} a regular file the user Ray runs as on {party} can read")
             else:
-                report.add(party, "data", Status.OK, f"{f.name}: {f.path}, {data.human_size(f.size or 0)}, "
+                report.add(party, "data", Status.OK, f"{f.name}: {f.path}, {human_size(f.size)}, "
                            f"sha256 {(f.sha256 or '')[:16]}{' (cached)' if f.cached else ''}")
 
 

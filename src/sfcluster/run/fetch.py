@@ -23,6 +23,7 @@ from sfcluster.nodescripts import contract as C
 from sfcluster.remote.transfer import unsafe_state
 from sfcluster.run import history
 from sfcluster.run.history import RunRecord, UnsafeArchive
+from sfcluster.sizes import human_size
 
 MAX_OUTPUT_MB = 1024      # outputs above this are refused whole (never cut): --max-output-mb
 LOG_BYTES = 64 << 20      # the log's last 64 MiB come back (the head keeps it whole)
@@ -177,21 +178,14 @@ def clean_head(cluster: Cluster, nodes: Nodes, fetched: Optional[str] = None) ->
 def describe(f: Fetched) -> str:
     """One line: where the outputs are and what came."""
     s = f.summary
-    what = f"{s.get('files', 0)} file(s), {_size(s.get('bytes', 0))}"
+    what = f"{s.get('files', 0)} file(s), {human_size(s.get('bytes', 0))}"
     line = f"outputs of run {f.record.run_id}: {f.output_dir} ({what}); log: {f.home / C.LOG_NAME}"
     if s.get("refused"):
         line += f"; outputs NOT fetched: {s['refused']} (raise it: sfcluster fetch {f.record.run_id} --max-output-mb N)"
     for path, why in (s.get("skipped") or [])[:5]:
         line += f"; skipped output/{path}: {why}"
     if s.get("log_truncated"):
-        line += f"; the log is cut to its last {_size(LOG_BYTES)} (whole on the head)"
+        line += f"; the log is cut to its last {human_size(LOG_BYTES)} (whole on the head)"
     return line
 
 
-def _size(n: Any) -> str:
-    n = float(n or 0)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
