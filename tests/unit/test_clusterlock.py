@@ -30,7 +30,7 @@ def first_line(p: subprocess.Popen) -> tuple:
     return kind, (json.loads(payload) if payload else None)
 
 
-def test_one_holder_at_a_time_and_the_second_names_the_first(tmp_path):
+def test_one_holder_at_a_time_and_the_second_names_the_first(tmp_path, login_parent):
     a = oplock(tmp_path, "up")
     try:
         assert first_line(a) == ("LOCKED", None)
@@ -103,3 +103,28 @@ def test_held_error_names_the_holder_and_the_way_out():
     assert "--cancel-run" in e.hint and e.details() == {"holder": run}
     e = held_error(CLUSTER, {"op": "up", "verified": True, "user": "bo", "controller": "c2", "since": "x"}, "run")
     assert "`sfcluster up` from bo@c2" in e.message and "--wait" in e.hint and "--cancel-run" not in e.hint
+
+
+def test_a_detached_imitation_of_an_oplock_is_not_verified(tmp_path, login_parent):
+    """A driver's setsid grandchild ran oplock.py's very command line and took the lock: it was
+    shown as a verified `up` and the next `up` could only wait. Its ancestry gives it away: no
+    root sshd/sudo above it, it was re-parented when it detached."""
+    req = {"cluster": "demo", "op": "up", "user": "ops", "controller": "ctl1", "wait": 0}
+    detach = ("import os, sys\n"
+              "if os.fork(): os._exit(0)\n"
+              "os.setsid()\n"
+              "if os.fork(): os._exit(0)\n"
+              "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1], sys.argv[2]])\n")
+    fake = subprocess.Popen([sys.executable, "-c", detach, with_state("oplock"), json.dumps(req)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, SFCLUSTER_NODE_HOME=str(tmp_path)))
+    try:
+        assert fake.wait(10) == 0  # the launcher is gone; its grandchild holds the lock
+        assert first_line(fake) == ("LOCKED", None)
+        b = oplock(tmp_path, "up")
+        kind, holder = first_line(b)
+        assert kind == "HELD" and b.wait(10) == 75
+        assert holder["verified"] is False and "pid" not in holder
+        assert ctl(tmp_path)["verified"] is False
+    finally:
+        fake.stdin.close()  # EOF: the imitation lets go

@@ -152,7 +152,7 @@ def test_forged_lock_info_while_the_lock_is_held_signals_and_reads_nothing(tmp_p
         holder.kill()
 
 
-def test_the_real_wrapper_is_verified_and_cancelled(tmp_path):
+def test_the_real_wrapper_is_verified_and_cancelled(tmp_path, login_parent):
     rd = Path(shipped(ship(tmp_path))[1])
     fake = rd / "sfc_wrapper.py"  # stands in for the wrapper: holds the lock, exits on SIGTERM
     fake.write_text("import fcntl, os, signal, sys, time\n"

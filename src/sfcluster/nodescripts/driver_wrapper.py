@@ -20,6 +20,72 @@ import threading
 import time
 
 
+def guard_self():
+    """Before anything else, two kernel settings a driver (same uid as we are) cannot undo:
+    - not dumpable (PR_SET_DUMPABLE 0): /proc/<our pid>/fd, mem and environ become root's, so the
+      driver cannot open our stderr (the SSH channel the controller reads control lines from) nor
+      read the run's secrets from our memory; the driver itself is dumpable again after exec;
+    - child subreaper (PR_SET_CHILD_SUBREAPER): whatever the driver starts and detaches (setsid,
+      double fork) is re-parented to us, never to pid 1, so kill_descendants() finds it before
+      the cluster lock is released (a detached child once took the lock and posed as an `up`)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, 0, 0, 0, 0) != 0 or libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER
+        sys.stderr.write("%s%s %s\n" % (CONTROL_PREFIX, UNSAFE, json.dumps("prctl failed: errno %d" % ctypes.get_errno())))
+        sys.exit(UNSAFE_EXIT)
+
+
+def descendants():
+    """Pids of every live process below us (children, and orphans re-parented to us)."""
+    kids = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = proc_status(int(name))
+            if st is not None:
+                kids.setdefault(st["ppid"], []).append(int(name))
+    out, todo = [], [os.getpid()]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def kill_descendants(deadline=10.0):
+    """SIGKILL everything below us and reap it, until nothing is left (a process forking as we kill
+    is caught on the next pass). Returns how many were killed."""
+    killed = set()
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        pids = descendants()
+        while True:  # reap the zombies among our children (orphans re-parented to us included)
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+        live = [p for p in pids if (proc_status(p) or {}).get("comm") is not None and not is_zombie(p)]
+        if not live:
+            return len(killed)
+        for p in live:
+            try:
+                os.kill(p, signal.SIGKILL)
+                killed.add(p)
+            except OSError:
+                pass
+        time.sleep(0.05)
+    return len(killed)
+
+
+def is_zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def read_request():
     """The first line of stdin, read byte by byte: nothing past it leaves the pipe (the heartbeat
     watch reads the rest with os.read)."""
@@ -32,6 +98,7 @@ def read_request():
     return json.loads(buf.decode())
 
 
+guard_self()
 R = read_request()
 try:
     STATE = state_dir(R["cluster"])
@@ -270,6 +337,7 @@ def main():
             return 1
         os.close(r)
         os.setsid()
+        guard_self()  # a subreaper is not inherited by fork
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
@@ -377,8 +445,11 @@ def main():
         threading.Thread(target=watch_stdin, daemon=True).start()
     threading.Thread(target=watch_cluster, daemon=True).start()
     code = proc.wait()
+    left = kill_descendants()  # nothing the run started outlives it, however it detached
     for t in pumps:
         t.join(5)
+    if left:
+        log.write(("\n[sfcluster] killed %d process(es) the driver left behind\n" % left).encode())
     try:
         os.unlink(INFO)  # still under the lock: the next holder never sees ours
     except OSError:

@@ -131,14 +131,52 @@ def cmdline(pid):
         return []
 
 
+def proc_status(pid):
+    """{"uid": real uid, "ppid": parent pid, "comm": name} of a live process from /proc/<pid>/status,
+    which every user may read (unlike the /proc/<pid> dir's owner, which is root for a process
+    that made itself not dumpable, as the wrapper does); None when it is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        return {"uid": int(fields["Uid"].split()[0]), "ppid": int(fields["PPid"]), "comm": fields["Name"].strip()}
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+# What an SSH login's command (or `sudo -u <ray user>` inside it) has above it: a ROOT process of
+# sshd or sudo that is not pid 1. The Ray user cannot make such a parent for a process of its own:
+# a detached (setsid) child of a driver is reparented to pid 1 or to a subreaper, a Ray worker
+# hangs under the raylet, a cron job under cron. Imitating a command line is easy; this is not.
+LOGIN_PARENTS = ("sshd", "sshd-session", "sudo")
+
+
+def started_by_login(pid):
+    """True when `pid`'s ancestors, up to the first root sshd/sudo (not pid 1), are all of its own
+    uid: how `sfcluster` starts its lock holders (an SSH exec, maybe through sudo -u)."""
+    me = proc_status(pid)
+    if me is None:
+        return False
+    cur = me["ppid"]
+    for _ in range(64):
+        if cur <= 1:
+            return False
+        st = proc_status(cur)
+        if st is None:
+            return False
+        if st["uid"] == 0 and st["comm"] in LOGIN_PARENTS:
+            return True
+        if st["uid"] != me["uid"]:
+            return False
+        cur = st["ppid"]
+    return False
+
+
 def own_process(pid):
     """True when `pid` (from a file: anything) is a live process of ours, never pid 0, 1 or negative."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
         return False
-    try:
-        return os.stat("/proc/%d" % pid).st_uid == os.getuid()
-    except OSError:
-        return False
+    st = proc_status(pid)
+    return st is not None and st["uid"] == os.getuid()
 
 
 def controller_gone(still_needed=lambda: True):
@@ -163,8 +201,8 @@ def controller_gone(still_needed=lambda: True):
 
 def is_oplock_of(pid, cluster):
     """True only when `pid` is a process of ours running oplock.py for this cluster (an `up` or
-    `down` holding the cluster lock)."""
-    if not own_process(pid):
+    `down` holding the cluster lock) started by an SSH login (started_by_login)."""
+    if not own_process(pid) or not started_by_login(pid):
         return False
     argv = cmdline(pid)
     # the mark as a line of its own: oplock.py's first line, not this file's constant
@@ -193,7 +231,7 @@ def describe_holder(state, cluster):
     pid = info.get("pid")
     try:
         if out["op"] == "run":
-            verified = is_wrapper_of(pid, state, info.get("run_id"))
+            verified = is_wrapper_of(pid, state, info.get("run_id"), bool(info.get("detached")))
         else:
             verified = out["op"] in ("up", "down") and is_oplock_of(pid, cluster)
     except UnsafeState:
@@ -210,9 +248,12 @@ def describe_holder(state, cluster):
     return out
 
 
-def is_wrapper_of(pid, state, run_id):
-    """True only when `pid` is a process of ours running this run's wrapper file."""
-    if not own_process(pid):
+def is_wrapper_of(pid, state, run_id, detached=False):
+    """True only when `pid` is a process of ours running this run's wrapper file, started by an
+    SSH login (started_by_login: a driver's detached child cannot pass for it). A detached run's
+    wrapper left its login on purpose: it is recognised by its file alone, and `cancel` ends it
+    with SIGKILL when SIGTERM does not, so an impostor posing as one is removed, not obeyed."""
+    if not own_process(pid) or not (detached or started_by_login(pid)):
         return False
     want = os.path.join(run_dir(state, run_id), WRAPPER_NAME)
     return want in cmdline(pid)[1:3]

@@ -35,11 +35,18 @@ def main():
         return out
     pid, run_id = out["pid"], out["run_id"]
     if REQ.get("action") == "cancel":
+        detached = bool(out.get("detached"))
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + float(REQ.get("wait", 20))
-        while time.monotonic() < deadline and is_wrapper_of(pid, state, run_id):
+        while time.monotonic() < deadline and is_wrapper_of(pid, state, run_id, detached):
             time.sleep(0.2)
-        out["cancelled"] = not is_wrapper_of(pid, state, run_id)
+        if is_wrapper_of(pid, state, run_id, detached):
+            # a wrapper stops its driver within 15 s of SIGTERM; one that does not is no wrapper
+            # of ours (or a hung one): it must not keep the cluster's lock
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(1)
+            out["killed"] = True
+        out["cancelled"] = not is_wrapper_of(pid, state, run_id, detached)
     return out
 
 

@@ -77,7 +77,7 @@ def is_active(state, run_id):
     """True while this run's wrapper runs (the lock info names it, and /proc shows that pid is
     ours running this run's wrapper). Never touches the lock: a run starting now is not disturbed."""
     info = read_lock_info(state) or {}
-    return info.get("run_id") == run_id and is_wrapper_of(info.get("pid"), state, run_id)
+    return info.get("run_id") == run_id and is_wrapper_of(info.get("pid"), state, run_id, bool(info.get("detached")))
 
 
 def fetch():

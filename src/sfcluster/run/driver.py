@@ -29,6 +29,7 @@ from sfcluster.nodescripts import with_state
 from sfcluster.raycluster.resources import MIN_CPUS
 from sfcluster.remote.group import fan_out
 from sfcluster.run import fetch as fetching
+from sfcluster.run.control import ControlLines
 from sfcluster.run import history
 
 RUNTIME_FILE = Path(__file__).resolve().parents[1] / "runtime.py"
@@ -111,25 +112,13 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
                             inventory_digest=history.inventory_digest(cluster.source))
     log_path = history.make_home(cluster.name, run_id) / C.LOG_NAME  # the fetch replaces it by the head's whole log
     log = open(log_path, "ab")
-    control: dict = {}
 
-    def on_err_line(line: bytes) -> None:
-        if line.startswith(C.CONTROL_PREFIX.encode()):  # only the wrapper writes these (the driver's are marked)
-            kind, _, payload = line[len(C.CONTROL_PREFIX):].decode(errors="replace").partition(" ")
-            control[kind] = payload
-            try:
-                if kind == C.NODE_DOWN:
-                    p = json.loads(payload)
-                    note(f"node {p['party']} ({p['host']}) is down or cut off: stopping the run")
-                elif kind == C.STARVED:
-                    note(json.loads(payload)["message"])
-                elif kind == C.STOPPING:
-                    note(f"stopping the driver: {payload}")
-            except (ValueError, KeyError, TypeError):
-                note(f"unreadable control line from the head: {line[:200]!r}")
-        else:
-            log.write(line + b"\n")
-            err(line + b"\n")
+    def passthrough(line: bytes) -> None:
+        log.write(line)
+        err(line)
+
+    control = ControlLines(note, passthrough)
+    on_err_line = control.feed
 
     def on_out(data: bytes) -> None:
         log.write(data)
@@ -181,8 +170,8 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
              f"fetch its outputs once it has ended with `sfcluster fetch {run_id}`")
         return 0
     said: List[str] = []   # why it ended stays the LAST line the user sees, below where the outputs went
-    final = outcome(control, code, interrupted.is_set(), said.append)
-    _record_end(rec, control, final)
+    final = outcome(control.kinds, code, interrupted.is_set(), said.append)
+    _record_end(rec, control.kinds, final)
     if C.EXIT in control:
         bring_home(cluster, nodes, run_id, opts.max_output_mb, note)
     for line in said:
