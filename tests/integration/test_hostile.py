@@ -14,6 +14,33 @@ HEAD = "bob"
 STATE = "/home/sfops/.sfcluster/harness"
 
 
+def as_nobody(h, node, cmd, check=True):
+    return h.docker_exec(node, f"su -s /bin/sh nobody -c '{cmd}'", check=check)
+
+
+def raylets(h, node):
+    return h.docker_exec(node, "ps -eo args | grep -c '[r]aylet' || true").stdout.strip()
+
+
+def test_up_refuses_a_temp_dir_another_user_planted_and_leaves_nothing(harness, tmp_path):
+    """Another local user got Ray's sockets by planting /tmp/sfc-<cluster> before `up` (item 3):
+    a link to its own dir on carol, a dir of its own on alice. `up` refuses both, naming them."""
+    inv = harness.write_inventory(tmp_path / "inv.yaml", firewall="check", nodes=["bob", "alice", "carol"])
+    as_nobody(harness, "carol", "mkdir -p /tmp/nobody-ray && ln -s /tmp/nobody-ray /tmp/sfc-harness")
+    as_nobody(harness, "alice", "mkdir -m 777 /tmp/sfc-harness")
+    try:
+        p = sfc("up", "-i", str(inv))
+        out = p.stdout + p.stderr
+        assert p.returncode != 0, out
+        assert "/tmp/sfc-harness" in out and ("link" in out or "belongs to nobody" in out), out[-3000:]
+        for n in ("alice", "bob", "carol"):
+            assert raylets(harness, n) == "0", n  # rolled back everywhere
+        assert harness.docker_exec("carol", "ls -A /tmp/nobody-ray").stdout.strip() == ""  # Ray wrote nothing there
+    finally:
+        for n in ("alice", "carol"):
+            harness.docker_exec(n, "rm -rf /tmp/sfc-harness /tmp/nobody-ray")
+
+
 @pytest.fixture(scope="module")
 def cluster(harness, tmp_path_factory):
     inv = harness.write_inventory(tmp_path_factory.mktemp("hostile") / "inv.yaml", firewall="check",
@@ -47,3 +74,17 @@ def test_nothing_a_driver_detaches_keeps_the_lock(harness, cluster):
     assert not (st.get("lock") or {}).get("active"), st.get("lock")
     up = sfc("up", "-i", str(cluster))  # nothing blocks the next operation
     assert up.returncode == 0, up.stdout + up.stderr
+
+
+def test_ray_s_temp_dir_is_closed_to_other_local_users(harness, cluster):
+    """Ray makes its temp dir and sockets 0777 without the sticky bit: they sit inside a 0700
+    directory of the user Ray runs as, so no other local user reaches them (item 3)."""
+    owners = {"bob": "sfops", "alice": "root", "carol": "sfops"}
+    for n, user in owners.items():
+        st = harness.docker_exec(n, "stat -c '%U %a %F' /tmp/sfc-harness").stdout.strip()
+        assert st == f"{user} 700 directory", (n, st)
+    assert harness.docker_exec("bob", "test -S /tmp/sfc-harness/r/session_latest/sockets/raylet", check=False).returncode == 0
+    p = as_nobody(harness, "bob", "ls /tmp/sfc-harness/r/session_latest/sockets", check=False)
+    assert p.returncode != 0 and "Permission denied" in p.stdout + p.stderr
+    p = as_nobody(harness, "bob", "ln -sfn /tmp /tmp/sfc-harness/r/session_latest", check=False)
+    assert p.returncode != 0

@@ -420,7 +420,7 @@ def test_outputs_come_home_runs_and_logs_list_them_and_the_head_is_cleaned(harne
     """`run` fetches $SFCLUSTER_OUTPUT (never a link in it) into the history and says where; `runs`
     and `logs RUN_ID` read the history; a detached run is fetched later with `fetch RUN_ID DEST`;
     the head keeps the last few run dirs, and Ray's old session dirs go while the live one stays."""
-    temp = "/tmp/sfc-harness"
+    temp = "/tmp/sfc-harness/r"
     live = harness.docker_exec("alice", f"readlink -f {temp}/session_latest").stdout.strip()
     old_sessions = [f"{temp}/session_2020-01-01_00-00-0{i}_000000_1" for i in range(4)]
     harness.docker_exec("alice", "mkdir -p " + " ".join(f"{s}/logs" for s in old_sessions))

@@ -46,7 +46,7 @@ def test_up_installs_private_certificates_and_ray_runs_with_tls(harness, tls_clu
     bob = next(x for x in cfg["spu_cluster_def"]["nodes"] if x["party"] == "bob")
     assert bob["tls_opts"]["server_ssl_opts"]["certificate_path"] == f"{TLS_DIRS['bob']}/node.pem"
     # loopback is in every SAN: Ray's processes reach each other over it too (tls/install.py)
-    err = harness.docker_exec("alice", "cat /tmp/sfc-harness/session_latest/logs/gcs_server.err").stdout
+    err = harness.docker_exec("alice", "cat /tmp/sfc-harness/r/session_latest/logs/gcs_server.err").stdout
     assert "No match found for server name" not in err, err[-2000:]
     p = sfc("up", "-i", str(tls_cluster))  # idempotent: the certificates are reused, nothing restarts
     assert p.returncode == 0 and "nothing changed" in p.stdout and "certificate" not in p.stderr, p.stdout + p.stderr
@@ -97,7 +97,7 @@ def _attempt(harness, node, user, env=""):
 
 
 def _handshake_failures(harness):
-    return harness.docker_exec("alice", "grep -c 'Handshake failed' /tmp/sfc-harness/session_latest/logs/gcs_server.err",
+    return harness.docker_exec("alice", "grep -c 'Handshake failed' /tmp/sfc-harness/r/session_latest/logs/gcs_server.err",
                                check=False).stdout.strip()
 
 

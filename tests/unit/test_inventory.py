@@ -48,7 +48,7 @@ def test_example_loads_head_first_with_defaults():
     assert [n.name for n in c.workers] == ["bob", "carol"]
     assert [n.host for n in c.nodes] == ["10.10.0.11", "10.10.0.12", "10.10.0.13"]
     assert c.ray_address == "10.10.0.11:6379"
-    assert c.temp_dir == "/tmp/sfc-demo"
+    assert c.temp_dir == "/tmp/sfc-demo/r" and c.temp_root == "/tmp/sfc-demo"
 
     assert c.ray == RayPorts()          # every port at its default, dashboard off
     assert c.ray.dashboard is None

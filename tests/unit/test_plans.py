@@ -85,7 +85,7 @@ def test_firewalld_rich_rules_match_on_removal(cluster):
 def test_ray_start_argv_pins_every_port_and_names_the_party(cluster):
     head = head_start_argv(cluster)
     assert head[:4] == ["timeout", "-k", "5", "60"] and head[4] == "/opt/sf/bin/ray"
-    assert "--head" in head and "--port=6379" in head and "--temp-dir=/tmp/sfc-demo" in head
+    assert "--head" in head and "--port=6379" in head and "--temp-dir=/tmp/sfc-demo/r" in head
     assert "--include-dashboard=false" in head and "--disable-usage-stats" in head
     # the party resource is a label of PARTY_RESOURCE units, never the CPU count (that starves runs)
     assert f"--resources={json.dumps({'alice': PARTY_RESOURCE})}" in head and "--num-cpus=2" in head

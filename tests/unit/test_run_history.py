@@ -357,9 +357,10 @@ def test_clean_on_a_node_removes_old_run_and_session_dirs_and_follows_no_link(tm
         (rd / C.FETCHED_MARK).write_text("")
     unfetched = home / ".sfcluster" / "demo" / "runs" / ids[1]
     (unfetched / C.FETCHED_MARK).unlink()
-    temp = Path("/tmp/sfc-unit_%d" % os.getpid())
+    temp = Path("/tmp/sfc-unit_%d/r" % os.getpid())
     sessions = ["session_2026-12-01_06-0%d-00_000000_1" % i for i in range(5)]
     try:
+        temp.parent.mkdir(mode=0o700)
         temp.mkdir()
         for s in sessions:
             (temp / s).mkdir()
@@ -383,7 +384,7 @@ def test_clean_on_a_node_removes_old_run_and_session_dirs_and_follows_no_link(tm
         assert out["sessions_removed"] == [sessions[2], sessions[1]]
     finally:
         import shutil
-        shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(temp.parent, ignore_errors=True)
 
 
 def test_clean_skips_while_the_cluster_lock_is_held(tmp_path):

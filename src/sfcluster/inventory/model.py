@@ -134,6 +134,17 @@ class Cluster:
         return f"{self.head.host}:{self.ray.gcs}"
 
     @property
-    def temp_dir(self) -> str:
-        """Per-cluster Ray temp dir on every node. Short: Ray's socket paths must stay < 108 chars."""
+    def temp_root(self) -> str:
+        """The directory Ray's temp dir lives in, on every node: made 0700 by the user Ray runs as
+        and checked (lstat: ours, a directory, no link) before every `ray start`. Ray makes its temp
+        dir and everything in it (session_*, sockets/, logs/) mode 0777 without the sticky bit; this
+        parent keeps every other local user out of all of it. A fixed path under /tmp, not the home:
+        workers take the head's temp dir path from the GCS (ray 2.9.3), so it must be the same on
+        every node whatever the homes are; /tmp's sticky bit keeps it ours once it is."""
         return f"/tmp/sfc-{self.name}"
+
+    @property
+    def temp_dir(self) -> str:
+        """Ray's temp dir (`--temp-dir`). Short: Ray's socket paths must stay < 108 chars, and with a
+        31-character cluster name `<temp_dir>/session_<date>_<pid>/sockets/plasma_store` is 104."""
+        return f"{self.temp_root}/r"

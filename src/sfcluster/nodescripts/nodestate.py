@@ -1,7 +1,7 @@
 # The node side of a cluster's private state (prepended to the node scripts that need it; Python
 # 3.10, stdlib only). Everything a guarantee depends on (the cluster-wide lock, the lock info, the
 # run dirs) lives in ~/.sfcluster/<cluster> of the user Ray runs as: 0700, checked with lstat
-# before use, never in Ray's temp dir (/tmp/sfc-<cluster>, which Ray makes world-writable) nor
+# before use, never in Ray's temp dir (/tmp/sfc-<cluster>/r, which Ray makes world-writable) nor
 # anywhere another local user can plant, delete or lock a file.
 #  - the lock is an flock on the cluster's state DIRECTORY itself: nobody else can open it, and
 #    it cannot be deleted (nor swapped) while runs/ is in it;

@@ -20,7 +20,7 @@ MARKERS = [m for m in (TEMP_DIR, REQ.get("ray_address")) if m]
 # whole words only: cluster demo's /tmp/sfc-demo is not demo2's /tmp/sfc-demo2 (same as ray_stop.py)
 MARKER_RE = re.compile("|".join("(?:%s)(?![A-Za-z0-9_.-])" % re.escape(m) for m in MARKERS) or "(?!x)x")
 
-OTHER_CLUSTER_RE = re.compile(r"/tmp/sfc-([a-z][a-z0-9_]{0,30})/session_")
+OTHER_CLUSTER_RE = re.compile(r"/tmp/sfc-([a-z][a-z0-9_]{0,30})/(?:r/)?session_")
 
 
 def is_ours(cmd):

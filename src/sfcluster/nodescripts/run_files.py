@@ -173,12 +173,16 @@ def clean_sessions(temp_dir, keep):
     """Remove Ray's old session dirs under the cluster's temp dir (/tmp/sfc-<cluster>): only real
     directories of ours with Ray's session name, never through a link."""
     out = {"sessions_removed": [], "sessions_kept": []}
-    if not re.match(r"^/tmp/sfc-[a-z][a-z0-9_]{0,30}$", temp_dir or ""):
+    if not re.match(r"^/tmp/sfc-[a-z][a-z0-9_]{0,30}/r$", temp_dir or ""):
         out["sessions_error"] = "bad temp dir %r" % (temp_dir,)
         return out
     try:
+        root = os.lstat(os.path.dirname(temp_dir))  # the private parent up made (Cluster.temp_root)
         st = os.lstat(temp_dir)
     except FileNotFoundError:
+        return out
+    if not stat.S_ISDIR(root.st_mode) or root.st_uid != os.getuid() or root.st_mode & 0o077:
+        out["sessions_error"] = "%s is not a private directory of ours; left alone" % os.path.dirname(temp_dir)
         return out
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
         out["sessions_error"] = "%s is not a directory of ours; left alone" % temp_dir

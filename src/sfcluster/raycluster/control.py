@@ -60,17 +60,34 @@ _QUIET = ('log=$(mktemp) || exit 1; "$@" >"$log" 2>&1; rc=$?; '
           '[ "$rc" = 0 ] || tail -n 40 "$log" >&2; rm -f "$log"; exit "$rc"')
 
 
+# Before `ray start`, on every node: the parent of Ray's temp dir (Cluster.temp_root) made 0700 by
+# us, or, when it is there, refused unless it is a directory (not a link) that we own. /tmp is
+# sticky: once the directory is ours nobody else can swap or remove it. $1: the directory.
+PRIVATE_TEMP = ('d="$1"; shift; mkdir -m 0700 "$d" 2>/dev/null; '
+                'if [ -L "$d" ] || [ ! -d "$d" ]; then echo "sfcluster: $d (the parent of Ray\'s temp dir) is a link or '
+                'not a directory: someone else put it there; look at it, remove it (as root), then retry" >&2; exit 78; fi; '
+                'o=$(stat -c %u "$d"); if [ "$o" != "$(id -u)" ]; then echo "sfcluster: $d (the parent of Ray\'s temp dir) '
+                'belongs to $(stat -c %U "$d") (uid $o), not to $(id -un), the user Ray runs as: another local user made it '
+                'to get into Ray\'s sockets and logs; remove it (as root), then retry" >&2; exit 78; fi; '
+                'chmod 0700 "$d" || exit 78; exec "$@"')
+
+
 def start_quietly(cluster: Cluster, nodes: Nodes, n: str, argv: List[str], stop: threading.Event,
                   head: bool = False) -> Optional[SfclusterError]:
     """Run a `ray start` on node n with its output kept off the channel (_QUIET); the error to
     report, or None when it started (or `stop` was set: `up` no longer listens). A worker's
     `ray start` that `timeout` ended (124) never reached the head."""
     err = bytearray()
-    code = nodes.ray(n).stream(["sh", "-c", _QUIET, "sh", *argv], on_stderr=err.extend, stop=stop,
+    code = nodes.ray(n).stream(["sh", "-c", PRIVATE_TEMP, "sh", cluster.temp_root, "sh", "-c", _QUIET, "sh", *argv],
+                               on_stderr=err.extend, stop=stop,
                            timeout=START_TIMEOUT + 15)
     if code == 124 and not head:
         return SfclusterError(f"[{n}] `ray start` did not join the head {cluster.ray_address} within {START_TIMEOUT} s",
                               f"check that {n} reaches {cluster.ray_address} (tcp/{cluster.ray.gcs}): sfcluster check")
+    if code == 78:
+        msg = err.decode(errors="replace").strip().splitlines()
+        return SfclusterError(f"[{n}] {msg[-1] if msg else 'the parent of Ray' + chr(39) + 's temp dir is not safe'}",
+                              f"only the user Ray runs as may own {cluster.temp_root} on {n}; nothing was started there")
     if code > 0:
         tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-8:])
         what, logs = (("ray start --head", f"{cluster.temp_dir}/session_latest/logs on the head") if head
