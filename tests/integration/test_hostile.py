@@ -88,3 +88,32 @@ def test_ray_s_temp_dir_is_closed_to_other_local_users(harness, cluster):
     assert p.returncode != 0 and "Permission denied" in p.stdout + p.stderr
     p = as_nobody(harness, "bob", "ln -sfn /tmp /tmp/sfc-harness/r/session_latest", check=False)
     assert p.returncode != 0
+
+
+def test_privileged_node_scripts_never_run_the_ray_user_s_venv(harness, tmp_path):
+    """Item 1: the Ray user planted a .pth in its venv and sfcluster's probe, run as root, ran it.
+    Privileged node scripts run with the root-owned root_python in isolated mode: the .pth never
+    runs, and an interpreter someone else could change is refused by name."""
+    pth = "/opt/sf/lib/python3.10/site-packages/zz_planted.pth"
+    harness.docker_exec("bob", "rm -f /tmp/pth-ran-*; echo \"import os; open('/tmp/pth-ran-%d' % os.getuid(), 'w')\" > " + pth)
+    try:
+        inv = harness.write_inventory(tmp_path / "inv.yaml", firewall="check")
+        p = sfc("check", "-i", str(inv), "--json")
+        assert '"versions"' in p.stdout or p.stdout, p.stderr
+        ran = harness.docker_exec("bob", "ls /tmp/pth-ran-* 2>/dev/null || true").stdout.strip()
+        assert "/tmp/pth-ran-0" not in ran, ran  # never as root (the probe runs through sudo on bob)
+        data = json.loads(p.stdout)
+        assert data["exit_code"] in (0, 65), p.stdout[-2000:]
+        assert "1.10.0b1" in p.stdout  # versions still read from the venv's metadata
+    finally:
+        harness.docker_exec("bob", f"rm -f {pth} /tmp/pth-ran-*")
+    harness.docker_exec("bob", "install -d -o sfops /tmp/sfops-py && cp /usr/bin/python3.11 /tmp/sfops-py/python3 && "
+                               "chown sfops /tmp/sfops-py/python3")
+    try:
+        inv = harness.write_inventory(tmp_path / "inv2.yaml", firewall="check",
+                                      extra_node={"bob": {"root_python": "/tmp/sfops-py/python3"}})
+        p = sfc("check", "-i", str(inv))
+        out = p.stdout + p.stderr
+        assert p.returncode != 0 and "/tmp/sfops-py" in out and "not owned by root" in out, out[-3000:]
+    finally:
+        harness.docker_exec("bob", "rm -rf /tmp/sfops-py")

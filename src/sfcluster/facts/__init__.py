@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 from sfcluster.errors import RemoteError
 from sfcluster.firewall.detect import FirewallFacts, probe_fields, read_firewall
 from sfcluster.inventory.model import Cluster, Node
-from sfcluster.nodescripts import source
+from sfcluster.nodescripts import privileged_argv, source
 from sfcluster.ports import plan_ports
 from sfcluster.remote.base import Runner
 from sfcluster.remote.group import GroupResult, fan_out
@@ -92,7 +92,7 @@ def probe_request(cluster: Cluster, node: Node) -> Dict[str, Any]:
     for e in plan_ports(cluster).for_node(node.name):
         bind = spu_bind_address(node) if e.purpose == "spu" else "0.0.0.0"
         ports.append([e.port, e.port_end, e.purpose, bind])
-    return {"ports": ports, "temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address,
+    return {"ports": ports, "temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address, "python": node.python,
             **probe_fields(cluster, node)}
 
 
@@ -105,15 +105,19 @@ def python_argv(node: Node, script: str, arg: Any, text: Optional[str] = None) -
 def gather(cluster: Cluster, node: Node, runner: Runner, timeout: float = 30) -> NodeFacts:
     """Run the probe (as root through sudo -n when possible: other users' sockets and firewall rules
     are only visible to root) and parse its JSON."""
-    argv = ["sh", "-c", PRIVILEGED_EXEC, "sh", *python_argv(node, "probe", probe_request(cluster, node))]
+    argv = privileged_argv(node, source("probe"), json.dumps(probe_request(cluster, node)))
     res = runner.run(argv, timeout=timeout)
-    # 127 from a shell; sudo says "command not found" and exits 1
-    if not res.stdout and (res.exit_code == 127 or "No such file" in res.stderr or "command not found" in res.stderr):
+    if not res.stdout and res.exit_code in (126, 127):
+        raise RemoteError(node.name, node.root_python, res.stderr.strip().splitlines()[-1] if res.stderr.strip()
+                          else f"root_python {node.root_python} cannot be used",
+                          f"privileged node scripts run with a root-owned system Python only: install python3 there "
+                          f"(apt-get install python3) or set nodes.{node.name}.root_python to one only root can change")
+    res.check()
+    data = json.loads(res.stdout.strip().splitlines()[-1])
+    if data.get("python") is None:
         raise RemoteError(node.name, node.python, f"remote Python {node.python} not found",
                           f"make the venv there with `sfcluster provision` (the inventory's provision: pins), install "
                           f"it by hand, or set nodes.{node.name}.python in the inventory")
-    res.check()
-    data = json.loads(res.stdout.strip().splitlines()[-1])
     data["user"] = runner.user or data["user"]
     return NodeFacts(node=node.name, raw=data, firewall=read_firewall(data["firewall"]), **{k: data[k] for k in (
         "hostname", "user", "python", "ray", "secretflow", "spu", "addresses", "ports", "ray_processes",

@@ -45,7 +45,7 @@ PORT_KEYS = {"ray_gcs", "ray_client_server", "dashboard", "node_manager", "objec
 WORKER_KEYS = {"start", "count"}
 SPU_KEYS = {"protocol", "field"}
 NODE_KEYS = {"host", "ssh", "python", "cpus", "spu_port", "advertise", "bind", "data", "firewall_backend", "ray_user",
-             "base_python"}
+             "base_python", "root_python"}
 PROVISION_KEYS = {"package", "version", "ray_version", "base_python", "index_url", "index_credentials", "wheelhouse"}
 PACKAGES = ("secretflow-lite", "secretflow")
 VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!_-]{0,63}$")   # an exact PEP 440 version, no operators
@@ -429,6 +429,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
             firewall_backend=doc.string(nm, "firewall_backend", np_, "auto", _one_of(BACKENDS)) or "auto",
             ray_user=doc.string(nm, "ray_user", np_, top_ray_user, _check_user),
             base_python=doc.string(nm, "base_python", np_, base_python_default, _check_python) or DEFAULT_BASE_PYTHON,
+            root_python=doc.string(nm, "root_python", np_, DEFAULT_ROOT_PYTHON, _check_absolute) or DEFAULT_ROOT_PYTHON,
         ))
 
     head = doc.string(top, "head", (), nodes[0].name if nodes else None)
@@ -496,6 +497,15 @@ def _provision(doc: _Doc, raw: Any, source: str) -> Tuple[Optional[Provision], s
 def _check_version(v: str) -> Optional[str]:
     if not VERSION.match(v):
         return f"'{v}' is not an exact version (like 1.10.0b1; no ==, >=, spaces or wildcards)"
+    return None
+
+
+DEFAULT_ROOT_PYTHON = "/usr/bin/python3"
+
+
+def _check_absolute(v: str) -> Optional[str]:
+    if not PYTHON_PATH.match(v) or not v.startswith("/") or "/../" in v + "/":
+        return f"'{v}' is not an absolute path (the root-owned interpreter privileged node scripts run with)"
     return None
 
 

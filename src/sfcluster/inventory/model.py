@@ -47,6 +47,10 @@ class Node:
     firewall_backend: str = "auto"
     ray_user: Optional[str] = None   # the user Ray, the wrapper and the driver run as (sudo -u); None: the SSH user
     base_python: str = "python3.10"  # the CPython `sfcluster provision` makes the venv at `python` with
+    # The interpreter of the node scripts that run as root or as a sudo-capable user (the probe,
+    # ray_stop, the firewall step): the system's, owned by root, in isolated mode. Never `python`:
+    # that venv belongs to the user Ray runs as, and any code of a run could plant a .pth there.
+    root_python: str = "/usr/bin/python3"
 
     @property
     def data_paths(self) -> dict:

@@ -27,12 +27,46 @@ def is_ours(cmd):
     return bool(MARKER_RE.search(cmd))
 
 
-def dist_version(name):
+def venv_site(python):
+    """The site-packages of the node's `python` (a venv of the user Ray runs as), found WITHOUT
+    running it: the probe runs as root with the root-owned interpreter, and running (or importing
+    from) a venv another user can write would run that user's code as root."""
+    import glob
+    root = os.path.dirname(os.path.dirname(os.path.abspath(python)))
+    found = []
+    for pat in ("lib/python3*/site-packages", "lib/python3*/dist-packages", "local/lib/python3*/dist-packages"):
+        found += sorted(glob.glob(os.path.join(root, pat)))
+    return found
+
+
+def venv_python_version(python):
+    """The venv's Python version from its pyvenv.cfg (data, never run); None when `python` is missing."""
+    if not os.path.exists(python):
+        return None
+    cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(python))), "pyvenv.cfg")
     try:
-        from importlib.metadata import version
-        return version(name)
+        with open(cfg) as f:
+            for line in f:
+                k, _, v = line.partition("=")
+                if k.strip() in ("version", "version_info") and v.strip():
+                    return v.strip()
+    except OSError:
+        pass
+    m = re.search(r"python(3\.[0-9]+)", " ".join(venv_site(python)))
+    return m.group(1) if m else "unknown"
+
+
+def dist_version(name):
+    """A distribution's version from the metadata files of the node's venv (read, never imported)."""
+    try:
+        from importlib.metadata import distributions
+        want = re.sub(r"[-_.]+", "-", name).lower()
+        for d in distributions(path=venv_site(REQ.get("python", sys.executable))):
+            if re.sub(r"[-_.]+", "-", d.metadata["Name"] or "").lower() == want:
+                return d.version
     except Exception:
         return None
+    return None
 
 
 def run(argv, timeout=5):
@@ -353,8 +387,8 @@ def main():
     out = {
         "hostname": socket.gethostname(),
         "user": uname,
-        "python": "%d.%d.%d" % sys.version_info[:3],
-        "python_executable": sys.executable,
+        "python": venv_python_version(REQ.get("python", sys.executable)),
+        "python_executable": REQ.get("python", sys.executable),
         "ray": dist_version("ray"),
         "secretflow": dist_version("secretflow-lite") or dist_version("secretflow"),
         "spu": dist_version("spu"),

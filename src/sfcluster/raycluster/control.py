@@ -10,7 +10,8 @@ from typing import Callable, List, Optional
 
 from sfcluster.connect import Nodes
 from sfcluster.errors import SfclusterError
-from sfcluster.facts import PRIVILEGED_EXEC, python_argv
+from sfcluster.facts import python_argv
+from sfcluster.nodescripts import privileged_argv, source
 from sfcluster.inventory.model import Cluster
 from sfcluster.ports import plan_ports
 from sfcluster.raycluster.argv import START_TIMEOUT
@@ -100,7 +101,7 @@ def start_quietly(cluster: Cluster, nodes: Nodes, n: str, argv: List[str], stop:
 def stop_ray(cluster: Cluster, nodes: Nodes, n: str) -> dict:
     node = cluster.node(n)
     ports = sorted({e.port for e in plan_ports(cluster).for_node(n)})
-    argv = ["sh", "-c", PRIVILEGED_EXEC, "sh", *python_argv(node, "ray_stop", {"temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address,
-                                                                 "ports": ports, "grace": 5})]
+    argv = privileged_argv(node, source("ray_stop"), json.dumps({"temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address,
+                                                                  "ports": ports, "grace": 5}))
     res = nodes[n].run(argv, timeout=30).check()
     return json.loads(res.stdout.strip().splitlines()[-1])
