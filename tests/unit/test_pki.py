@@ -152,6 +152,44 @@ def test_purge_removes_the_ca_and_the_next_one_is_new(state_home, tmp_path):
     assert not os.path.lexists(pki.ca_dir("demo")) and (target / "keep").exists()
 
 
+def test_replace_makes_a_new_ca_and_deletes_the_old_one(state_home):
+    old = pki.ensure_ca("demo")
+    old_key = (pki.ca_dir("demo") / "ca.key").read_bytes()
+    fresh = pki.replace_ca("demo")
+    d = pki.ca_dir("demo")
+    assert fresh.cert_pem != old.cert_pem and pki.load_ca("demo").cert_pem == fresh.cert_pem
+    assert (d / "ca.pem").read_bytes() == fresh.cert_pem and (d / "ca.key").read_bytes() != old_key
+    assert mode(d) == 0o700 and mode(d / "ca.key") == 0o600
+    assert sorted(os.listdir(state_home / "demo")) == ["ca"]  # the old CA is not kept aside
+    _, cert_pem = old.issue("alice", NAMES)
+    assert fails(pki.verify_node_cert(fresh.cert_pem, cert_pem, NAMES), "signature", "rotate-certs")
+    made = pki.new_ca("demo")  # made first (in memory), stored by replace_ca as it is
+    assert pki.replace_ca("demo", made) is made and pki.load_ca("demo").cert_pem == made.cert_pem
+    with pytest.raises(SfclusterError, match="cannot replace"):
+        pki.replace_ca("other", made)
+    assert pki.load_ca("demo").cert_pem == made.cert_pem
+
+
+def test_replace_takes_the_place_of_a_broken_ca_and_leaves_nothing_old(state_home, tmp_path):
+    assert pki.replace_ca("demo").cert_pem == pki.load_ca("demo").cert_pem  # none before: made
+    (pki.ca_dir("demo") / "ca.key").unlink()  # an incomplete CA: a rotation replaces it
+    pki.replace_ca("demo")
+    assert pki.load_ca("demo") is not None
+    # an old CA an interrupted rotation or purge left aside goes with the next one
+    aside = state_home / "demo" / ".ca.123.abcd.old"
+    aside.mkdir(mode=0o700)
+    (aside / "ca.key").write_bytes(b"old key")
+    target = tmp_path / "target"  # a link in the CA's place is removed, never followed
+    target.mkdir()
+    (target / "keep").write_text("x")
+    pki.purge_ca("demo")
+    pki.ca_dir("demo").symlink_to(target)
+    aside.mkdir(mode=0o700)
+    pki.replace_ca("demo")
+    assert (target / "keep").exists() and not os.path.islink(pki.ca_dir("demo"))
+    assert sorted(os.listdir(state_home / "demo")) == ["ca"] and pki.load_ca("demo") is not None
+
+
 def test_a_bad_cluster_name_has_no_ca_dir():
     with pytest.raises(SfclusterError, match="bad cluster name"):
         pki.ca_dir("../etc")

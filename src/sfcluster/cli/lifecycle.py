@@ -31,8 +31,10 @@ def _progress(node: str, msg: str) -> None:
 @click.option("--join-timeout", type=click.FloatRange(min=1), default=lifecycle.JOIN_TIMEOUT, show_default=True,
               metavar="SECONDS", help="How long to wait for every party to join Ray. A head that goes silent ends "
                                       "`up` at most this + 8 s after the wait began (exit 69).")
-@click.option("--rotate-certs", is_flag=True, help="tls: on: reissue every node's certificate from the cluster's CA "
-                                                   "and restart Ray with it (refused while a run holds the lock).")
+@click.option("--rotate-certs", is_flag=True, help="tls: on: a NEW CA for the cluster (the old one deleted: every "
+                                                   "certificate it issued becomes useless), every node's certificate "
+                                                   "reissued from it, Ray restarted with them (refused while a run "
+                                                   "holds the lock).")
 @click.option("--provision", "provision_first", is_flag=True,
               help="First `sfcluster provision`: each node's venv as the inventory's `provision:` pins it "
                    "(a no-op in seconds where it already is).")

@@ -17,7 +17,8 @@ from sfcluster.nodescripts import contract as C
 from sfcluster.nodescripts import answer, with_state
 from sfcluster.remote.group import fan_out
 from sfcluster.remote.transfer import bundle, push
-from sfcluster.tls.pki import CA, days_left, ensure_ca, load_ca, purge_ca, verify_node_cert
+from sfcluster.tls.pki import (CA, ROTATE, days_left, ensure_ca, fingerprint, load_ca, new_ca, purge_ca, replace_ca,
+                               verify_node_cert)
 
 Progress = Callable[[str, str], None]
 
@@ -120,13 +121,16 @@ def inspect(cluster: Cluster, nodes: Nodes, names: Optional[Sequence[str]] = Non
         cert, node_ca = data.get("cert_pem"), data.get("ca_pem")
         if ca is None:
             out.problems.append(f"{where}: certificates are installed, but this controller has no CA for cluster "
-                                f"'{cluster.name}' ({state.state_dir() / cluster.name / 'ca'}) to check them against")
+                                f"'{cluster.name}' ({ca_dir_of(cluster)}) to check them against")
         elif cert:
             for level, msg in verify_node_cert(ca.cert_pem, cert.encode(), cert_names(node)):
                 (out.problems if level == "FAIL" else out.warnings).append(f"{where}/{C.TLS_CERT}: {msg}")
             out.days_left = days_left(cert.encode())
             if node_ca and node_ca.encode().strip() != ca.cert_pem.strip():
-                out.problems.append(f"{where}/{C.TLS_CA}: not this cluster's CA certificate")
+                out.problems.append(f"{where}/{C.TLS_CA}: not this cluster's CA certificate (that of this "
+                                    f"controller, {ca_dir_of(cluster)}): a rotation that did not reach this node, "
+                                    f"an earlier CA, or another controller's; give every node the same new CA: "
+                                    f"{ROTATE.strip('`')}")
         return out
     wanted = list(names) if names is not None else list(cluster.party_names)
     g = fan_out(one, wanted)
@@ -134,6 +138,10 @@ def inspect(cluster: Cluster, nodes: Nodes, names: Optional[Sequence[str]] = Non
     for n, e in g.errors.items():
         result[n] = NodeTls(n, error=str(e))
     return result
+
+
+def ca_dir_of(cluster: Cluster) -> str:
+    return str(state.state_dir() / cluster.name / "ca")
 
 
 def purge(cluster: Cluster, nodes: Nodes, names: Sequence[str], progress: Progress = lambda n, m: None) -> Dict[str, str]:
@@ -156,9 +164,14 @@ def purge(cluster: Cluster, nodes: Nodes, names: Sequence[str], progress: Progre
 def ensure_certs(cluster: Cluster, nodes: Nodes, *, rotate: bool = False,
                  progress: Progress = lambda n, m: None) -> Dict[str, str]:
     """Every node holds a valid key + certificate of this cluster's CA (issued and installed where
-    not, or everywhere with `rotate`); returns each node's certificate dir (also recorded in the
-    controller's state for `run` and `config`). The CA key never leaves the controller."""
-    ca = ensure_ca(cluster.name)
+    not); returns each node's certificate dir (also recorded in the controller's state for `run` and
+    `config`). The CA key never leaves the controller.
+    rotate (`up --rotate-certs`, Ray stopped everywhere): a NEW CA replaces the cluster's (the old one
+    deleted, pki.replace_ca), and every node gets its `ca.pem` and a new pair from it, so every
+    certificate issued before, a leaked one too, fails verification on every node. Nothing changes
+    until every node has answered; nodes the new files did not reach are named, and `check` flags
+    them until a rotation reaches every node."""
+    ca = new_ca(cluster.name) if rotate else ensure_ca(cluster.name)
     seen = inspect(cluster, nodes, ca=ca)
     errors = {n: t.error for n, t in seen.items() if t.error}
     if errors:
@@ -167,7 +180,11 @@ def ensure_certs(cluster: Cluster, nodes: Nodes, *, rotate: bool = False,
     if bad and not rotate:
         raise SfclusterError("certificates that do not check out: " + "; ".join(
             f"[{n}] {'; '.join(p)}" for n, p in bad.items()),
-            "reissue them all from the cluster's CA and restart Ray: sfcluster up --rotate-certs")
+            "make a new CA, reissue every node's certificate from it and restart Ray: sfcluster up --rotate-certs")
+    if rotate:
+        replace_ca(cluster.name, ca)
+        progress("controller", f"new CA for cluster '{cluster.name}' (sha256 {fingerprint(ca.cert_pem)[:16]}); the old "
+                               "CA is deleted: no certificate it issued verifies on a node that holds the new one")
     dirs: Dict[str, str] = {}
 
     def install(n: str) -> None:
@@ -178,6 +195,16 @@ def ensure_certs(cluster: Cluster, nodes: Nodes, *, rotate: bool = False,
         key, cert = ca.issue(n, cert_names(cluster.node(n)))
         payload = bundle([(C.TLS_KEY, key, 0o600), (C.TLS_CERT, cert, 0o644), (C.TLS_CA, ca.cert_pem, 0o644)])
         dirs[n] = push(nodes.ray(n), cluster.name, C.TLS_DIR, payload, mode="replace")
-        progress(n, "certificate " + ("reissued (--rotate-certs)" if rotate else "issued") + " from the cluster's CA")
-    fan_out(install, list(cluster.party_names)).raise_if_failed("installing certificates")
+        progress(n, "new CA certificate and a certificate from it installed (--rotate-certs)" if rotate
+                 else "certificate issued from the cluster's CA")
+    g = fan_out(install, list(cluster.party_names))
+    if rotate and g.errors:
+        lines = "\n".join(f"  {n}: {e}" for n, e in g.errors.items())
+        raise SfclusterError(
+            f"the cluster's CA was replaced, but the new certificates did not reach {', '.join(g.errors)}: "
+            f"{'it holds' if len(g.errors) == 1 else 'they hold'} the old CA's, which no other node accepts now, "
+            f"so the cluster is split over two CAs and Ray stays stopped:\n{lines}",
+            "once every node is reachable, run `sfcluster up --rotate-certs` again (another new CA, every node "
+            "reissued); `sfcluster check` names the nodes still on the old CA")
+    g.raise_if_failed("installing certificates")
     return dirs

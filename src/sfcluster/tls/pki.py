@@ -7,6 +7,9 @@ cluster, so guard and back it up like an SSH private key; losing it means a new 
 certificates for every node (`sfcluster down --purge`, then `sfcluster up`). A CA dir or key that is a link, another user's, or open to group
 or others is refused, never used. A CA appears whole or not at all: it is written into a fresh
 private directory that is then renamed into place, so concurrent `ensure_ca` calls agree on one.
+A rotation (`up --rotate-certs`, replace_ca) is a NEW CA: the old one is moved aside and deleted, so
+every certificate it issued (a leaked node key's too) stops verifying once the nodes hold the new
+`ca.pem`. There is no revocation list: Ray's and SPU's TLS would not read one.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ NODE_DAYS = 365
 CLOCK_SKEW = timedelta(minutes=5)   # node certificates are valid from a little before they were made
 FAIL_DAYS, WARN_DAYS = 7, 30        # verify_node_cert: fewer days left than this fails / warns
 FAIL, WARN = "FAIL", "WARN"         # the levels of verify_node_cert (equal to doctor's Status values)
-ROTATE = "`sfcluster up --rotate-certs`"   # new node certificates from the same CA
+ROTATE = "`sfcluster up --rotate-certs`"   # a new CA, every node's certificate reissued from it
 NEW_CA = "`sfcluster down --purge` (removes the CA and every node's certificates), then `sfcluster up`"
 
 Finding = Tuple[str, str]           # (FAIL or WARN, one-line message)
@@ -79,7 +82,7 @@ class CA:
         ca_end = self.cert.not_valid_after_utc
         if ca_end <= now + CLOCK_SKEW:
             raise SfclusterError(f"the CA of cluster '{self.cluster}' expired on {ca_end:%Y-%m-%d}",
-                                 f"start a new CA: {NEW_CA}")
+                                 f"start a new CA: {ROTATE}")
         key = ec.generate_private_key(ec.SECP256R1())
         not_after = min(now + timedelta(days=days), ca_end)  # never outlives the CA
         cert = (
@@ -163,7 +166,7 @@ def ensure_ca(cluster_name: str) -> CA:
         return ca
     d = ca_dir(cluster_name)
     _make_private_dirs(d.parent)
-    fresh = _new_ca(cluster_name)
+    fresh = new_ca(cluster_name)
     # Written whole into a private temp dir, then renamed to `ca`: rename(2) fails when `ca` exists
     # and is not empty, so a concurrent creator that got there first wins and we use its CA.
     tmp: Optional[str] = tempfile.mkdtemp(prefix=".ca.", suffix=".tmp", dir=d.parent)  # 0700
@@ -194,19 +197,84 @@ def purge_ca(cluster_name: str) -> None:
     """Remove the cluster's CA (a link there is removed, never followed). Moved aside first, so a
     concurrent reader sees the whole CA or none."""
     d = ca_dir(cluster_name)
+    _remove(_move_aside(d))
+    _remove_old(d.parent)
+
+
+def replace_ca(cluster_name: str, fresh: Optional[CA] = None) -> CA:
+    """A NEW CA for the cluster in place of the old one (`up --rotate-certs`): `fresh` (new_ca), or
+    one made here. The old CA is moved aside and deleted (whatever is there: a link is removed, never
+    followed; an incomplete or unreadable CA goes too), so nothing it issued can be reissued or
+    trusted by this controller again. A reader sees the old CA, then none, then the new one."""
+    fresh = fresh or new_ca(cluster_name)
+    if fresh.cluster != cluster_name:
+        raise SfclusterError(f"a CA of cluster '{fresh.cluster}' cannot replace the CA of cluster '{cluster_name}'")
+    d = ca_dir(cluster_name)
+    _make_private_dirs(d.parent)
+    tmp: Optional[str] = tempfile.mkdtemp(prefix=".ca.", suffix=".tmp", dir=d.parent)  # 0700
+    old: Optional[str] = None
     try:
-        st = os.lstat(d)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(d)
-        return
+        _write_new(os.path.join(tmp, KEY_FILE), _key_pem(fresh.key))
+        _write_new(os.path.join(tmp, CERT_FILE), fresh.cert_pem)
+        _fsync(tmp)
+        old = _move_aside(d)
+        try:
+            os.rename(tmp, d)
+        except OSError as e:
+            raise SfclusterError(f"cannot put the new CA of cluster '{cluster_name}' in place at {d}: {e}",
+                                 "another sfcluster made a CA there meanwhile; run `sfcluster up --rotate-certs` "
+                                 "again when nothing else runs for this cluster on this controller") from e
+        tmp = None
+        _fsync(str(d.parent))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _remove(old)
+    _remove_old(d.parent)
+    return fresh
+
+
+def _move_aside(d: Path) -> Optional[str]:
+    """Rename whatever is at `d` (a dir, a link, a file) to a hidden `.ca.*.old` beside it; its new
+    path, or None when nothing was there."""
+    if not os.path.lexists(d):
+        return None
     gone = f"{d.parent / '.ca'}.{os.getpid()}.{os.urandom(4).hex()}.old"
     os.rename(d, gone)
-    shutil.rmtree(gone)
+    return gone
 
 
-def _new_ca(cluster_name: str) -> CA:
+def _remove(path: Optional[str]) -> None:
+    """Delete `path` (a dir with what it holds; a link itself, never what it points at)."""
+    if path is None:
+        return
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _remove_old(parent: Path) -> None:
+    """Old CAs that an interrupted rotation or purge left beside `ca` (`.ca.*.old`): they hold
+    keys that must not survive it."""
+    try:
+        names = os.listdir(parent)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith(".ca.") and name.endswith(".old"):
+            try:
+                _remove(str(parent / name))
+            except OSError:
+                pass  # a concurrent purge removing it too
+
+
+def new_ca(cluster_name: str) -> CA:
+    """A fresh CA (EC P-256, self-signed, CA_DAYS), in memory only: ensure_ca or replace_ca stores it."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"sfcluster CA {cluster_name}")])
     now = datetime.now(timezone.utc)
@@ -355,12 +423,13 @@ def verify_node_cert(ca_pem: bytes, cert_pem: bytes, names: Sequence[str],
             cert.verify_directly_issued_by(ca)
         except (InvalidSignature, ValueError, TypeError) as e:
             found.append((FAIL, f"the node certificate's signature does not verify with this cluster's CA key "
-                                f"(another CA of the same name issued it?{': ' + str(e) if str(e) else ''}); "
+                                f"(an earlier CA of this cluster, replaced by a rotation, or another controller's "
+                                f"CA issued it{': ' + str(e) if str(e) else ''}); "
                                 f"issue a new one: {ROTATE}"))
     found += _usage_findings(cert)
     found += _name_findings(cert, names)
     found += _validity_findings(cert, "the node certificate", now, ROTATE)
-    found += _validity_findings(ca, "the cluster CA certificate", now, NEW_CA)
+    found += _validity_findings(ca, "the cluster CA certificate", now, ROTATE)
     return found
 
 
