@@ -156,3 +156,16 @@ def test_a_peer_that_stops_reading_tcp_ends_by_the_deadline(sshd, tmp_path):
         r.close()
     finally:
         proxy.stop()
+
+
+def test_an_input_the_node_stops_taking_ends_long_before_a_long_deadline(sshd, tmp_path, monkeypatch):
+    # data push and provision give their uploads an hour: a node that takes none of the input
+    # (and says nothing) for STDIN_STALL ends them well before that
+    from sfcluster.remote import channel
+    monkeypatch.setattr(channel, "STDIN_STALL", 3.0)
+    s = sshd(NO_READ)
+    r = s.runner(_known_hosts(tmp_path, s.known_hosts_line()))
+    took, err = _timed(lambda: r.run(["cat"], stdin=Zeros(BIG), timeout=3600))
+    assert 2.5 < took < BOUND
+    assert "took none of its input for 3 s" in str(err) and "of its input" in str(err)
+    r.close()

@@ -11,7 +11,8 @@ channel by then (the runner opens a new one on next use).
 The limits: the exec answer comes within the command's deadline or idle limit, or, when the
 caller gives neither, within the connect timeout (the answer is the second half of opening a
 session, whose first half, the channel open, has the same bound). The command then ends by its
-deadline (`timeout`), or when it has been silent for `idle_timeout` (no output and no stdin taken).
+deadline (`timeout`), or when it has been silent for `idle_timeout` (no output and no stdin taken),
+or, while it has input still to take, when it has taken none and said nothing for STDIN_STALL.
 """
 from __future__ import annotations
 
@@ -31,7 +32,11 @@ CLOSE_GRACE = 2.0  # after closing the channel, how long before the connection i
 SEND_WAIT = 0.05  # a send waits this long at most for the window to open (then output is read)
 SEND_PER_TURN = 1 << 20  # stdin sent between two reads of output
 HEARTBEAT = 1.0
-START, DEADLINE, IDLE = "start", "deadline", "idle"  # the limits a command can run out of
+# a command with input still to take that has taken none and said nothing for this long is stuck,
+# whatever its deadline (data push and provision give an upload an hour): the node scripts that
+# take a stream read it as it comes
+STDIN_STALL = 60.0
+START, DEADLINE, IDLE, STALL = "start", "deadline", "idle", "stall"  # the limits a command can run out of
 
 
 def _quietly(fn: Callable[[], object]) -> None:
@@ -244,11 +249,14 @@ class ChannelCommand:
         return got
 
     def _arm(self, watchdog: Watchdog, last_activity: float) -> None:
-        idle_at = last_activity + self.idle_timeout if self.idle_timeout else None
-        if idle_at is not None and (self.deadline is None or idle_at < self.deadline):
-            watchdog.arm(idle_at, IDLE)
-        else:
-            watchdog.arm(self.deadline, DEADLINE)
+        """The watchdog fires at the first limit to run out."""
+        limits = [(self.deadline, DEADLINE)]
+        if self.idle_timeout:
+            limits.append((last_activity + self.idle_timeout, IDLE))
+        if self.stdin.pending:
+            limits.append((last_activity + STDIN_STALL, STALL))
+        at, why = min(((t, w) for t, w in limits if t is not None), default=(None, DEADLINE))
+        watchdog.arm(at, why)
 
     def _timed_out(self, limit: str) -> CommandTimeout:
         name, cmd = self.host, self.command[:200]
@@ -262,6 +270,11 @@ class ChannelCommand:
                                   f"{name} went silent for {self.idle_timeout:.0f} s (no output, no heartbeat)"
                                   f"{self.stdin.progress()}",
                                   f"is {name} frozen, powered off or cut off? check it, then `sfcluster status`")
+        if limit == STALL:
+            return CommandTimeout(name, self.command,
+                                  f"`{cmd}` took none of its input for {STDIN_STALL:.0f} s and said nothing"
+                                  f"{self.stdin.progress()}; stopped it",
+                                  f"is {name} frozen, its disk stuck, or the link cut? check it, then `sfcluster status`")
         return CommandTimeout(name, self.command,
                               f"`{cmd}` did not finish within {self.timeout:.0f} s{self.stdin.progress()}; stopped it",
                               f"is {name} frozen or cut off? `sfcluster status` names what answers")
