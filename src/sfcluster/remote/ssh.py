@@ -1,15 +1,15 @@
 """SSH transport on Fabric/Paramiko.
 
-Honours ~/.ssh/config (or a given file), the SSH agent, ProxyJump and known_hosts. Host keys are
-always checked: an unknown or changed key is an error (paramiko RejectPolicy), never a prompt and
-never auto-added. Fabric's own gateway handling would auto-add jump hosts' keys, so ProxyJump is
+Honours ~/.ssh/config (or a given file), the SSH agent, ProxyJump and known_hosts (its @revoked
+lines too; see known_hosts.py). Host keys are always checked: an unknown, changed or revoked key is
+an error (paramiko RejectPolicy), never a prompt and never auto-added. Every command is bounded
+(channel.py): a stuck peer ends it by its deadline. Fabric's own gateway handling would auto-add jump hosts' keys, so ProxyJump is
 resolved here and each hop gets the same policy.
 """
 from __future__ import annotations
 
 import logging
 import os
-import select
 import threading
 import shlex
 import time
@@ -19,8 +19,10 @@ from typing import Optional, Sequence
 import paramiko
 from fabric import Config, Connection
 
-from sfcluster.errors import CommandTimeout, ConnectError, HostKeyError
-from sfcluster.remote.base import STREAM_CHUNK, Input, OnData, Result, command_line
+from sfcluster.errors import ConnectError, HostKeyError
+from sfcluster.remote import known_hosts
+from sfcluster.remote.base import Input, OnData, Result, command_line
+from sfcluster.remote.channel import ChannelCommand
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
@@ -97,16 +99,21 @@ def _open_connection(target: SshTarget, jump: Optional[str] = None) -> Connectio
         host = spec
     conn = Connection(host, user=user, port=port, config=config, gateway=gateway,
                       connect_timeout=target.connect_timeout, connect_kwargs=connect_kwargs)
-    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    # known_hosts: the inventory's, else ssh_config's UserKnownHostsFile, else OpenSSH's defaults
+    # known_hosts: the inventory's, else ssh_config's UserKnownHostsFile, else OpenSSH's defaults;
+    # then the global file. Markers (@revoked, @cert-authority) are read as known_hosts.py says.
     known = target.known_hosts or conn.ssh_config.get("userknownhostsfile") or DEFAULT_KNOWN_HOSTS
-    for path in shlex.split(known) if " " in known else [known]:
-        path = os.path.expanduser(path)
-        if os.path.exists(path):
-            conn.client.load_host_keys(path)
-    if os.path.exists(GLOBAL_KNOWN_HOSTS):
-        conn.client.load_system_host_keys(GLOBAL_KNOWN_HOSTS)
+    paths = [os.path.expanduser(p) for p in (shlex.split(known) if " " in known else [known])]
+    trusted = known_hosts.load((p for p in [*paths, GLOBAL_KNOWN_HOSTS] if os.path.exists(p)),
+                               conn.client.get_host_keys())
+    conn.client.set_missing_host_key_policy(known_hosts.StrictPolicy(trusted, paths))
     return conn
+
+
+def _trust_of(conn: Connection) -> known_hosts.StrictPolicy:
+    """The policy _open_connection gave this connection (paramiko has no getter for it)."""
+    policy = conn.client._policy
+    assert isinstance(policy, known_hosts.StrictPolicy)
+    return policy
 
 
 class SshRunner:
@@ -124,17 +131,28 @@ class SshRunner:
             return
         conn = _open_connection(self.target)
         where = f"{conn.user}@{conn.host}:{conn.port}"
+        policy = _trust_of(conn)
+        trusted = policy.known
         try:
             conn.open()
+        except known_hosts.RevokedHostKey as e:
+            raise self._revoked(where, e.key, e.where) from e
         except paramiko.BadHostKeyException as e:
+            revoked_at = trusted.revoked_at(e.key)
+            if revoked_at:  # the host has another key of that type listed: still, this one is revoked
+                raise self._revoked(where, e.key, revoked_at) from e
             raise HostKeyError(
                 self.name, "", f"host key of {where} does NOT match known_hosts ({e.key.get_name()})",
                 f"if the host was really reinstalled, remove its old key: ssh-keygen -R '[{conn.host}]:{conn.port}'"
                 " and add the new one after checking its fingerprint out of band") from e
         except paramiko.SSHException as e:
             if "not found in known_hosts" in str(e):
+                files = ", ".join(policy.files)
+                ca = (f"; the @cert-authority line(s) at {', '.join(trusted.cert_authorities[:3])} were skipped: "
+                      "sfcluster does not check host certificates, only hosts' own keys"
+                      if trusted.cert_authorities else "")
                 raise HostKeyError(
-                    self.name, "", f"host key of {where} is not in known_hosts",
+                    self.name, "", f"host key of {where} is not in known_hosts ({files}){ca}",
                     f"verify the fingerprint out of band, then add it: ssh-keyscan -p {conn.port} {conn.host} >> ~/.ssh/known_hosts") from e
             if "banner" in str(e):  # TCP connected, but no "SSH-2.0-..." line came back
                 raise ConnectError(self.name, "", f"{where} accepted the connection but no SSH server answered ({e})",
@@ -147,6 +165,12 @@ class SshRunner:
                                "check the address, the sshd port and any firewall between") from e
         self._conn = conn
         self.user = conn.user
+
+    def _revoked(self, where: str, key: paramiko.PKey, listed_at: str) -> HostKeyError:
+        return HostKeyError(
+            self.name, "", f"host key of {where} is REVOKED: its {key.get_name()} key is listed @revoked at {listed_at}",
+            "refused: a revoked key may be in an attacker's hands. Give the host a new key, check its "
+            "fingerprint out of band and add it to known_hosts")
 
     @property
     def transport(self) -> paramiko.Transport:
@@ -187,68 +211,10 @@ class SshRunner:
     def _exec(self, command: str, *, stdin: Input, timeout: Optional[float], on_stdout: OnData,
               on_stderr: OnData, keep_stdin_open: bool, stop: Optional[threading.Event] = None,
               close_stdin: Optional[threading.Event] = None, idle_timeout: Optional[float] = None) -> int:
-        chan = self.transport.open_session(timeout=self.target.connect_timeout)
-        # Every channel has an end: a remote command gets a deadline, or beats and gets an idle
-        # limit; the transport sends keepalives so a silent peer is noticed by TCP too.
-        self.transport.set_keepalive(5)
-        last_data = time.monotonic()
-        try:
-            chan.exec_command(command)
-            try:
-                if isinstance(stdin, (str, bytes)):
-                    chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
-                elif stdin is not None:  # a stream: sent as it is read
-                    for block in iter(lambda: stdin.read(STREAM_CHUNK), b""):  # type: ignore[union-attr]
-                        chan.sendall(block)
-                if not keep_stdin_open:
-                    chan.shutdown_write()
-            except OSError:  # the command ended before reading it all: its exit and stderr say why
-                keep_stdin_open = False
-            deadline = time.monotonic() + timeout if timeout else None
-            beat = 0.0
-            while True:
-                if keep_stdin_open and time.monotonic() - beat > 1.0:
-                    # heartbeat: the remote side also stops when these stop coming (sshd does not
-                    # always close a command's stdin promptly when the client vanishes)
-                    try:
-                        chan.sendall(b"\n")
-                    except OSError:  # the remote side is done and closed its end: collect its exit
-                        keep_stdin_open = False
-                    beat = time.monotonic()
-                got = False
-                while chan.recv_ready():
-                    data = chan.recv(65536)
-                    got = True
-                    if on_stdout:
-                        on_stdout(data)
-                while chan.recv_stderr_ready():
-                    data = chan.recv_stderr(65536)
-                    got = True
-                    if on_stderr:
-                        on_stderr(data)
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    if chan.closed or chan.eof_received:
-                        break
-                if close_stdin is not None and close_stdin.is_set() and keep_stdin_open:
-                    try:
-                        chan.shutdown_write()  # the remote side sees EOF on stdin and winds down
-                    except OSError:
-                        pass
-                    keep_stdin_open = False
-                if stop is not None and stop.is_set():
-                    return -1  # closing the channel closes the remote stdin: the remote side ends
-                if deadline is not None and time.monotonic() > deadline:
-                    raise CommandTimeout(self.name, command,
-                                         f"`{command[:200]}` did not finish within {timeout:.0f} s; stopped it",
-                                         f"is {self.name} frozen or cut off? `sfcluster status` names what answers")
-                if got:
-                    last_data = time.monotonic()
-                elif idle_timeout is not None and time.monotonic() - last_data > idle_timeout:
-                    raise CommandTimeout(self.name, command,
-                                         f"{self.name} went silent for {idle_timeout:.0f} s (no output, no heartbeat)",
-                                         f"is {self.name} frozen, powered off or cut off? check it, then `sfcluster status`")
-                if not got:
-                    select.select([chan], [], [], 0.05)
-            return chan.recv_exit_status()
-        finally:
-            chan.close()
+        transport = self.transport
+        # the transport sends keepalives so a silent peer is noticed by TCP too
+        transport.set_keepalive(5)
+        return ChannelCommand(transport, self.name, command, connect_timeout=self.target.connect_timeout,
+                              stdin=stdin, timeout=timeout, idle_timeout=idle_timeout, on_stdout=on_stdout,
+                              on_stderr=on_stderr, keep_stdin_open=keep_stdin_open, stop=stop,
+                              close_stdin=close_stdin).run()
