@@ -156,7 +156,7 @@ def extract(tar_path: Path, dest: Path, max_bytes: int, run_id: str = "?") -> No
     it is not trusted to). Every header is checked before anything is written; whatever goes wrong
     after, dest is left empty."""
     with tarfile.open(tar_path, mode="r:") as tar:
-        members = _checked_members(tar, max_bytes, f"the head sent for run {run_id}")
+        members = _checked_members(tar, max_bytes, f"run {run_id}: the head sent")
         try:
             _write_members(tar, members, dest)
         except BaseException:
