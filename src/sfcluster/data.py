@@ -1,7 +1,9 @@
 """Each party's data stays on its party's node: the inventory's `data:` (name -> path on that
 party's node), checked by `check` (exists, readable by the user Ray runs as, size, sha256) and
 copied by `sfcluster data push PARTY NAME FILE` to that party's node only, idempotent by digest.
-The node side is nodescripts/data_files.py (digests cached there by path, size and mtime)."""
+The node side is nodescripts/data_files.py: digests cached there by path, device, inode, size,
+mtime and ctime for `check`; `push` says "unchanged" only when the node has just read its copy
+through and found this sha256, never from that cache."""
 from __future__ import annotations
 
 import hashlib
@@ -93,7 +95,7 @@ def push(cluster: Cluster, nodes: Nodes, party: str, name: str, local_file: str)
     data = answer(res, f"data {name!r}")
     if data.get("refused"):
         raise SfclusterError(f"[{party}] data {name!r} at {path}: {data['refused']}")
-    if data.get("unchanged") is not True:
+    if not same_file(data, size, digest):
         with open(local_file, "rb") as f:   # streamed, never the whole file in memory
             res = runner.run(argv, timeout=PUSH_TIMEOUT, stdin=f)
         data = answer(res, f"data {name!r}")
@@ -101,6 +103,13 @@ def push(cluster: Cluster, nodes: Nodes, party: str, name: str, local_file: str)
             raise SfclusterError(f"[{party}] data {name!r} at {path}: {data['refused']}")
     return {"party": party, "name": name, "path": path, "size": size, "sha256": digest,
             "unchanged": bool(data.get("unchanged")), "node": node.host}
+
+
+def same_file(probe: dict, size: int, digest: str) -> bool:
+    """Whether the node's answer to a probe says its file IS this one: read there just now
+    ("hashed", never a cached digest), with this size and sha256. Anything less sends the file."""
+    return (probe.get("unchanged") is True and probe.get("hashed") is True
+            and probe.get("size") == size and probe.get("sha256") == digest)
 
 
 def to_json(files: Dict[str, List[DataFile]]) -> list:

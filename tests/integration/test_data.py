@@ -81,7 +81,7 @@ def test_check_shows_each_file_size_and_digest_once_pushed(harness, inv):
     for n, r in rows.items():
         digest = hashlib.sha256((DATA / f"{n}.csv").read_bytes()).hexdigest()
         assert r["status"] == "OK" and digest[:16] in r["detail"], r
-    # the digest is cached on the node by size and mtime: the next check does not re-read the file
+    # the digest is cached on the node (inode, size, mtime, ctime): the next check does not re-read the file
     p = sfc("check", "-i", str(inv), "--json", "--no-reach")
     assert all("(cached)" in r["detail"] for r in data_rows(p)), data_rows(p)
     # a file the user Ray runs as cannot read fails, naming it

@@ -402,3 +402,94 @@ def test_clean_skips_while_the_cluster_lock_is_held(tmp_path):
         assert out == {"cleaned": False, "why": "the cluster lock is held (a run, an up or a down): cleaned next time"}
     finally:
         os.close(fd)
+
+
+# -- the archive's shape: entries and depth are bounded, refused whole, nothing left behind -------------
+def tar_file(path: Path, names, data: bytes = b"x") -> Path:
+    """A tar of tiny regular files (PAX: long names whole), written as the head writes one."""
+    with tarfile.open(path, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_an_archive_of_more_entries_than_the_limit_is_refused_whole(tmp_path):
+    names = [f"output/f{i:05d}" for i in range(history.MAX_ENTRIES + 1)]
+    src = tar_file(tmp_path / "in.tar", names)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(history.UnsafeArchive, match=f"run {RUN_ID}.*more than {history.MAX_ENTRIES} entries"):
+        history.extract(src, dest, 1 << 30, run_id=RUN_ID)
+    assert list(dest.iterdir()) == []  # refused whole: not the first 10,000 and then an error
+
+
+def test_an_archive_at_the_entry_limit_is_unpacked(tmp_path, monkeypatch):
+    monkeypatch.setattr(history, "MAX_ENTRIES", 60)  # 10,000 tiny files take seconds on a shared machine
+    names = [f"output/d{i % 7}/f{i:05d}" for i in range(history.MAX_ENTRIES - 2)] + [C.LOG_NAME, C.RESULT_NAME]
+    src = tar_file(tmp_path / "in.tar", names)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    history.extract(src, dest, 1 << 30, run_id=RUN_ID)
+    assert sum(1 for p in dest.rglob("*") if p.is_file()) == history.MAX_ENTRIES
+    assert (dest / "output" / "d3" / "f00003").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("levels", [history.MAX_DEPTH, 1500])
+def test_a_path_deeper_than_the_limit_is_refused_clearly_not_with_a_recursion_error(tmp_path, levels):
+    deep = "output/" + "d/" * levels + "f.txt"
+    src = tar_file(tmp_path / "in.tar", ["output/ok.txt", deep])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(history.UnsafeArchive, match=f"run {RUN_ID}.*deeper than {history.MAX_DEPTH}"):
+        history.extract(src, dest, 1 << 30, run_id=RUN_ID)
+    assert list(dest.iterdir()) == []
+
+
+def test_a_path_at_the_depth_limit_and_a_normal_archive_are_unpacked(tmp_path):
+    deep = "output/" + "d/" * (history.MAX_DEPTH - 2) + "f.txt"  # MAX_DEPTH components in all
+    src = tar_file(tmp_path / "in.tar", ["output/metrics.json", "output/model/w.npy", deep, C.LOG_NAME])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    history.extract(src, dest, 1 << 30, run_id=RUN_ID)
+    assert (dest / deep).read_bytes() == b"x" and (dest / "output" / "model" / "w.npy").is_file()
+    assert stat_mode(dest / "output" / "model") == 0o700 and stat_mode(dest / C.LOG_NAME) == 0o600
+
+
+def stat_mode(p: Path) -> int:
+    return p.stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize("names, why", [
+    (["output/a", "output/a"], "twice"),
+    (["output/a", "output/a/b"], "twice"),
+])
+def test_an_archive_that_names_a_path_twice_is_refused_whole(tmp_path, names, why):
+    src = tar_file(tmp_path / "in.tar", names)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(history.UnsafeArchive, match=why):
+        history.extract(src, dest, 1 << 30, run_id=RUN_ID)
+    assert list(dest.iterdir()) == []
+
+
+def test_a_fetch_refused_for_its_shape_names_the_run_and_leaves_nothing(state, tmp_path, monkeypatch):
+    rd = head_run(tmp_path / "home")
+    (rd / C.OUTPUT_DIR / "a.txt").write_text("1")
+    (rd / C.OUTPUT_DIR / "b.txt").write_text("2")
+    monkeypatch.setattr(history, "MAX_ENTRIES", 3)  # a.txt, b.txt, the log and the result: 4
+    monkeypatch.setattr(fetching, "MAX_FILES", 100)  # the head is asked for more than we take: it lies
+    with pytest.raises(history.UnsafeArchive, match=f"run {RUN_ID}.*more than 3 entries"):
+        fetch_locally(tmp_path, LocalRunner(tmp_path / "home"))
+    assert not (state / "demo" / "runs" / RUN_ID).exists()
+
+
+def test_the_head_refuses_more_output_files_than_the_controller_takes_whole_and_the_log_still_comes(tmp_path):
+    rd = head_run(tmp_path / "home")
+    for i in range(5):
+        (rd / C.OUTPUT_DIR / f"f{i}").write_text("x")
+    p = node_fetch(tmp_path / "home", {"max_files": 4})
+    s = summary_of(p)
+    assert "5 files, above the limit of 4 files" in s["refused"]
+    assert s["files"] == 0 and set(names_in(p)) == {C.LOG_NAME, C.RESULT_NAME}

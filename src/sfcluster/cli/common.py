@@ -10,11 +10,13 @@ from typing import Any, Callable, Dict, List
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from sfcluster.clusterlock import WAIT_TIMEOUT
 from sfcluster.errors import InventoryError, SfclusterError
 from sfcluster.exitcodes import Exit
 from sfcluster.inventory import Cluster, load_inventory
+from sfcluster.termsafe import visible
 
 # Output that is not going to a terminal (a pipe, a log file, CI) is never wrapped, cut or padded
 # at a guessed width: rich would guess 80 columns (or trust $COLUMNS) and break one message over
@@ -23,9 +25,19 @@ from sfcluster.inventory import Cluster, load_inventory
 UNBOUNDED = 1_000_000
 
 
+class SafeConsole(Console):
+    """A rich Console that renders every string (a message, a table cell, a title) with its
+    control characters written out (termsafe.visible): text from a node never steers the
+    terminal. Markup is ours alone: node text goes in through `escape`; emoji codes stay text."""
+
+    def render_str(self, text: str, **kw: Any) -> Text:
+        return super().render_str(visible(text), **kw)
+
+
 def _console(stream: Any, stderr: bool) -> Console:
     tty = stream.isatty()
-    return Console(stderr=stderr, highlight=False, width=None if tty else UNBOUNDED, soft_wrap=not tty)
+    return SafeConsole(stderr=stderr, highlight=False, emoji=False, width=None if tty else UNBOUNDED,
+                       soft_wrap=not tty)
 
 
 console = _console(sys.stdout, stderr=False)

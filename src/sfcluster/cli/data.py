@@ -36,7 +36,8 @@ def push_cmd(inventory_path: str, as_json: bool, party: str, name: str, local_fi
     \b
     Written as the user Ray runs as there (mode 0600, parent dirs 0700 when made), into a fresh
     file that replaces the old one only once its size and sha256 match this controller's copy.
-    Idempotent: a file already there with the same sha256 is not sent again. Only PARTY's node is
+    Idempotent: a file already there with the same sha256 (read through there, never taken from a
+    cache) is not sent again. Only PARTY's node is
     contacted.
       sfcluster data push bob breast_cancer data/breast_cancer/bob.csv
     """

@@ -141,14 +141,15 @@ def status_cmd(inventory_path: str, as_json: bool) -> None:
         for col in ("party", "host", "role", "ray", "resource", "raylet pid", "spu listening", "firewall", "tls"):
             t.add_column(col)
         for r in st["nodes"]:
-            t.add_row(r["party"], r["host"], r["role"], "[green]alive[/]" if r["ray_alive"] else "[red]down[/]",
+            t.add_row(escape(r["party"]), escape(r["host"]), r["role"], "[green]alive[/]" if r["ray_alive"] else "[red]down[/]",
                       f"{r['resource']:g}" if r["resource"] else "-", ",".join(map(str, r["raylet_pids"])) or "-",
                       "yes" if r["spu_listening"] else "no", escape(r["firewall"]) if r["reachable"] else f"[red]{escape(r['error'])}[/]",
                       _tls_cell(r))
         console.print(t)
         for d in st["drivers"]:
             tag = "[green]sanctioned[/]" if d["sanctioned"] else "[bold red]NOT sanctioned[/]"
-            console.print(f"driver: {d['driver_ip']} pid {d['driver_pid']} {tag}: {escape(d['entrypoint'])}")
+            console.print(f"driver: {escape(str(d['driver_ip']))} pid {escape(str(d['driver_pid']))} {tag}: "
+                          f"{escape(str(d['entrypoint']))}")
         if st["lock"].get("held"):
             console.print(f"cluster lock: held by {escape(st['lock']['text'])}")
         for why in st["problems"]:

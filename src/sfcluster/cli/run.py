@@ -19,6 +19,7 @@ from sfcluster.nodescripts import contract as C
 from sfcluster.run import driver
 from sfcluster.run import fetch as fetching
 from sfcluster.run import history
+from sfcluster.termsafe import StreamFilter
 
 
 def _run_id(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
@@ -38,11 +39,26 @@ max_output_option = click.option(
          "and stay on the head for a later `sfcluster fetch RUN_ID --max-output-mb N`.")
 
 
-def _write(stream):  # noqa: ANN001
-    def w(data: bytes) -> None:
-        stream.buffer.write(data)
-        stream.buffer.flush()
-    return w
+class _Terminal:
+    """Where a driver's output (or a past run's log) goes: through termsafe's filter, on a terminal
+    or not (a pipe may end at one: `| tee`), so that the head's bytes never steer the operator's
+    terminal. The bytes as the driver wrote them are in the run's driver.log."""
+
+    def __init__(self, stream) -> None:  # noqa: ANN001
+        self.stream, self.safe = stream, StreamFilter()
+
+    def __call__(self, data: bytes) -> None:
+        self.stream.buffer.write(self.safe(data))
+        self.stream.buffer.flush()
+
+    def close(self) -> None:
+        """The end of the stream: an incomplete character left at the very end, as escapes."""
+        self.stream.buffer.write(self.safe.flush())
+        self.stream.buffer.flush()
+
+
+def _write(stream) -> _Terminal:  # noqa: ANN001
+    return _Terminal(stream)
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True})
@@ -81,13 +97,16 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
     """
     cluster = load(inventory_path)
     names = list(cluster.party_names) if files else [cluster.head_name]
+    out, err = _write(sys.stdout), _write(sys.stderr)
     with Nodes(cluster, names) as nodes:
         code = driver.run(cluster, nodes, driver.RunOptions(script=script, args=list(args), files=list(files),
                                                            wait=wait, wait_seconds=wait_timeout, detach=detach,
                                                            starve_seconds=starve_seconds,
                                                            max_output_mb=max_output_mb),
-                          out=_write(sys.stdout), err=_write(sys.stderr),
+                          out=out, err=err,
                           note=lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}"))
+    out.close()
+    err.close()
     sys.exit(code)
 
 
@@ -110,11 +129,11 @@ def logs_cmd(inventory_path: str, follow: bool, run_id: Optional[str]) -> None:
     if rec is not None and rec.exit_code is not None and rec.fetched:
         return _print_file(history.run_home(cluster.name, run_id) / C.LOG_NAME)
     with Nodes(cluster, [cluster.head_name]) as nodes:
-        if run_id is None:
-            sys.exit(driver.follow_logs(cluster, nodes, follow, _write(sys.stdout)))
-        active = driver.active_run_id(cluster, nodes)
-        if active == run_id:
-            sys.exit(driver.follow_logs(cluster, nodes, follow, _write(sys.stdout)))
+        if run_id is None or driver.active_run_id(cluster, nodes) == run_id:
+            out = _write(sys.stdout)
+            code = driver.follow_logs(cluster, nodes, follow, out)
+            out.close()
+            sys.exit(code)
         got = fetching.fetch(cluster, nodes, run_id, exit_code_of=driver.exit_code_of,
                              note=lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}"))
     _print_file(got.home / C.LOG_NAME)
@@ -123,9 +142,11 @@ def logs_cmd(inventory_path: str, follow: bool, run_id: Optional[str]) -> None:
 def _print_file(path: Path) -> None:
     if not path.is_file():
         raise SfclusterError(f"no log at {path}", "`sfcluster runs` lists the runs of this controller")
+    out = _write(sys.stdout)
     with open(path, "rb") as f:
-        shutil.copyfileobj(f, sys.stdout.buffer)
-    sys.stdout.flush()
+        for block in iter(lambda: f.read(1 << 16), b""):
+            out(block)
+    out.close()
 
 
 @click.command("fetch")

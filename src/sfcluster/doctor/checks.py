@@ -124,7 +124,7 @@ def _ray_user(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -
 
 def _data(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -> None:
     """Each party's `data:` files, on its own node, as the user Ray runs as: there, readable, their
-    size and sha256 (cached on the node by size and mtime). A missing one fails naming party,
+    size and sha256 (cached on the node by inode, size, mtime and ctime). A missing one fails naming party,
     name and path."""
     from sfcluster import data
     from sfcluster.sizes import human_size

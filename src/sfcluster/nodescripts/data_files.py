@@ -4,9 +4,12 @@
 #     -> {"files": {name: {"path", "size", "sha256", "cached"} | {"path", "error"}}}
 #   {"cluster", "action": "put", "name", "path", "size", "sha256"[, "probe": true]} and, unless
 #   probing (is this file already there?), the file's bytes on stdin
-#     -> {"path", "size", "sha256", "unchanged": bool} or {"refused": why}
-# A digest is cached in the state dir by (path, size, mtime_ns): a large file is read once, not at
-# every `check`. `put` writes a fresh file next to the target (O_EXCL, 0600: the party's data is
+#     -> {"path", "size", "sha256", "unchanged": bool, "hashed": bool} or {"refused": why}
+# A digest is cached in the state dir by path and (device, inode, size, mtime_ns, ctime_ns): a large
+# file is read once, not at every `check`. mtime alone can be put back (os.utime, touch -d, tar -x)
+# after a same-size edit; ctime cannot, short of root setting the clock. `check` says when a digest
+# came from the cache; `put` never answers "unchanged" from it: it reads the target through first
+# ("hashed": true), so a push never skips a file that differs. `put` writes a fresh file next to the target (O_EXCL, 0600: the party's data is
 # private), checks size and sha256 of what arrived, then renames it over the target; a target that
 # is a link or not a regular file is refused, never written through.
 import hashlib
@@ -38,19 +41,30 @@ def sha256_of(fd):
         h.update(block)
 
 
-def digest(path, cache):
-    """(size, sha256, cached) of the regular file at `path`, or raise OSError/ValueError."""
+def cache_key(st):
+    """What must all be the same for a cached digest to stand for the file: a same-size edit moves
+    ctime even when mtime is put back; a file swapped in (rename) has another inode."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def digest(path, cache, trust_cache=True):
+    """(size, sha256, cached) of the regular file at `path`, or raise OSError/ValueError. With
+    trust_cache False the file is read whatever the cache says (and the cache updated)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ValueError("not a regular file")
-        key = [st.st_size, st.st_mtime_ns]
+        key = cache_key(st)
         hit = cache.get(path)
-        if isinstance(hit, dict) and hit.get("key") == key and isinstance(hit.get("sha256"), str):
+        if trust_cache and isinstance(hit, dict) and hit.get("key") == key and isinstance(hit.get("sha256"), str):
             return st.st_size, hit["sha256"], True
         value = sha256_of(fd)
-        cache[path] = {"key": key, "sha256": value}
+        after = os.fstat(fd)
+        if cache_key(after) == key:  # not written to while it was read: the digest stands for it
+            cache[path] = {"key": key, "sha256": value}
+        else:
+            cache.pop(path, None)
         return st.st_size, value, False
     finally:
         os.close(fd)
@@ -81,10 +95,11 @@ def put():
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
             return {"refused": "%s is a link or not a regular file: refusing to write through it; remove it first" % path}
-        have_size, have, _ = digest(path, cache)
-        write_private(cache_path(), json.dumps(cache))
-        if have_size == size and have == want:
-            return {"path": path, "size": size, "sha256": want, "unchanged": True}
+        if REQ.get("probe"):  # "unchanged" only from the target's bytes, read now, never the cache
+            have_size, have, _ = digest(path, cache, trust_cache=False)
+            write_private(cache_path(), json.dumps(cache))
+            if have_size == size and have == want:
+                return {"path": path, "size": size, "sha256": want, "unchanged": True, "hashed": True}
     except FileNotFoundError:
         pass
     if REQ.get("probe"):                         # only asked whether the bytes are needed
@@ -110,8 +125,7 @@ def put():
         return {"refused": "received %d bytes with sha256 %s, expected %d bytes with %s: nothing was replaced"
                          % (n, h.hexdigest()[:16], size, want[:16])}
     os.replace(tmp, path)
-    st = os.stat(path)
-    cache[path] = {"key": [st.st_size, st.st_mtime_ns], "sha256": want}
+    cache[path] = {"key": cache_key(os.lstat(path)), "sha256": want}
     write_private(cache_path(), json.dumps(cache))
     return {"path": path, "size": size, "sha256": want, "unchanged": False}
 

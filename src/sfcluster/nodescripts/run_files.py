@@ -1,12 +1,12 @@
 # Runs on the head (after nodestate.py), as the Ray user: what is left of a run once its driver
 # has ended. argv[1]: {"cluster", "action": "fetch" | "clean", ...}.
-#  fetch {run_id, max_bytes, log_bytes}: a tar on stdout of the run's output dir (output/...),
+#  fetch {run_id, max_bytes, log_bytes, max_files}: a tar on stdout of the run's output dir (output/...),
 #    its log (driver.log, the last log_bytes) and result.json; then "SFC:FETCHED {json}" as the
 #    last stderr line: {files, bytes, skipped: [[path, why]], refused, active, missing}.
 #    Everything in the run dir is in reach of the driver (the same user): a link is never
 #    followed (every open is O_NOFOLLOW, relative to a directory descriptor already checked),
-#    only regular files and directories are sent, and outputs above max_bytes are refused
-#    whole (the log and result still come), never cut.
+#    only regular files and directories are sent, and outputs above max_bytes or max_files are
+#    refused whole (the log and result still come), never cut.
 #  clean {fetched, keep_runs, max_age, temp_dir, keep_sessions}: under the cluster lock (taken
 #    here, never waited for: skipped when held), mark `fetched` as stored, remove old run dirs
 #    and Ray's old session dirs of this cluster. Prints one JSON object (print_answer).
@@ -109,6 +109,10 @@ def fetch():
                     if total > REQ["max_bytes"]:
                         summary["refused"] = ("the outputs are %d bytes in %d files, above the limit of %d bytes"
                                               % (total, len(files), REQ["max_bytes"]))
+                        files = []
+                    elif len(files) > REQ.get("max_files", len(files)):  # the controller takes no more
+                        summary["refused"] = ("the outputs are %d files, above the limit of %d files"
+                                              % (len(files), REQ["max_files"]))
                         files = []
                     for rel, _ in files:
                         try:

@@ -26,6 +26,7 @@ from sfcluster.run.history import RunRecord, UnsafeArchive
 from sfcluster.sizes import human_size
 
 MAX_OUTPUT_MB = 1024      # outputs above this are refused whole (never cut): --max-output-mb
+MAX_FILES = history.MAX_ENTRIES - 2  # ... and more files than this (the log and result.json come too)
 LOG_BYTES = 64 << 20      # the log's last 64 MiB come back (the head keeps it whole)
 FETCH_TIMEOUT = 900       # one fetch, whatever its size
 RETRY_PAUSE = 3
@@ -50,7 +51,8 @@ class Fetched:
 def _transfer(cluster: Cluster, nodes: Nodes, run_id: str, max_bytes: int, tar_path: Path) -> Dict[str, Any]:
     """One attempt: the head's tar into tar_path; the head's summary."""
     head = cluster.head
-    req = {"cluster": cluster.name, "action": "fetch", "run_id": run_id, "max_bytes": max_bytes, "log_bytes": LOG_BYTES}
+    req = {"cluster": cluster.name, "action": "fetch", "run_id": run_id, "max_bytes": max_bytes, "log_bytes": LOG_BYTES,
+           "max_files": MAX_FILES}
     limit = max_bytes + LOG_BYTES + (4 << 20)  # headers and result.json
     stop, err, got = threading.Event(), bytearray(), [0]
     with open(tar_path, "wb") as f:
@@ -108,9 +110,10 @@ def _fetch(cluster: Cluster, nodes: Nodes, run_id: str, max_bytes: int, home: Pa
             if summary.get("missing") or summary.get("active"):
                 break
             incoming.mkdir(mode=0o700)
-            history.extract(tar_path, incoming, max_bytes + LOG_BYTES + 65536)
+            history.extract(tar_path, incoming, max_bytes + LOG_BYTES + 65536, run_id=run_id)
             break
         except (UnsafeArchive, KeyboardInterrupt):
+            shutil.rmtree(incoming, ignore_errors=True)
             raise
         except (SfclusterError, OSError, tarfile.TarError, EOFError) as e:
             if attempt == 2:
@@ -181,7 +184,8 @@ def describe(f: Fetched) -> str:
     what = f"{s.get('files', 0)} file(s), {human_size(s.get('bytes', 0))}"
     line = f"outputs of run {f.record.run_id}: {f.output_dir} ({what}); log: {f.home / C.LOG_NAME}"
     if s.get("refused"):
-        line += f"; outputs NOT fetched: {s['refused']} (raise it: sfcluster fetch {f.record.run_id} --max-output-mb N)"
+        line += (f"; outputs NOT fetched: {s['refused']} (they stay on the head; for more bytes: sfcluster fetch "
+                 f"{f.record.run_id} --max-output-mb N; files: at most {MAX_FILES})")
     for path, why in (s.get("skipped") or [])[:5]:
         line += f"; skipped output/{path}: {why}"
     if s.get("log_truncated"):

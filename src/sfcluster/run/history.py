@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -140,31 +141,92 @@ class UnsafeArchive(SfclusterError):
     pass
 
 
-def extract(tar_path: Path, dest: Path, max_bytes: int) -> None:
-    """Unpack what the head sent into the fresh directory `dest`: regular files and directories
-    only, every name relative and inside dest, no more than max_bytes in all (the head already
-    holds to this: here it is not trusted to)."""
-    total = 0
-    with tarfile.open(tar_path, mode="r|") as tar:
-        for m in tar:
-            p = PurePosixPath(m.name)
-            if p.is_absolute() or ".." in p.parts or not p.parts or "\0" in m.name:
-                raise UnsafeArchive(f"the head sent an unsafe path {m.name!r}; nothing of it was kept")
-            target = dest.joinpath(*p.parts)
-            if m.isdir():
-                target.mkdir(mode=0o700, parents=True, exist_ok=True)
-                continue
-            if not m.isreg():
-                raise UnsafeArchive(f"the head sent {m.name!r}, not a regular file; nothing of it was kept")
+# What the controller unpacks from the head, at most; an archive beyond either is refused whole,
+# before anything of it is written. The head sends regular files only (run_files.py: the outputs,
+# at most MAX_ENTRIES - 2 of them, the log and result.json), at most 34 path components deep
+# (output/, 32 directories, the file).
+MAX_ENTRIES = 10_000
+MAX_DEPTH = 40  # path components; far below what would exhaust a path's length or a recursion
+
+
+def extract(tar_path: Path, dest: Path, max_bytes: int, run_id: str = "?") -> None:
+    """Unpack what the head sent for run_id into the fresh directory `dest`: regular files and
+    directories only, every name relative and inside dest, each named once, at most MAX_ENTRIES
+    entries, MAX_DEPTH path components and max_bytes in all (the head already holds to this: here
+    it is not trusted to). Every header is checked before anything is written; whatever goes wrong
+    after, dest is left empty."""
+    with tarfile.open(tar_path, mode="r:") as tar:
+        members = _checked_members(tar, max_bytes, f"run {run_id}: the head sent")
+        try:
+            _write_members(tar, members, dest)
+        except BaseException:
+            _empty(dest)
+            raise
+
+
+def _checked_members(tar: tarfile.TarFile, max_bytes: int, what: str) -> List[tarfile.TarInfo]:
+    """The archive's members (headers only, no data read), each checked; an UnsafeArchive for the
+    first that is not allowed. The fix names what the user can change."""
+    kept = "refused whole, nothing of it was kept"
+    fewer = "the outputs stay on the head: write fewer files into $SFCLUSTER_OUTPUT (e.g. one tar of them)"
+    members: List[tarfile.TarInfo] = []
+    files, dirs, total = set(), set(), 0
+    for m in tar:
+        if len(members) >= MAX_ENTRIES:
+            raise UnsafeArchive(f"{what} an archive of more than {MAX_ENTRIES} entries; {kept}", fewer)
+        p = PurePosixPath(m.name)
+        if p.is_absolute() or ".." in p.parts or not p.parts or "\0" in m.name:
+            raise UnsafeArchive(f"{what} an unsafe path {m.name[:200]!r}; {kept}")
+        if len(p.parts) > MAX_DEPTH:
+            raise UnsafeArchive(f"{what} a path deeper than {MAX_DEPTH} components ({len(p.parts)}: "
+                                f"{m.name[:80]!r}...); {kept}", "the outputs stay on the head: nest them less deeply")
+        if not (m.isdir() or m.isreg()):
+            raise UnsafeArchive(f"{what} {m.name[:200]!r}, not a regular file; {kept}")
+        name = "/".join(p.parts)
+        parents = ["/".join(p.parts[:i]) for i in range(1, len(p.parts))]
+        if name in files or (name in dirs and not m.isdir()) or any(a in files for a in parents):
+            raise UnsafeArchive(f"{what} {m.name[:200]!r} twice (or inside a file); {kept}")
+        if m.isdir():
+            dirs.add(name)
+        else:
             total += m.size
             if total > max_bytes:
-                raise UnsafeArchive(f"the head sent more than {max_bytes} bytes; nothing of it was kept")
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            src = tar.extractfile(m)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-            with os.fdopen(fd, "wb") as f:
-                while True:
-                    chunk = src.read(1 << 20) if src else b""
-                    if not chunk:
-                        break
-                    f.write(chunk)
+                raise UnsafeArchive(f"{what} more than {max_bytes} bytes; {kept}")
+            files.add(name)
+        dirs.update(parents)
+        members.append(m)
+    return members
+
+
+def _write_members(tar: tarfile.TarFile, members: List[tarfile.TarInfo], dest: Path) -> None:
+    """Checked members into dest: directories 0700 made one level at a time (no recursion), files
+    0600 created fresh (O_EXCL, never through a link)."""
+    made = set()
+    for m in members:
+        parts = PurePosixPath(m.name).parts
+        for i in range(1, len(parts) + (1 if m.isdir() else 0)):
+            if parts[:i] not in made:
+                try:
+                    os.mkdir(dest.joinpath(*parts[:i]), 0o700)
+                except FileExistsError:
+                    pass  # a directory made for an earlier entry's path (dest is fresh: nothing else is there)
+                made.add(parts[:i])
+        if m.isdir():
+            continue
+        src = tar.extractfile(m)
+        fd = os.open(dest.joinpath(*parts), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "wb") as f:
+            while True:
+                chunk = src.read(1 << 20) if src else b""
+                if not chunk:
+                    break
+                f.write(chunk)
+
+
+def _empty(dest: Path) -> None:
+    """Remove what was unpacked into dest (no deeper than MAX_DEPTH: checked before it was made)."""
+    for child in list(dest.iterdir()):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
