@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 
 test: venv
 	bash scripts/ensure-docker.sh
-	SFCLUSTER_REQUIRE_HARNESS=1 $(BIN)/pytest tests -v -p no:cacheprovider
+	SFCLUSTER_REQUIRE_HARNESS=1 $(BIN)/pytest tests -v -p no:cacheprovider --durations=25
 
 unit: venv
 	$(BIN)/pytest tests/unit -q
