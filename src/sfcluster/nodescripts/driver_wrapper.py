@@ -65,7 +65,7 @@ def kill_descendants(deadline=10.0):
                 break
             if pid == 0:
                 break
-        live = [p for p in pids if (proc_status(p) or {}).get("comm") is not None and not is_zombie(p)]
+        live = [p for p in pids if (proc_status(p) or {}).get("state", "Z") != "Z"]  # gone or a zombie: dead
         if not live:
             return len(killed)
         for p in live:
@@ -76,14 +76,6 @@ def kill_descendants(deadline=10.0):
                 pass
         time.sleep(0.05)
     return len(killed)
-
-
-def is_zombie(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def read_request():

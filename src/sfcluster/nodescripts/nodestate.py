@@ -132,13 +132,14 @@ def cmdline(pid):
 
 
 def proc_status(pid):
-    """{"uid": real uid, "ppid": parent pid, "comm": name} of a live process from /proc/<pid>/status,
+    """{"uid": real uid, "ppid": parent pid, "comm": name, "state": "R", "S", "Z"...} of a process from /proc/<pid>/status,
     which every user may read (unlike the /proc/<pid> dir's owner, which is root for a process
     that made itself not dumpable, as the wrapper does); None when it is gone."""
     try:
         with open("/proc/%d/status" % pid) as f:
             fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
-        return {"uid": int(fields["Uid"].split()[0]), "ppid": int(fields["PPid"]), "comm": fields["Name"].strip()}
+        return {"uid": int(fields["Uid"].split()[0]), "ppid": int(fields["PPid"]), "comm": fields["Name"].strip(),
+                "state": fields["State"].split()[0]}
     except (OSError, KeyError, ValueError, IndexError):
         return None
 
