@@ -22,7 +22,7 @@ import time
 
 from sfcluster import runtime
 
-runtime.guard()          # before sf.init: exactly one driver, on the head, under the lock
+runtime.guard()          # before sf.init: exactly one driver (per party in production mode), under the lock
 cfg = runtime.load()
 
 SEED = 20240601
@@ -117,6 +117,15 @@ def synthetic_features(party, cols, n_rows, n_features):
     return x.astype(np.float32)
 
 
+def metrics_at_head(y_true, y_pred):
+    """AUC and accuracy where the labels are (the head's node): only the two numbers leave it."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, roc_auc_score
+    y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    return {"auc": float(roc_auc_score(y_true, y_pred)),
+            "accuracy": float(accuracy_score(y_true, (y_pred > 0.5).astype(float))), "test_rows": int(len(y_true))}
+
+
 def synthetic_label(n_rows, n_features):
     import numpy as np
     x = np.random.default_rng(SEED).normal(size=(n_rows, n_features))
@@ -187,10 +196,11 @@ def main(argv):
     import secretflow as sf
     from secretflow.data.split import train_test_split
     from secretflow.ml.linear.ss_sgd import SSRegression
-    from sklearn.metrics import accuracy_score, roc_auc_score
 
     cluster = runtime.init()   # sf.init for this cluster; PYUs by party; the SPU with its link settings
-    print(f"sfcluster: {len(PARTIES)} parties {PARTIES}, head {HEAD}, Ray {cfg['ray_address']}", flush=True)
+    where = (f"production mode, this driver is party {cluster.self_party}" if cluster.mode == "production"
+             else f"Ray {cfg['ray_address']}")
+    print(f"sfcluster: {len(PARTIES)} parties {PARTIES}, head {HEAD}, {where}", flush=True)
     if args.synthetic:
         print("train_lr: SYNTHETIC data (asked for with --synthetic), not the parties' data", flush=True)
         x, y, facts = load_synthetic(sf, cluster)
@@ -206,12 +216,13 @@ def main(argv):
     model.fit(x=x_train, y=y_train, epochs=args.epochs, learning_rate=0.3, batch_size=128, sig_type="t1",
               reg_type="logistic", penalty="l2", l2_norm=0.01)
     fit_s = time.time() - t_fit
-    # the held-out predictions are revealed to the head, which holds the labels
-    y_pred = np.asarray(sf.reveal(model.predict(x_test))).reshape(-1)
-    y_true = np.asarray(sf.reveal(y_test.partitions[cluster.pyus[HEAD]])).reshape(-1)
-    auc = float(roc_auc_score(y_true, y_pred))
-    acc = float(accuracy_score(y_true, (y_pred > 0.5).astype(float)))
-    metrics = {"auc": round(auc, 6), "accuracy": round(acc, 6), "test_rows": int(len(y_true)),
+    # the held-out predictions are revealed to the head only, which holds the labels; the metrics
+    # are computed there and only they are revealed (to every party's driver in production mode)
+    head = cluster.pyus[HEAD]
+    y_pred = model.predict(x_test, to_pyu=head).partitions[head]
+    m = sf.reveal(head(metrics_at_head)(y_test.partitions[head], y_pred))
+    auc, acc = m["auc"], m["accuracy"]
+    metrics = {"auc": round(auc, 6), "accuracy": round(acc, 6), "test_rows": m["test_rows"],
                "epochs": args.epochs, "fit_seconds": round(fit_s, 2), "seconds": round(time.time() - t0, 2),
                "data": None if args.synthetic else args.data, "protocol": rc["protocol"], "field": rc["field"],
                **facts}
@@ -222,8 +233,9 @@ def main(argv):
         if args.reveal_model:
             w = np.asarray(sf.reveal(model.save_model().weights)).reshape(-1)
             with open(os.path.join(out, "model.json"), "w") as f:
-                json.dump({"weights": w.tolist(), "note": "revealed to the head with --reveal-model"}, f)
-            print("model: weights REVEALED to the head and saved (--reveal-model)", flush=True)
+                json.dump({"weights": w.tolist(), "note": "revealed with --reveal-model (to every party's driver in "
+                                                      "production mode)"}, f)
+            print("model: weights REVEALED and saved (--reveal-model)", flush=True)
         print(f"metrics: {out}/metrics.json", flush=True)
     elif args.reveal_model:
         print("model: not saved ($SFCLUSTER_OUTPUT is not set)", flush=True)

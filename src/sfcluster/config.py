@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 
 from sfcluster.inventory.model import Cluster
 from sfcluster.ports import plan_ports
-from sfcluster.tls.install import enabled, spu_tls_opts
+from sfcluster.tls.install import enabled, spu_tls_opts, tls_files
 
 CONFIG_VERSION = 1
 
@@ -44,6 +44,7 @@ def spu_cluster_def(cluster: Cluster, tls_dirs: Optional[Dict[str, str]] = None)
 def secretflow_config(cluster: Cluster, tls_dirs: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     return {
         "version": CONFIG_VERSION,
+        "mode": cluster.mode.value,
         "cluster": cluster.name,
         "head": cluster.head_name,
         "ray_address": cluster.ray_address,
@@ -54,3 +55,44 @@ def secretflow_config(cluster: Cluster, tls_dirs: Optional[Dict[str, str]] = Non
         "temp_dir": cluster.temp_dir,
         "ports": plan_ports(cluster).to_json(),
     }
+
+
+# Production mode's cross-silo link (SecretFlow's `brpc_link` backend, secretflow/distributed/fed/
+# proxy/brpc_link). Its waits are bounded here: SecretFlow's default receive wait is an hour.
+# connect_retry_* bound how long a party's driver waits for a peer's port at the start.
+CROSS_SILO_BACKEND = "brpc_link"
+CROSS_SILO_COMM = {"http_timeout_ms": 10_000, "recv_timeout_ms": 600_000,
+                   "connect_retry_times": 60, "connect_retry_interval_ms": 1_000}
+
+
+def production_config(cluster: Cluster, party: str, run_id: str,
+                      tls_dirs: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """The config of `party`'s own driver in production mode: SecretFlow's `cluster_config` (every
+    party's cross-silo address, this party's listen address), the SPU's cluster_def, this party's
+    certificate files, and the job name every party's driver must share (the run id).
+
+    Why the backend is brpc_link and not SecretFlow's default grpc: with a tls_config, 1.10 and 1.13
+    crash in their grpc proxy (`channel_credentials ... got ServerCredentials`). brpc_link fills the
+    link's SSL options but never sets `enable_ssl`, so its link is clear text however it is
+    configured; runtime.init() sets it (measured on the harness: the port then answers a TLS
+    handshake with this party's certificate, refuses a client without a certificate and one of
+    another CA)."""
+    me = cluster.node(party)
+    parties: Dict[str, Dict[str, str]] = {}
+    for n in cluster.nodes:
+        parties[n.name] = {"address": f"{n.spu_advertise}:{n.cross_silo_port}"}
+    parties[party]["listen_addr"] = f"{me.spu_bind or me.spu_advertise}:{me.cross_silo_port}"
+    cfg = secretflow_config(cluster, tls_dirs)
+    del cfg["ray_address"], cfg["temp_dir"]
+    own_tls = (tls_dirs or {}).get(party) if enabled(cluster) else None
+    cfg.update({
+        "mode": "production", "self_party": party, "job_name": run_id,
+        "cluster_config": {"parties": parties, "self_party": party},
+        "cross_silo": {"backend": CROSS_SILO_BACKEND, "comm_config": dict(CROSS_SILO_COMM),
+                       "tls_config": tls_files(own_tls) if own_tls else None},
+    })
+    # the SPU's cluster_def: only this party's own certificate paths (the others' are theirs)
+    for entry in cfg["spu_cluster_def"]["nodes"]:
+        if entry["party"] != party:
+            entry.pop("tls_opts", None)
+    return cfg

@@ -71,7 +71,8 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
             if not tls_enabled(cluster):
                 raise PlanError("--rotate-certs: the inventory says tls: off", "set tls: on (the default), or drop the flag")
             _stop_everywhere(cluster, nodes, progress, "restarting Ray with the new certificates")
-        result = _up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=progress,
+        bring_up = _up if cluster.mode.runs_ray else _up_production
+        result = bring_up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=progress,
                      join_timeout=join_timeout, rotate_certs=rotate_certs)
     _clean_head(cluster, nodes, progress)
     return result
@@ -290,6 +291,40 @@ def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bo
     return result
 
 
+def _up_production(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bool, progress: Progress,
+                   join_timeout: float, rotate_certs: bool = False) -> UpResult:
+    """Production mode's `up`: no Ray anywhere. The preflight (every party's cross-silo and SPU
+    ports free, versions, privileges), the certificates, and the firewall rules that let exactly
+    the peers reach each party's two ports; the drivers come with `run`. A failure rolls back the
+    firewall rules this `up` added."""
+    result = UpResult()
+    if skip_check:
+        g = gather_all(cluster, nodes.runners)
+        g.raise_if_failed("gathering facts")
+        facts = g.results
+    else:
+        report = run_checks(cluster, nodes.runners, tls_reissue=rotate_certs)
+        if not report.ok:
+            raise PreflightFailed(report)
+        facts = report.facts
+    plan = plan_up(cluster, facts)
+    cached_fw: Dict[str, Any] = state.load(cluster.name).get("firewall", {})
+    tls_dirs = ensure_certs(cluster, nodes, rotate=rotate_certs, progress=progress) if tls_enabled(cluster) else {}
+    added_fw: List[str] = []
+    try:
+        _add_firewall_rules(cluster, nodes, facts, plan.firewall, cached_fw, added_fw, result, progress)
+    except BaseException:
+        if not keep_on_failure:
+            _undo(cluster, nodes, facts, [], added_fw)
+        raise
+    for n in cluster.nodes:
+        result.parties[n.name] = {"alive": True, "cross_silo_port": n.cross_silo_port, "spu_port": n.spu_port}
+        progress(n.name, f"ready: cross-silo port {n.cross_silo_port}, SPU port {n.spu_port}")
+    state.save(cluster.name, {"inventory": cluster.source, "tls_dirs": tls_dirs,
+                              "firewall": _firewall_cache(cluster, facts, plan.firewall_backends, cached_fw)})
+    return result
+
+
 def _add_firewall_rules(cluster: Cluster, nodes: Nodes, facts: Dict[str, NodeFacts], steps: Tuple[FirewallStep, ...],
                         cached_fw: Dict[str, Any], added_fw: List[str], result: UpResult, progress: Progress) -> None:
     """Firewall rules scoped to peers, in parallel. The node removes what its record says `up`
@@ -461,6 +496,8 @@ class NodeStatus:
 
 
 def status(cluster: Cluster, nodes: Nodes) -> dict:
+    if not cluster.mode.runs_ray:
+        return status_production(cluster, nodes)
     g = gather_all(cluster, nodes.runners, timeout=STATUS_PROBE_TIMEOUT)
     certs = inspect_tls(cluster, nodes, names=list(g.results), timeout=STATUS_PROBE_TIMEOUT) \
         if tls_enabled(cluster) else {}
@@ -533,3 +570,51 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
     return {"cluster": cluster.name, "health": health, "ray_address": cluster.ray_address, "tls": cluster.tls.value,
             "nodes": [r.__dict__ for r in rows], "drivers": drivers, "lock": lock, "gcs_error": gcs.get("error"),
             "problems": problems}
+
+
+def status_production(cluster: Cluster, nodes: Nodes) -> dict:
+    """Production mode's status: no Ray to ask. Per party: reachable, its cross-silo and SPU port
+    (listening while a run's driver holds them), the firewall rules `up` added, its certificate.
+    Healthy when every party is reachable with its rules and certificate in place; down when no
+    party is ready (nothing was brought up, or nothing answers)."""
+    g = gather_all(cluster, nodes.runners, timeout=STATUS_PROBE_TIMEOUT)
+    certs = inspect_tls(cluster, nodes, names=list(g.results), timeout=STATUS_PROBE_TIMEOUT) \
+        if tls_enabled(cluster) else {}
+    rows, problems = [], []
+    for n in cluster.nodes:
+        f = g.results.get(n.name)
+        row = {"party": n.name, "host": n.host, "role": "party", "reachable": f is not None,
+               "cross_silo_port": n.cross_silo_port, "spu_port": n.spu_port, "error": "",
+               "cross_silo_listening": False, "spu_listening": False, "firewall": "?", "ready": False,
+               "cert_days_left": certs[n.name].days_left if n.name in certs else None}
+        if f is None:
+            row["error"] = str(g.errors.get(n.name))
+            problems.append({"path": n.name, "line": None, "message": f"{n.name} ({n.host}): unreachable: {row['error']}"})
+            rows.append(row)
+            continue
+        row["cross_silo_listening"] = any(b.ours for b in f.busy("cross_silo"))
+        row["spu_listening"] = any(b.ours for b in f.busy("spu"))
+        fw = f.firewall
+        row["firewall"] = fw.summary()
+        fw_ok = cluster.firewall is not FirewallMode.OPEN or n.firewall_backend == "none" or fw.rules_complete
+        cert_ok = n.name not in certs or certs[n.name].ok
+        row["ready"] = fw_ok and cert_ok
+        if cluster.firewall is FirewallMode.OPEN and not fw_ok:
+            problems.append({"path": n.name, "line": None, "message": f"{n.name}: firewall rules "
+                             + ("incomplete (" + (fw.missing or "some of ours missing") + ")" if fw.rules_present
+                                else "not in place") + "; `sfcluster up` adds them"})
+        rows.append(row)
+    for n, t in certs.items():
+        for why in ([t.error] if t.error else []) + t.problems:
+            problems.append({"path": n, "line": None, "message": f"{n}: certificate: {why}"})
+    lock: dict = {"held": False}
+    try:
+        h = lock_holder(cluster, nodes) if cluster.head_name in g.results else {}
+    except SfclusterError as e:
+        h = {"error": str(e)}
+    if h.get("active"):
+        lock = {k: v for k, v in h.items() if k not in ("removed_stale_info", "log", "active")}
+        lock.update(held=True, text=holder_text(h))
+    health = "down" if not any(r["ready"] for r in rows) else ("healthy" if not problems else "degraded")
+    return {"cluster": cluster.name, "mode": "production", "health": health, "tls": cluster.tls.value,
+            "nodes": rows, "drivers": [], "lock": lock, "problems": problems}

@@ -68,6 +68,8 @@ class PortPlan:
 
 
 def plan_ports(cluster: Cluster) -> PortPlan:
+    if not cluster.mode.runs_ray:
+        return _production_ports(cluster)
     r = cluster.ray
     entries: List[PortEntry] = []
     names = cluster.party_names
@@ -91,9 +93,23 @@ def plan_ports(cluster: Cluster) -> PortPlan:
     return PortPlan(tuple(entries))
 
 
+def _production_ports(cluster: Cluster) -> PortPlan:
+    """Production mode: no Ray anywhere; per party its cross-silo port and its SPU port, each
+    reached by every other party and by nobody else."""
+    names = cluster.party_names
+    entries: List[PortEntry] = []
+    for node in cluster.nodes:
+        peers = tuple(n for n in names if n != node.name)
+        entries += [PortEntry(node.name, node.cross_silo_port, "cross_silo", peers),
+                    PortEntry(node.name, node.spu_port, "spu", peers)]
+    return PortPlan(tuple(entries))
+
+
 def spu_clashes_with_ray_defaults(cluster: Cluster) -> List[str]:
     """SPU ports that fall inside a Ray default range (pinned Ray ports move, defaults do not)."""
-    out = []
+    out: List[str] = []
+    if not cluster.mode.runs_ray:
+        return out  # no Ray on the nodes: its defaults are nobody's
     for node in cluster.nodes:
         for lo, hi, what in RAY_DEFAULT_RANGES:
             if lo <= node.spu_port <= hi:

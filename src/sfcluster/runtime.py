@@ -5,7 +5,8 @@
     cfg = runtime.load()     # parties, ray_address, spu_cluster_def, spu_link_desc, ...
 
 or, for a script written for SecretFlow's `address='local'` quick start, one call in place of its
-`sf.init(...)` and `sf.SPU(...)` lines:
+`sf.init(...)` and `sf.SPU(...)` lines (the same script in both modes of the inventory: simulation,
+one driver on the head; production, one driver per party, each on its own party's node):
 
     cluster = runtime.init()            # guard + sf.init for this cluster
     spu = cluster.spu                   # sf.SPU from the generated cluster_def (and link_desc)
@@ -54,6 +55,15 @@ def _is_local_address(addr: str) -> bool:
 
 
 def _message(why: str, cfg: Dict[str, Any] = None) -> str:
+    if (cfg or {}).get("mode") == "production":
+        return (
+            f"sfcluster guard: refusing to start this SecretFlow driver ({why}).\n"
+            "  A production-mode cluster runs exactly ONE driver per party, on that party's node, all of them\n"
+            "  started together by `sfcluster run` (the same job name on every party).\n"
+            "  Do this instead, on your controller:  sfcluster run -i inventory.yaml "
+            f"{os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'script.py'}\n"
+            "  (see who runs now: sfcluster status -i inventory.yaml)"
+        )
     head = (cfg or {}).get("head", "the head party")
     return (
         f"sfcluster guard: refusing to start this SecretFlow driver ({why}).\n"
@@ -73,9 +83,15 @@ def guard() -> Dict[str, Any]:
     if not token or not os.environ.get(ENV_CONFIG):
         raise GuardError(_message("it was not started by `sfcluster run`"))
     cfg = load()
-    head_host = cfg["parties"][cfg["head"]]["host"]
-    if not _is_local_address(head_host):
-        raise GuardError(_message(f"this host is not the head {cfg['head']} ({head_host})", cfg))
+    if cfg.get("mode") == "production":
+        me = cfg["self_party"]
+        listen = cfg["cluster_config"]["parties"][me]["listen_addr"].rsplit(":", 1)[0]
+        if not _is_local_address(listen):
+            raise GuardError(_message(f"this host is not party {me}'s node ({listen})", cfg))
+    else:
+        head_host = cfg["parties"][cfg["head"]]["host"]
+        if not _is_local_address(head_host):
+            raise GuardError(_message(f"this host is not the head {cfg['head']} ({head_host})", cfg))
     info_path = os.environ.get(ENV_LOCK, "")
     try:
         with open(info_path) as f:
@@ -97,8 +113,10 @@ class Cluster:
 
     def __init__(self, cfg: Dict[str, Any], sf: Any):
         self.cfg = cfg
+        self.mode = cfg.get("mode", "simulation")
         self.parties = list(cfg["parties"])
         self.head = cfg["head"]
+        self.self_party = cfg.get("self_party")  # production: the party this driver is; simulation: None
         self.pyus = {p: sf.PYU(p) for p in self.parties}
         self._sf = sf
         self._spu: Optional[Any] = None
@@ -111,16 +129,51 @@ class Cluster:
 
 
 def init(**sf_init_kwargs: Any) -> Cluster:
-    """guard(), then sf.init for this cluster (its parties, its Ray address; TLS comes from the
-    environment `sfcluster run` set). Keyword arguments go to sf.init and override its defaults
-    here (log_to_driver=True, omp_num_threads=1)."""
+    """guard(), then sf.init for this cluster: in simulation mode its parties and its Ray address
+    (TLS comes from the environment `sfcluster run` set); in production mode this party's
+    cluster_config, the run's job name and the cross-silo link with this party's certificate.
+    Keyword arguments go to sf.init and override its defaults here (omp_num_threads=1, and
+    log_to_driver=True in simulation mode)."""
     cfg = guard()
-    import secretflow as sf  # on the head's venv; this file stays importable without it
+    import secretflow as sf  # on the node's venv; this file stays importable without it
 
-    kwargs: Dict[str, Any] = {"log_to_driver": True, "omp_num_threads": 1}
+    production = cfg.get("mode") == "production"
+    kwargs: Dict[str, Any] = {"omp_num_threads": 1} if production else {"log_to_driver": True, "omp_num_threads": 1}
     kwargs.update(sf_init_kwargs)
-    for fixed in ("parties", "address"):
-        if fixed in kwargs:
-            raise TypeError(f"runtime.init() sets sf.init's {fixed!r} from the cluster; do not pass it")
-    sf.init(parties=list(cfg["parties"]), address=cfg["ray_address"], **kwargs)
+    fixed = ("parties", "address", "cluster_config", "ray_mode", "job_name", "tls_config",
+             "cross_silo_comm_backend", "cross_silo_comm_config") if production else ("parties", "address")
+    for key in fixed:
+        if key in kwargs:
+            raise TypeError(f"runtime.init() sets sf.init's {key!r} from the cluster; do not pass it")
+    if production:
+        xs = cfg["cross_silo"]
+        if xs.get("tls_config"):
+            _brpc_link_really_encrypts()
+            kwargs["tls_config"] = xs["tls_config"]
+        elif cfg.get("tls") == "on":
+            raise GuardError(_message("tls: on, but this party's certificate files are not in the run's config", cfg))
+        sf.init(address="local", ray_mode=False, cluster_config=cfg["cluster_config"], job_name=cfg["job_name"],
+                cross_silo_comm_backend=xs["backend"], cross_silo_comm_config=xs["comm_config"], **kwargs)
+    else:
+        sf.init(parties=list(cfg["parties"]), address=cfg["ray_address"], **kwargs)
     return Cluster(cfg, sf)
+
+
+def _brpc_link_really_encrypts() -> None:
+    """SecretFlow's brpc_link proxy (1.10 and 1.13) fills its link's server and client SSL options
+    from tls_config but never sets the link's `enable_ssl`: without this the cross-silo port speaks
+    clear text and takes any peer, certificate or not (measured). With it: TLS 1.3, a client
+    without a certificate and one of another CA are refused in the handshake."""
+    from secretflow.distributed.fed.proxy.brpc_link import brpc_link as bl
+
+    cls = bl.BrpcLinkProxy
+    if getattr(cls, "_sfcluster_ssl", False):
+        return
+    original = cls.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if self._tls_config:
+            self._desc.enable_ssl = True
+    cls.__init__ = __init__
+    cls._sfcluster_ssl = True

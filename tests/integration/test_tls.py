@@ -59,7 +59,7 @@ def test_train_lr_with_tls(harness, tls_cluster):
     auc = float(line.split("auc=")[1].split()[0])
     assert auc > 0.9, line
     # asked for: the weights are revealed to the head, said so, and come home with the metrics
-    assert "weights REVEALED to the head" in p.stdout, p.stdout[-2000:]
+    assert "weights REVEALED" in p.stdout, p.stdout[-2000:]
     where = next(l for l in p.stderr.splitlines() if "outputs of run" in l)
     out_dir = Path(where.split(": ", 2)[2].split(" (")[0])
     model = json.loads((out_dir / "model.json").read_text())

@@ -342,7 +342,7 @@ BAD = [
           bob:
             host: 10.0.0.2
             hots: 10.0.0.3
-    """), ["nodes.bob.hots (line 7): unknown key 'hots' (allowed: advertise, base_python, bind, cpus, data,"]),
+    """), ["nodes.bob.hots (line 7): unknown key 'hots' (allowed: advertise, base_python, bind, cpus, cross_silo_port, data,"]),
 
     ("unknown_ssh_key", y("""
         cluster: demo

@@ -66,15 +66,22 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_ti
                 render(e.report)
             raise
     config = secretflow_config(cluster, recorded_dirs(cluster))
+    production = not cluster.mode.runs_ray
     if as_json:
-        emit_result({"cluster": cluster.name, "changed": res.changed, "actions": res.actions, "parties": res.parties,
-                     "ray_address": cluster.ray_address, "config": config}, Exit.OK)
+        emit_result({"cluster": cluster.name, "mode": cluster.mode.value, "changed": res.changed, "actions": res.actions,
+                     "parties": res.parties, "ray_address": None if production else cluster.ray_address,
+                     "config": config}, Exit.OK)
         return
     if res.changed:
         console.print(f"[green]cluster '{cluster.name}' is up[/]: " +
                       escape("; ".join(f"{n}: {', '.join(a)}" for n, a in res.actions.items())))
     else:
         console.print(f"[green]cluster '{cluster.name}' is already up with this plan: nothing changed[/]")
+    if production:
+        console.print("production mode: no Ray; each party's driver comes with `run`. Parties: " + escape(", ".join(
+            f"{n.name} (cross-silo {n.spu_advertise}:{n.cross_silo_port}, SPU {n.spu_port})" for n in cluster.nodes)))
+        console.print("run the drivers (one per party): `sfcluster run -i %s SCRIPT`" % inventory_path)
+        return
     console.print(f"Ray address: {cluster.ray_address}   parties: " +
                   ", ".join(f"{p} ({cluster.node(p).cpus} cpus)" for p, s in res.parties.items() if s.get("resource")))
     console.print("SecretFlow config (`sfcluster config -i %s --json`; `run` hands it to the driver):"
@@ -136,6 +143,8 @@ def status_cmd(inventory_path: str, as_json: bool) -> None:
     code = HEALTH_EXIT[st["health"]]
     if as_json:
         emit_result(st, code)
+    elif st.get("mode") == "production":
+        _production_table(st)
     else:
         t = Table(title=f"cluster {cluster.name}: {st['health']}")
         for col in ("party", "host", "role", "ray", "resource", "raylet pid", "spu listening", "firewall", "tls"):
@@ -155,6 +164,23 @@ def status_cmd(inventory_path: str, as_json: bool) -> None:
         for why in st["problems"]:
             console.print(f"[bold red]{escape(why['message'])}[/]")
     sys.exit(int(code))
+
+
+def _production_table(st: dict) -> None:
+    t = Table(title=f"cluster {st['cluster']} (production mode): {st['health']}")
+    for col in ("party", "host", "cross-silo", "spu", "driver", "firewall", "cert"):
+        t.add_column(col)
+    for r in st["nodes"]:
+        driver_on = r["cross_silo_listening"] or r["spu_listening"]
+        t.add_row(escape(r["party"]), escape(r["host"]), str(r["cross_silo_port"]), str(r["spu_port"]),
+                  "[green]running[/]" if driver_on else "-",
+                  escape(r["firewall"]) if r["reachable"] else f"[red]{escape(r['error'])}[/]",
+                  f"{r['cert_days_left']:.0f} d" if r.get("cert_days_left") is not None else "-")
+    console.print(t)
+    if st["lock"].get("held"):
+        console.print(f"cluster lock: held by {escape(st['lock']['text'])}")
+    for why in st["problems"]:
+        console.print(f"[bold red]{escape(why['message'])}[/]")
 
 
 def _tls_cell(r: dict) -> str:

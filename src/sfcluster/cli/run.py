@@ -19,6 +19,7 @@ from sfcluster.nodescripts import contract as C
 from sfcluster.run import driver
 from sfcluster.run import fetch as fetching
 from sfcluster.run import history
+from sfcluster.run import production as production_run
 from sfcluster.termsafe import StreamFilter
 
 
@@ -77,7 +78,7 @@ def _write(stream) -> _Terminal:  # noqa: ANN001
 @handle_errors
 def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeout: float, detach: bool,
             starve_seconds: float, max_output_mb: float, script: str, args: Tuple[str, ...]) -> None:
-    """Run SCRIPT as the cluster's one driver, on the head only.
+    """Run SCRIPT as the cluster's one driver, on the head only (production mode: one driver per party).
 
     \b
     Takes the cluster lock for the run's whole life (a second run, an up or a down fails at once
@@ -94,12 +95,21 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
     when the driver ends, with the log, into <state dir>/<cluster>/runs/<run id>/ on this machine
     (`run` prints where; `sfcluster runs` lists past runs; a detached run: `sfcluster fetch RUN_ID`).
     A failed fetch is said, but never changes the exit code: the run is done either way.
+
+    \b
+    Production mode (`mode: production` in the inventory): the same SCRIPT runs as one driver per
+    party, each on its own party's node under that party's lock, all started together; their
+    output is shown prefixed [party]. When one party's driver fails, never starts or goes silent,
+    the others are stopped and `run` exits with the failing party's code; 0 only when every party
+    exited 0. Each party's outputs come home into output/<party>/ (not a party with keep_outputs).
     """
     cluster = load(inventory_path)
-    names = list(cluster.party_names) if files else [cluster.head_name]
+    production = not cluster.mode.runs_ray
+    names = list(cluster.party_names) if files or production else [cluster.head_name]
     out, err = _write(sys.stdout), _write(sys.stderr)
+    run = production_run.run if production else driver.run
     with Nodes(cluster, names) as nodes:
-        code = driver.run(cluster, nodes, driver.RunOptions(script=script, args=list(args), files=list(files),
+        code = run(cluster, nodes, driver.RunOptions(script=script, args=list(args), files=list(files),
                                                            wait=wait, wait_seconds=wait_timeout, detach=detach,
                                                            starve_seconds=starve_seconds,
                                                            max_output_mb=max_output_mb),

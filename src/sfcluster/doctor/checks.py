@@ -3,6 +3,7 @@ node (in parallel), reachability from short-lived listeners and one connector pe
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -78,7 +79,8 @@ def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = Tr
     for name, facts in report.facts.items():
         _ports(cluster, report, facts)
         _addresses(cluster, report, facts)
-        _ray_running(cluster, report, facts)
+        if cluster.mode.runs_ray:  # production mode starts no Ray: another Ray there is nobody's business of ours
+            _ray_running(cluster, report, facts)
         _privileges_and_firewall(cluster, report, facts)
         _resources(report, facts)
     for node in cluster.nodes:
@@ -186,10 +188,36 @@ def _ssh_failure(report: Report, name: str, err: BaseException) -> None:
         report.add(name, "ssh", Status.FAIL, f"{type(err).__name__}: {err}", "check SSH access to this node")
 
 
+# The first secretflow(-lite) release without simulation mode in the lite package (measured on
+# 1.13.0b0: `sf.init(parties=..., address=...)` raises NotSupportedError: DISTRIBUTION_MODE.SIMULATION
+# mode is not supported in lite version); secretflow 1.14 uses no Ray at all.
+NO_SIMULATION_FROM = (1, 11)
+
+
+def release(version: str) -> Tuple[int, ...]:
+    """(major, minor) of a version string such as 1.10.0b1; () when it has none."""
+    parts = re.match(r"^(\d+)\.(\d+)", version or "")
+    return (int(parts.group(1)), int(parts.group(2))) if parts else ()
+
+
+def _mode_support(cluster: Cluster, report: Report) -> None:
+    """A simulation cluster on a SecretFlow that cannot run it fails here, not inside sf.init."""
+    if cluster.mode.runs_ray:
+        for n, f in report.facts.items():
+            r = release(f.secretflow or "")
+            if r and r >= NO_SIMULATION_FROM:
+                report.add(n, "mode", Status.FAIL, f"secretflow {f.secretflow} has no simulation mode (the lite "
+                           "package dropped it in 1.11; secretflow 1.14 has no Ray at all)",
+                           "set `mode: production` in the inventory (one driver per party), or provision "
+                           "secretflow-lite 1.10.0b1 with ray 2.9.3")
+
+
 def _versions(cluster: Cluster, report: Report) -> None:
+    _mode_support(cluster, report)
+    needs = (("ray", 1), ("secretflow", 2)) if cluster.mode.runs_ray else (("secretflow", 2),)
     rows = {n: (f.python, f.ray, f.secretflow) for n, f in report.facts.items()}
     for n, (py, ray, sf) in rows.items():
-        missing = [what for what, v in (("ray", ray), ("secretflow", sf)) if not v]
+        missing = [what for what, i in needs if not (py, ray, sf)[i]]
         if missing:
             report.add(n, "versions", Status.FAIL, f"{' and '.join(missing)} not installed for {cluster.node(n).python}",
                        "sfcluster provision -i INVENTORY (with the inventory's provision: pins)" if cluster.provision
@@ -238,7 +266,7 @@ def _ports(cluster: Cluster, report: Report, facts: NodeFacts) -> None:
 def _addresses(cluster: Cluster, report: Report, facts: NodeFacts) -> None:
     node = cluster.node(facts.node)
     local = set(facts.addresses)
-    if node.host not in local:
+    if node.host not in local and cluster.mode.runs_ray:
         report.add(node.name, "ray_address", Status.FAIL,
                    f"{node.host} is not an address of this node (NAT?); Ray needs direct reachability",
                    "use an address bound on the node as nodes.%s.host; Ray through NAT is not supported" % node.name)

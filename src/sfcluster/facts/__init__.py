@@ -90,7 +90,7 @@ def spu_bind_address(node: Node) -> str:
 def probe_request(cluster: Cluster, node: Node) -> Dict[str, Any]:
     ports = []
     for e in plan_ports(cluster).for_node(node.name):
-        bind = spu_bind_address(node) if e.purpose == "spu" else "0.0.0.0"
+        bind = spu_bind_address(node) if e.purpose in ("spu", "cross_silo") else "0.0.0.0"
         ports.append([e.port, e.port_end, e.purpose, bind])
     return {"ports": ports, "temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address, "python": node.python,
             **probe_fields(cluster, node)}

@@ -15,8 +15,8 @@ from yaml.reader import ReaderError
 
 from sfcluster.errors import InventoryError, Problem
 from sfcluster.raycluster.resources import MIN_CPUS
-from sfcluster.inventory.model import (Cluster, FirewallMode, Node, Provision, RayPorts, SpuSettings, SshSpec,
-                                       TLS_DEFAULT, TlsMode)
+from sfcluster.inventory.model import (CROSS_SILO_BASE, Cluster, FirewallMode, Mode, Node, Provision, RayPorts,
+                                       SpuSettings, SshSpec, TLS_DEFAULT, TlsMode)
 
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -38,14 +38,15 @@ MAX_YAML_DEPTH = 20                # nesting levels, through aliases too
 
 TOP_KEYS = {"cluster", "head", "ssh", "python", "cpus", "ports", "spu", "firewall", "tls", "ray_user", "known_hosts",
             "ssh_config", "provision",
-            "nodes"}
+            "mode", "nodes"}
 SSH_KEYS = {"user", "port", "identity_file", "alias", "proxy_jump"}
 PORT_KEYS = {"ray_gcs", "ray_client_server", "dashboard", "node_manager", "object_manager", "metrics_export",
-             "dashboard_agent_grpc", "dashboard_agent_http", "runtime_env_agent", "worker_ports", "spu_base"}
+             "dashboard_agent_grpc", "dashboard_agent_http", "runtime_env_agent", "worker_ports", "spu_base",
+             "cross_silo_base"}
 WORKER_KEYS = {"start", "count"}
 SPU_KEYS = {"protocol", "field"}
 NODE_KEYS = {"host", "ssh", "python", "cpus", "spu_port", "advertise", "bind", "data", "firewall_backend", "ray_user",
-             "base_python", "root_python"}
+             "base_python", "root_python", "cross_silo_port", "keep_outputs"}
 PROVISION_KEYS = {"package", "version", "ray_version", "base_python", "index_url", "index_credentials", "wheelhouse"}
 PACKAGES = ("secretflow-lite", "secretflow")
 VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!_-]{0,63}$")   # an exact PEP 440 version, no operators
@@ -370,6 +371,9 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
     if ray.worker_max > 65535:
         doc.error(pp + ("worker_ports",), f"range {ray.worker_min}-{ray.worker_max} goes past 65535")
     spu_base = doc.port(pm, "spu_base", pp, SpuSettings().base_port) or SpuSettings().base_port
+    xs_base = doc.port(pm, "cross_silo_base", pp, CROSS_SILO_BASE) or CROSS_SILO_BASE
+    mode = Mode(doc.string(top, "mode", (), Mode.SIMULATION.value, _one_of(tuple(m.value for m in Mode)))
+                or Mode.SIMULATION.value)
 
     sm = doc.mapping(top.get("spu"), ("spu",), SPU_KEYS)
     spu = SpuSettings(
@@ -416,6 +420,16 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
             spu_port = spu_base + i
             if spu_port > 65535:
                 doc.error(np_ + ("spu_port",), f"default SPU port {spu_base}+{i} = {spu_port} is past 65535 (lower ports.spu_base)")
+        xs_port = doc.port(nm, "cross_silo_port", np_, None)
+        if xs_port is None:
+            xs_port = xs_base + i
+            if xs_port > 65535:
+                doc.error(np_ + ("cross_silo_port",), f"default cross-silo port {xs_base}+{i} = {xs_port} is past "
+                                                      "65535 (lower ports.cross_silo_base)")
+        keep = nm.get("keep_outputs", False)
+        if not isinstance(keep, bool):
+            doc.error(np_ + ("keep_outputs",), f"expected true or false, got {_show(keep)}")
+            keep = True  # the safe reading of a value we could not read
         nodes.append(Node(
             name=party,
             host=host or "",
@@ -430,6 +444,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
             ray_user=doc.string(nm, "ray_user", np_, top_ray_user, _check_user),
             base_python=doc.string(nm, "base_python", np_, base_python_default, _check_python) or DEFAULT_BASE_PYTHON,
             root_python=doc.string(nm, "root_python", np_, DEFAULT_ROOT_PYTHON, _check_absolute) or DEFAULT_ROOT_PYTHON,
+            cross_silo_port=xs_port, keep_outputs=keep,
         ))
 
     head = doc.string(top, "head", (), nodes[0].name if nodes else None)
@@ -442,6 +457,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
         name=name or "invalid", head_name=head or "", nodes=tuple(nodes), ray=ray, spu=spu,
         firewall=FirewallMode(fw), tls=TlsMode(tls), known_hosts=doc.string(top, "known_hosts", (), None),
         ssh_config=doc.string(top, "ssh_config", (), None), source=source, provision=provision,
+        mode=mode,
     )
     if not doc.problems:
         _check_ports(doc, cluster)
@@ -555,4 +571,6 @@ def _port_paths(node: str, purpose: str) -> List[Tuple[str, ...]]:
     """The YAML keys that set a planned port, most specific first."""
     if purpose == "spu":
         return [("nodes", node, "spu_port"), ("ports", "spu_base")]
+    if purpose == "cross_silo":
+        return [("nodes", node, "cross_silo_port"), ("ports", "cross_silo_base")]
     return [("ports", purpose)]  # every other purpose is named after its key under `ports:`

@@ -12,6 +12,21 @@ class FirewallMode(str, Enum):
     OFF = "off"      # do nothing, check nothing
 
 
+class Mode(str, Enum):
+    """How SecretFlow runs on the cluster (docs/RUNBOOK.md, "the two modes").
+    SIMULATION: one Ray cluster over every party and ONE driver, on the head. Through the shared Ray
+    cluster every party's root can run code on every node: one organisation, or a test bed.
+    PRODUCTION: no shared Ray. Every party runs its own driver of the same script (sf.init with
+    `cluster_config`, `ray_mode=False`); the parties talk only over each one's cross-silo port and
+    SPU port. The only mode secretflow-lite has from 1.11 on."""
+    SIMULATION = "simulation"
+    PRODUCTION = "production"
+
+    @property
+    def runs_ray(self) -> bool:
+        return self is Mode.SIMULATION
+
+
 class TlsMode(str, Enum):
     ON = "on"    # mutual TLS for all of Ray's gRPC and for the SPU links, certificates from sfcluster's CA
     OFF = "off"  # everything between the parties in clear (an explicit opt-out; `check` warns)
@@ -51,6 +66,10 @@ class Node:
     # ray_stop, the firewall step): the system's, owned by root, in isolated mode. Never `python`:
     # that venv belongs to the user Ray runs as, and any code of a run could plant a .pth there.
     root_python: str = "/usr/bin/python3"
+    cross_silo_port: int = 0  # production mode: the port SecretFlow's cross-silo link listens on here
+    # production mode: this party's $SFCLUSTER_OUTPUT stays on its node (`run` brings no copy home);
+    # in a real federation a party's results are its own
+    keep_outputs: bool = False
 
     @property
     def data_paths(self) -> dict:
@@ -81,6 +100,9 @@ class SpuSettings:
     protocol: str = "SEMI2K"
     field: str = "FM128"
     base_port: int = 20100
+
+
+CROSS_SILO_BASE = 20200  # production mode's cross-silo ports: base + the party's index, like SPU's
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,7 @@ class Cluster:
     ssh_config: Optional[str] = None
     source: str = "<inventory>"
     provision: Optional[Provision] = None
+    mode: Mode = Mode.SIMULATION
 
     @property
     def head(self) -> Node:

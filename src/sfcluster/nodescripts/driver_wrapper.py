@@ -336,8 +336,11 @@ def main():
         os.dup2(w, 2)
         os.close(w)
     threading.Thread(target=beat, daemon=True).start()
-    lock_fd = take_lock()
-    client, drivers = live_drivers()
+    lock_fd = take_lock()  # production mode: this party's own lock, on its own node
+    # Production mode has no Ray to ask: one driver per party is the lock on each party's node, and
+    # the controller watches every party (run/production.py).
+    production = R.get("mode") == "production"
+    client, drivers = (None, []) if production else live_drivers()
     if drivers:
         ctl(FOREIGN, drivers)
         return FOREIGN_EXIT
@@ -435,7 +438,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *a: stop_for("cancelled", "cancelled (sfcluster cancel)"))
     if not R.get("detach"):
         threading.Thread(target=watch_stdin, daemon=True).start()
-    threading.Thread(target=watch_cluster, daemon=True).start()
+    if not production:
+        threading.Thread(target=watch_cluster, daemon=True).start()
     code = proc.wait()
     left = kill_descendants()  # nothing the run started outlives it, however it detached
     for t in pumps:

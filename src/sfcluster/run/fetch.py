@@ -48,9 +48,10 @@ class Fetched:
         return self.home / C.OUTPUT_DIR
 
 
-def _transfer(cluster: Cluster, nodes: Nodes, run_id: str, max_bytes: int, tar_path: Path) -> Dict[str, Any]:
-    """One attempt: the head's tar into tar_path; the head's summary."""
-    head = cluster.head
+def _transfer(cluster: Cluster, nodes: Nodes, run_id: str, max_bytes: int, tar_path: Path,
+              node: Optional[str] = None) -> Dict[str, Any]:
+    """One attempt: the head's (production mode: `node`'s) tar into tar_path; its summary."""
+    head = cluster.node(node) if node else cluster.head
     req = {"cluster": cluster.name, "action": "fetch", "run_id": run_id, "max_bytes": max_bytes, "log_bytes": LOG_BYTES,
            "max_files": MAX_FILES}
     limit = max_bytes + LOG_BYTES + (4 << 20)  # headers and result.json
@@ -151,6 +152,39 @@ def _fetch(cluster: Cluster, nodes: Nodes, run_id: str, max_bytes: int, home: Pa
     return Fetched(rec, home, summary)
 
 
+def fetch_party(cluster: Cluster, nodes: Nodes, run_id: str, party: str, home: Path, max_bytes: int,
+                outputs: bool = True) -> Dict[str, Any]:
+    """Production mode: one party's outputs into home/output/<party>/ (none when `outputs` is
+    false: that party keeps them) and its whole log into home/logs/<party>.log, by the route of
+    fetch() from that party's node. Returns the party's summary."""
+    incoming = home / f".incoming-{party}"
+    tar_path = home / f".incoming-{party}.tar"
+    shutil.rmtree(incoming, ignore_errors=True)
+    try:
+        summary = _transfer(cluster, nodes, run_id, max_bytes if outputs else 0, tar_path, node=party)
+        if summary.get("missing") or summary.get("active"):
+            raise SfclusterError(f"[{party}] run {run_id} is " + ("still running" if summary.get("active") else "not there"))
+        incoming.mkdir(mode=0o700)
+        history.extract(tar_path, incoming, max_bytes + LOG_BYTES + 65536, run_id=run_id)
+        logs = home / "logs"
+        logs.mkdir(mode=0o700, exist_ok=True)
+        if (incoming / C.LOG_NAME).is_file():
+            (incoming / C.LOG_NAME).replace(logs / f"{party}.log")
+        out_root = home / C.OUTPUT_DIR
+        out_root.mkdir(mode=0o700, exist_ok=True)
+        mine = out_root / party
+        shutil.rmtree(mine, ignore_errors=True)
+        got = incoming / C.OUTPUT_DIR
+        if outputs and got.is_dir():
+            got.rename(mine)
+        else:
+            mine.mkdir(mode=0o700)
+        return {k: summary.get(k) for k in ("files", "bytes", "skipped", "refused", "log_truncated")}
+    finally:
+        tar_path.unlink(missing_ok=True)
+        shutil.rmtree(incoming, ignore_errors=True)
+
+
 def _install(home: Path, incoming: Path) -> None:
     """Swap the fetched output dir, log and result into home (whole, or the old ones stay)."""
     out_new = incoming / C.OUTPUT_DIR
@@ -168,10 +202,11 @@ def _install(home: Path, incoming: Path) -> None:
     shutil.rmtree(incoming, ignore_errors=True)
 
 
-def clean_head(cluster: Cluster, nodes: Nodes, fetched: Optional[str] = None) -> Dict[str, Any]:
-    """Mark `fetched` as stored on the head, then remove its old run dirs and Ray's old session
-    dirs of this cluster (nodescripts/run_files.py; skipped, saying so, while the lock is held)."""
-    head = cluster.head
+def clean_head(cluster: Cluster, nodes: Nodes, fetched: Optional[str] = None, node: Optional[str] = None) -> Dict[str, Any]:
+    """Mark `fetched` as stored on the head (production mode: on `node`), then remove its old run
+    dirs and Ray's old session dirs of this cluster (nodescripts/run_files.py; skipped, saying so,
+    while the lock is held)."""
+    head = cluster.node(node) if node else cluster.head
     req = {"cluster": cluster.name, "action": "clean", "fetched": fetched, "keep_runs": KEEP_RUNS,
            "max_age": MAX_AGE, "temp_dir": cluster.temp_dir, "keep_sessions": KEEP_SESSIONS}
     res = nodes.ray(head.name).run(python_argv(head, "run_files", req, text=with_state("run_files")), timeout=120)

@@ -79,6 +79,9 @@ class RunRecord:
     inventory_digest: Optional[str] = None
     outputs: Dict[str, Any] = field(default_factory=dict)
     fetched: Optional[float] = None
+    mode: str = "simulation"
+    # production mode: per party {started, driver_exit, stopped_by, wrapper_exit}
+    parties: Dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)

@@ -54,6 +54,11 @@ def with_env(argv: Sequence[str], tls_dir: Optional[str]) -> List[str]:
     return ["env", *(f"{k}={v}" for k, v in ray_tls_env(tls_dir).items()), *argv]
 
 
+def tls_files(tls_dir: str) -> Dict[str, str]:
+    """SecretFlow's `tls_config` (cert, key, ca_cert) for a node's certificate dir."""
+    return {"cert": f"{tls_dir}/{C.TLS_CERT}", "key": f"{tls_dir}/{C.TLS_KEY}", "ca_cert": f"{tls_dir}/{C.TLS_CA}"}
+
+
 def spu_tls_opts(tls_dir: str) -> Dict[str, Dict[str, object]]:
     """A cluster_def node's `tls_opts` (secretflow/device/device/spu.py): the same pair for the
     server and the client side, peers verified against the cluster's CA."""

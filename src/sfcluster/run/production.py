@@ -1,0 +1,312 @@
+"""The controller side of a production-mode run: one driver of the same script per party, each on
+its own party's node, started together and stopped together.
+
+Each party gets what its own driver needs and nothing of the others' (its config names only its
+own certificate files), in a fresh private run dir on its node; one wrapper per party
+(nodescripts/driver_wrapper.py, the one of simulation mode) takes that party's lock on its own node,
+starts the driver and reports on its stderr. The controller reads every party's control lines and:
+- refuses the run when any party's lock is held (naming the party and the holder), stopping the
+  parties that had started;
+- ends the run when one party's driver fails, goes silent or never starts: the others are stopped
+  (their wrappers see the controller's channel close) instead of waiting out SecretFlow's own
+  receive timeouts;
+- brings every party's outputs home into output/<party>/ (unless that party's `keep_outputs`), each
+  party's whole log into logs/<party>.log, and records each party's exit code in run.json.
+There is no Ray to ask about foreign drivers: what guarantees one driver per party is the lock on
+each party's node, which only `sfcluster run` takes.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import queue
+import secrets
+import shutil
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from sfcluster.clusterlock import holder_text
+from sfcluster.config import production_config
+from sfcluster.connect import Nodes
+from sfcluster.errors import LockHeld, SfclusterError
+from sfcluster.exitcodes import Exit
+from sfcluster.inventory.model import Cluster
+from sfcluster.nodescripts import contract as C
+from sfcluster.nodescripts import with_state
+from sfcluster.remote.base import by_line
+from sfcluster.remote.group import fan_out
+from sfcluster.remote.transfer import bundle, push, unsafe_state
+from sfcluster.run import fetch as fetching
+from sfcluster.run import history
+from sfcluster.run.control import ControlLines
+from sfcluster.run.driver import HEAD_SILENCE, RUNTIME_FILE, RunOptions, exit_code_of
+from sfcluster.tls.install import dirs_for_run
+
+START_TIMEOUT = 120  # seconds until every party's driver has started (its lock taken, its process up)
+
+
+def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str,
+          tls_dirs: Dict[str, str]) -> Dict[str, str]:
+    """Each party's bundle (script, ITS config, runtime helper, wrapper, --files) to its node, in
+    parallel; returns each party's run dir."""
+    files = [(f"files/{os.path.basename(f)}", Path(f).read_bytes(), 0o600) for f in opts.files]
+    common = files + [
+        ("sfcluster/__init__.py", b'"""sfcluster runtime helper, shipped with the script."""\n', 0o644),
+        ("sfcluster/runtime.py", RUNTIME_FILE.read_bytes(), 0o644),
+        (C.WRAPPER_NAME, with_state("driver_wrapper").encode(), 0o600),
+        (os.path.basename(opts.script), Path(opts.script).read_bytes(), 0o600),
+    ]
+    payload = {n.name: bundle(common + [("sfcluster.json", json.dumps(
+        production_config(cluster, n.name, run_id, tls_dirs), indent=2).encode(), 0o600)], dirs=("files",))
+        for n in cluster.nodes}
+    dirs: Dict[str, str] = {}
+
+    def ship(n: str) -> None:
+        dirs[n] = push(nodes.ray(n), cluster.name, f"runs/{run_id}", payload[n], mode="fresh")
+    shipped = fan_out(ship, payload)
+    if len(shipped.errors) == 1:
+        raise next(iter(shipped.errors.values()))
+    shipped.raise_if_failed("shipping the run's files")
+    return dirs
+
+
+def _request(cluster: Cluster, opts: RunOptions, run_id: str, party: str, run_dir: str, token: str) -> dict:
+    node = cluster.node(party)
+    return {
+        "mode": "production", "cluster": cluster.name, "run_id": run_id,
+        "script_name": os.path.basename(opts.script), "args": opts.args, "files_dirs": [f"{run_dir}/files"],
+        "python": node.python, "ray_address": "", "wait_seconds": opts.wait_seconds if opts.wait else 0,
+        "detach": False, "token": token, "user": getpass.getuser(), "controller": socket.gethostname(),
+        "watch": {}, "head_host": node.host, "parties": {party: {"cpus": node.cpus}}, "min_cpus": 0,
+        "starve_seconds": 0,
+    }
+
+
+class _Party:
+    """One party's stream: its control lines, its outcome."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.code: Optional[int] = None
+        self.error: Optional[BaseException] = None
+        self.control: Optional[ControlLines] = None
+
+    @property
+    def started(self) -> bool:
+        return self.control is not None and C.STARTED in self.control
+
+    def exit(self) -> Optional[dict]:
+        if self.control is None or C.EXIT not in self.control:
+            return None
+        try:
+            return json.loads(self.control[C.EXIT])
+        except ValueError:
+            return None
+
+
+def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes], None],
+        err: Callable[[bytes], None], note: Callable[[str], None], start_timeout: float = START_TIMEOUT) -> int:
+    """Run one driver per party; return the run's exit code (0 only when every party's driver
+    exited 0). Ctrl-C/SIGTERM stop every party's driver and wait for that."""
+    if opts.detach:
+        raise SfclusterError("--detach is not supported in production mode yet",
+                             "run it in the foreground (e.g. under nohup or tmux on the controller)")
+    if not Path(opts.script).is_file():
+        raise SfclusterError(f"script {opts.script} not found")
+    for f in opts.files:
+        if not Path(f).is_file():
+            raise SfclusterError(f"--files {f}: not a file")
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    tls_dirs = dirs_for_run(cluster)
+    dirs = _ship(cluster, nodes, opts, run_id, tls_dirs)
+    token = secrets.token_hex(16)
+    rec = history.RunRecord(run_id=run_id, cluster=cluster.name, script=os.path.basename(opts.script),
+                            args=list(opts.args), user=getpass.getuser(), controller=socket.gethostname(),
+                            started=time.time(), inventory=os.path.abspath(cluster.source),
+                            inventory_digest=history.inventory_digest(cluster.source), mode="production")
+    home = history.make_home(cluster.name, run_id)
+    log = open(home / C.LOG_NAME, "ab")
+    log_lock = threading.Lock()
+    parties = {n.name: _Party(n.name) for n in cluster.nodes}
+    stop_all = threading.Event()   # closes every party's channel: each wrapper stops its driver
+    ended: "queue.Queue[str]" = queue.Queue()
+    interrupted = threading.Event()
+
+    def party_stream(p: _Party) -> None:
+        tag = f"[{p.name}] ".encode()
+
+        def write(data: bytes, to: Callable[[bytes], None]) -> None:
+            with log_lock:
+                log.write(data)
+                to(data)
+
+        def passthrough(line: bytes) -> None:
+            write(tag + line, err)
+        p.control = ControlLines(lambda m: note(f"[{p.name}] {m}"), passthrough)
+        try:
+            p.code = nodes.ray(p.name).stream(
+                [cluster.node(p.name).python, f"{dirs[p.name]}/{C.WRAPPER_NAME}"],
+                stdin=json.dumps(_request(cluster, opts, run_id, p.name, dirs[p.name], token)) + "\n",
+                on_stdout=by_line(lambda line: write(tag + line + b"\n", out)), on_stderr=by_line(p.control.feed),
+                keep_stdin_open=True, close_stdin=stop_all, idle_timeout=HEAD_SILENCE)
+        except BaseException as e:  # noqa: BLE001 - reported in the caller's thread
+            p.error = e
+        finally:
+            ended.put(p.name)
+
+    old = {}
+
+    def on_signal(signum, frame):  # noqa: ANN001
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        stop_all.set()
+        note("interrupted: stopping the driver of every party (again to abandon)")
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, on_signal)
+    cause: Dict[str, str] = {}   # the party whose end ended the run, and why
+    try:
+        threads = [threading.Thread(target=party_stream, args=(p,), name=f"sfcluster-run-{p.name}", daemon=True)
+                   for p in parties.values()]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + start_timeout
+        left = set(parties)
+        while left:
+            try:
+                name = ended.get(timeout=0.2)
+            except queue.Empty:
+                if not stop_all.is_set() and time.monotonic() > deadline and not all(p.started for p in parties.values()):
+                    missing = sorted(n for n, p in parties.items() if not p.started)
+                    cause.setdefault("party", missing[0])
+                    cause.setdefault("why", f"the driver of {', '.join(missing)} did not start within {start_timeout:g} s")
+                    note(f"{cause['why']}: stopping every party")
+                    stop_all.set()
+                continue
+            left.discard(name)
+            p = parties[name]
+            ex = p.exit()
+            failed = p.error is not None or ex is None or int(ex.get("code", 1)) != 0
+            if failed and not stop_all.is_set():
+                cause.setdefault("party", name)
+                cause.setdefault("why", _why(p))
+                if left:
+                    note(f"{cause['why']}: stopping the other parties ({', '.join(sorted(left))})")
+                stop_all.set()
+        for t in threads:
+            t.join(5)
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        log.close()
+    if not any(p.started for p in parties.values()):
+        shutil.rmtree(home, ignore_errors=True)  # refused everywhere: no run to remember
+    held = [p for p in parties.values() if p.code == C.HELD_EXIT and p.control is not None
+            and C.LOCKED in p.control and not p.started]
+    if held:
+        p = held[0]
+        h = json.loads(p.control[C.LOCKED])
+        if any(q.started for q in parties.values()):
+            _finish(cluster, nodes, rec, parties, int(Exit.LOCKED), opts, note, cause)
+        raise LockHeld(f"cluster '{cluster.name}': party {p.name}'s lock is held by {holder_text(h)} (on "
+                       f"{cluster.node(p.name).host}); no driver of this run went on",
+                       "wait for it (`sfcluster run --wait`) or stop it (on that party's node)", h)
+    for p in parties.values():
+        if p.control is not None and C.UNSAFE in p.control and not p.started:
+            raise unsafe_state(p.name, p.control[C.UNSAFE])
+    errors = [p for p in parties.values() if p.error is not None and not p.started]
+    if errors and not any(p.started for p in parties.values()):
+        raise errors[0].error  # type: ignore[misc]
+    final = _final_code(parties, cause, interrupted.is_set())
+    _finish(cluster, nodes, rec, parties, final, opts, note, cause)
+    return final
+
+
+def _why(p: _Party) -> str:
+    ex = p.exit()
+    if p.error is not None:
+        return f"party {p.name}: {getattr(p.error, 'message', p.error)}"
+    if ex is None:
+        return f"party {p.name}'s node went silent or its connection was lost (wrapper exit {p.code})"
+    if ex.get("kind"):
+        return f"party {p.name}'s driver was stopped: {ex.get('why') or ex['kind']}"
+    return f"party {p.name}'s driver exited {ex.get('code')}"
+
+
+def _final_code(parties: Dict[str, _Party], cause: Dict[str, str], interrupted: bool) -> int:
+    """0 when every party's driver exited 0 by itself; Ctrl-C: 130; else the code of the party
+    whose end ended the run (its driver's own code, or sfcluster's when sfcluster stopped it)."""
+    if interrupted:
+        return int(Exit.CANCELLED)
+    exits = {n: p.exit() for n, p in parties.items()}
+    if all(ex is not None and not ex.get("kind") and int(ex["code"]) == 0 for ex in exits.values()):
+        return 0
+    first = parties.get(cause.get("party", ""))
+    if first is None:  # every party ended by itself, one of them non-zero
+        first = next(p for n, p in parties.items() if not (exits[n] and int(exits[n]["code"]) == 0))
+    ex = first.exit()
+    if ex is None:
+        return int(Exit.UNAVAILABLE) if first.started else int(Exit.NODE_LOST)
+    kind = ex.get("kind") or ""
+    if kind == "controller_gone" and not first.started:
+        return int(Exit.NODE_LOST)
+    return exit_code_of(int(ex["code"]), kind)
+
+
+def _finish(cluster: Cluster, nodes: Nodes, rec: history.RunRecord, parties: Dict[str, _Party], final: int,
+            opts: RunOptions, note: Callable[[str], None], cause: Dict[str, str]) -> None:
+    rec.ended = time.time()
+    rec.duration = round(rec.ended - (rec.started or rec.ended), 3)
+    rec.exit_code = final
+    rec.parties = {}
+    for n, p in parties.items():
+        ex = p.exit() or {}
+        rec.parties[n] = {"started": p.started, "driver_exit": ex.get("code"), "stopped_by": ex.get("kind") or "",
+                          "wrapper_exit": p.code}
+    rec.stopped_by = cause.get("why", "")
+    history.save(rec)
+    said = []
+    if final not in (0,) and cause.get("why"):
+        said.append(f"run ended: {cause['why']} (sfcluster exits {final})")
+    elif final == int(Exit.CANCELLED):
+        said.append(f"run interrupted: every party's driver was stopped (sfcluster exits {final})")
+    bring_home(cluster, nodes, rec, [n for n, p in parties.items() if p.started], opts.max_output_mb, note)
+    for line in said:
+        note(line)
+
+
+def bring_home(cluster: Cluster, nodes: Nodes, rec: history.RunRecord, names: List[str], max_output_mb: float,
+               note: Callable[[str], None]) -> None:
+    """Every party's outputs (unless it keeps them: `keep_outputs`) into output/<party>/ and its
+    whole log into logs/<party>.log, the parties in parallel; then each party's old run dirs go.
+    A failure is said, never turned into the run's exit code."""
+    home = history.run_home(cluster.name, rec.run_id)
+    max_bytes = int(max_output_mb * (1 << 20))
+    got: Dict[str, dict] = {}
+
+    def one(n: str) -> None:
+        got[n] = fetching.fetch_party(cluster, nodes, rec.run_id, n, home, max_bytes,
+                                      outputs=not cluster.node(n).keep_outputs)
+        try:
+            fetching.clean_head(cluster, nodes, fetched=rec.run_id, node=n)
+        except SfclusterError:
+            pass  # harmless; retried after the next run
+    res = fan_out(one, names)
+    for n, e in res.errors.items():
+        note(f"[{n}] the run ended, but its outputs were not fetched: {getattr(e, 'message', e)}")
+    rec.outputs = {"dir": str(home / C.OUTPUT_DIR), "parties": got,
+                   "files": sum(g.get("files", 0) or 0 for g in got.values()),
+                   "bytes": sum(g.get("bytes", 0) or 0 for g in got.values())}
+    rec.fetched = time.time()
+    history.save(rec)
+    kept = [n for n in names if cluster.node(n).keep_outputs]
+    note(f"outputs of run {rec.run_id}: {home / C.OUTPUT_DIR}/<party> ({rec.outputs['files']} file(s) from "
+         f"{len(got)} part{'y' if len(got) == 1 else 'ies'}); logs: {home / 'logs'}"
+         + (f"; kept on their own nodes (keep_outputs): {', '.join(kept)}" if kept else ""))

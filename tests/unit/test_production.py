@@ -1,0 +1,185 @@
+"""Production mode's pure logic: the inventory's `mode`, its port plan (cross-silo + SPU, no Ray),
+each party's generated config, `check`'s refusal of a simulation cluster on a SecretFlow without
+simulation mode, and the runtime guard of a party's driver."""
+from __future__ import annotations
+
+import json
+import os
+from textwrap import dedent
+from types import SimpleNamespace
+
+import pytest
+
+from sfcluster import runtime
+from sfcluster.config import CROSS_SILO_BACKEND, production_config, secretflow_config
+from sfcluster.doctor.checks import Report, Status, _versions, release
+from sfcluster.errors import InventoryError
+from sfcluster.inventory import parse_inventory
+from sfcluster.inventory.model import Mode
+from sfcluster.ports import plan_ports, spu_clashes_with_ray_defaults
+
+PROD = dedent("""
+    cluster: fed
+    mode: production
+    tls: on
+    nodes:
+      alice: {host: 10.0.0.1}
+      bob: {host: 10.0.0.2, cross_silo_port: 30000, keep_outputs: true}
+      carol: {host: 10.0.0.3, advertise: 203.0.113.3, bind: 10.0.0.3}
+""").lstrip()
+
+
+def problems(text: str) -> str:
+    with pytest.raises(InventoryError) as ei:
+        parse_inventory(text, source="bad.yaml")
+    return "\n".join(ei.value.problems)
+
+
+def test_mode_defaults_to_simulation_and_reads_production():
+    sim = parse_inventory(PROD.replace("mode: production\n", ""))
+    assert sim.mode is Mode.SIMULATION and sim.mode.runs_ray
+    c = parse_inventory(PROD)
+    assert c.mode is Mode.PRODUCTION and not c.mode.runs_ray
+    assert [n.cross_silo_port for n in c.nodes] == [20200, 30000, 20202]
+    assert [n.keep_outputs for n in c.nodes] == [False, True, False]
+
+
+def test_mode_and_keep_outputs_refusals_name_path_and_line():
+    assert "mode (line 2): " in problems(PROD.replace("mode: production", "mode: federated"))
+    assert "nodes.bob.keep_outputs (line 6): expected true or false, got 'yes please'" in problems(
+        PROD.replace("keep_outputs: true", "keep_outputs: yes please"))
+
+
+def test_cross_silo_ports_are_validated_like_spu_ports():
+    # the default past 65535
+    text = PROD.replace("tls: on\n", "tls: on\nports: {cross_silo_base: 65535}\n")
+    assert "nodes.carol.cross_silo_port (line 8): default cross-silo port 65535+2 = 65537 is past 65535" in problems(text)
+    # a cross-silo port on the SPU port of the same host
+    two = PROD.replace("bob: {host: 10.0.0.2, cross_silo_port: 30000", "bob: {host: 10.0.0.1, cross_silo_port: 20100")
+    assert "cross_silo_port" in problems(two) or "spu" in problems(two)
+
+
+def test_production_plan_has_no_ray_ports_and_scopes_every_port_to_the_peers():
+    c = parse_inventory(PROD)
+    plan = plan_ports(c)
+    assert {e.purpose for e in plan.entries} == {"cross_silo", "spu"}
+    for e in plan.entries:
+        assert set(e.reachers) == set(c.party_names) - {e.node}, e
+    assert sorted((e.node, e.purpose, e.port) for e in plan.entries) == [
+        ("alice", "cross_silo", 20200), ("alice", "spu", 20100), ("bob", "cross_silo", 30000), ("bob", "spu", 20101),
+        ("carol", "cross_silo", 20202), ("carol", "spu", 20102)]
+    # a simulation plan of the same file has Ray's ports and no cross-silo port
+    sim = plan_ports(parse_inventory(PROD.replace("mode: production\n", "")))
+    assert "cross_silo" not in {e.purpose for e in sim.entries} and "ray_gcs" in {e.purpose for e in sim.entries}
+
+
+def test_spu_ports_inside_ray_ranges_are_no_clash_without_ray():
+    text = PROD.replace("tls: on\n", "tls: on\nports: {spu_base: 10100}\n")
+    assert spu_clashes_with_ray_defaults(parse_inventory(text)) == []
+    assert spu_clashes_with_ray_defaults(parse_inventory(text.replace("mode: production\n", "")))
+
+
+TLS = {"alice": "/home/a/.sfc/tls", "bob": "/home/b/.sfc/tls", "carol": "/home/c/.sfc/tls"}
+
+
+def test_production_config_of_each_party_holds_only_its_own_secrets():
+    c = parse_inventory(PROD)
+    for party in c.party_names:
+        cfg = production_config(c, party, "20261203-120000-abcdef", TLS)
+        json.dumps(cfg)  # shipped as JSON
+        assert cfg["mode"] == "production" and cfg["self_party"] == party
+        assert cfg["job_name"] == "20261203-120000-abcdef"
+        assert "ray_address" not in cfg and "temp_dir" not in cfg
+        parties = cfg["cluster_config"]["parties"]
+        assert cfg["cluster_config"]["self_party"] == party
+        # every party's address is where its peers dial; only its own has a listen address
+        assert [p for p, v in parties.items() if "listen_addr" in v] == [party]
+        assert cfg["cross_silo"]["backend"] == CROSS_SILO_BACKEND == "brpc_link"
+        assert cfg["cross_silo"]["tls_config"] == {"cert": f"{TLS[party]}/node.pem", "key": f"{TLS[party]}/node.key",
+                                                   "ca_cert": f"{TLS[party]}/ca.pem"}
+        # the SPU's cluster_def names every party, with certificate paths for this party only
+        nodes = cfg["spu_cluster_def"]["nodes"]
+        assert [n["party"] for n in nodes] == list(c.party_names)
+        assert [n["party"] for n in nodes if "tls_opts" in n] == [party]
+        others = json.dumps({k: v for k, v in cfg.items() if k != "cross_silo"})
+        for other, d in TLS.items():
+            if other != party:
+                assert d not in others
+    carol = production_config(c, "carol", "r", TLS)["cluster_config"]["parties"]
+    assert carol["carol"] == {"address": "203.0.113.3:20202", "listen_addr": "10.0.0.3:20202"}
+    assert carol["bob"] == {"address": "10.0.0.2:30000"}
+
+
+def test_production_config_without_tls_has_no_tls_config():
+    c = parse_inventory(PROD.replace("tls: on", "tls: off"))
+    cfg = production_config(c, "alice", "r", TLS)
+    assert cfg["cross_silo"]["tls_config"] is None
+    assert all("tls_opts" not in n for n in cfg["spu_cluster_def"]["nodes"])
+
+
+def test_simulation_config_says_its_mode():
+    c = parse_inventory(PROD.replace("mode: production\n", ""))
+    assert secretflow_config(c)["mode"] == "simulation"
+
+
+def _report(versions):
+    r = Report()
+    r.facts = {n: SimpleNamespace(python="3.10.13", ray=ray, secretflow=sf) for n, (ray, sf) in versions.items()}
+    return r
+
+
+@pytest.mark.parametrize("v, want", [("1.10.0b1", (1, 10)), ("1.13.0b0", (1, 13)), ("2.0", (2, 0)), ("", ()),
+                                     ("dev", ())])
+def test_release(v, want):
+    assert release(v) == want
+
+
+def test_check_refuses_simulation_on_a_secretflow_without_it_naming_node_version_and_fix():
+    sim = parse_inventory(PROD.replace("mode: production\n", "").replace("tls: on", "tls: off"))
+    r = _report({"alice": ("2.9.3", "1.13.0b0"), "bob": ("2.9.3", "1.13.0b0"), "carol": ("2.9.3", "1.13.0b0")})
+    _versions(sim, r)
+    modes = [c for c in r.checks if c.name == "mode"]
+    assert [c.node for c in modes] == ["alice", "bob", "carol"]
+    assert all(c.status is Status.FAIL and "1.13.0b0" in c.detail and "mode: production" in c.fix for c in modes)
+    # 1.10 runs simulation: no mode row
+    r = _report({"alice": ("2.9.3", "1.10.0b1"), "bob": ("2.9.3", "1.10.0b1"), "carol": ("2.9.3", "1.10.0b1")})
+    _versions(sim, r)
+    assert not [c for c in r.checks if c.name == "mode"]
+    assert all(c.status is Status.OK for c in r.checks)
+
+
+def test_check_production_needs_no_ray():
+    prod = parse_inventory(PROD)
+    r = _report({"alice": (None, "1.13.0b0"), "bob": (None, "1.13.0b0"), "carol": (None, "1.13.0b0")})
+    _versions(prod, r)
+    assert [c.status for c in r.checks] == [Status.OK] * 3, r.checks
+    # ... but a simulation cluster without Ray fails, naming it
+    sim = parse_inventory(PROD.replace("mode: production\n", ""))
+    r = _report({"alice": (None, "1.10.0b1"), "bob": ("2.9.3", "1.10.0b1"), "carol": ("2.9.3", "1.10.0b1")})
+    _versions(sim, r)
+    assert any(c.node == "alice" and c.status is Status.FAIL and "ray not installed" in c.detail for c in r.checks)
+
+
+def test_runtime_guard_of_a_party_driver(tmp_path, monkeypatch):
+    """A party's driver starts only where its own listen address is local, and only with the
+    run's token; the refusal says how production mode runs."""
+    c = parse_inventory(PROD.replace("10.0.0.1", "127.0.0.1"))
+    for party, local in (("alice", True), ("bob", False)):
+        cfg = production_config(c, party, "r1", TLS)
+        path = tmp_path / f"{party}.json"
+        path.write_text(json.dumps(cfg))
+        lock = tmp_path / "lock.json"
+        lock.write_text(json.dumps({"token": "t0k", "run_id": "r1", "pid": os.getpid()}))
+        monkeypatch.setenv(runtime.ENV_CONFIG, str(path))
+        monkeypatch.setenv(runtime.ENV_TOKEN, "t0k")
+        monkeypatch.setenv(runtime.ENV_LOCK, str(lock))
+        if local:
+            assert runtime.guard()["self_party"] == "alice"
+        else:
+            with pytest.raises(runtime.GuardError) as ei:
+                runtime.guard()
+            assert "not party bob's node (10.0.0.2)" in str(ei.value)
+            assert "ONE driver per party" in str(ei.value)
+    monkeypatch.delenv(runtime.ENV_TOKEN)
+    with pytest.raises(runtime.GuardError):
+        runtime.guard()
