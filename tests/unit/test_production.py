@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 from textwrap import dedent
 from types import SimpleNamespace
 
@@ -183,3 +186,48 @@ def test_runtime_guard_of_a_party_driver(tmp_path, monkeypatch):
     monkeypatch.delenv(runtime.ENV_TOKEN)
     with pytest.raises(runtime.GuardError):
         runtime.guard()
+
+
+LAUNCH = str(Path(__file__).resolve().parents[2] / "src" / "sfcluster" / "launch.py")
+# a stand-in for SecretFlow's cross-silo layer after sf.init: a global context, and a thread that is
+# not a daemon and waits for a peer that never answers (what keeps a failed party's driver alive)
+FED_UP = """
+import sys, threading, types
+gc = types.ModuleType("secretflow.distributed.fed.global_context")
+gc.get_global_context = lambda assert_none=True: object()
+sys.modules[gc.__name__] = gc
+threading.Thread(target=threading.Event().wait).start()
+"""
+
+
+@pytest.mark.parametrize("body, code, err", [
+    ("import sys; sys.exit(3)", 3, ""),
+    ("raise ValueError('boom')", 1, "ValueError: boom"),
+    ("import sys; sys.exit('bad input')", 1, "bad input"),
+    ("print('fine')", 0, ""),
+])
+def test_launch_gives_the_scripts_exit_code(tmp_path, body, code, err):
+    script = tmp_path / "s.py"
+    script.write_text(body + "\n")
+    p = subprocess.run([sys.executable, LAUNCH, str(script), "a1"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == code and err in p.stderr, (p.returncode, p.stderr)
+
+
+@pytest.mark.parametrize("body, code", [("import sys; sys.exit(3)", 3), ("raise KeyError('x')", 1)])
+def test_a_failed_driver_exits_although_secretflows_threads_wait_for_peers(tmp_path, body, code):
+    script = tmp_path / "s.py"
+    script.write_text(FED_UP + body + "\n")
+    # without the launcher the interpreter waits for the thread forever
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run([sys.executable, str(script)], capture_output=True, timeout=3)
+    p = subprocess.run([sys.executable, LAUNCH, str(script)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == code, p.stderr
+
+
+def test_launch_runs_the_script_as_main_with_its_args_and_dir(tmp_path):
+    (tmp_path / "helper_mod.py").write_text("X = 7\n")
+    script = tmp_path / "s.py"
+    script.write_text("import sys, helper_mod\nassert __name__ == '__main__'\nprint(sys.argv[1:], helper_mod.X)\n")
+    p = subprocess.run([sys.executable, LAUNCH, str(script), "--epochs", "3"], capture_output=True, text=True,
+                       timeout=30, cwd="/")
+    assert p.returncode == 0 and "['--epochs', '3'] 7" in p.stdout, p.stderr

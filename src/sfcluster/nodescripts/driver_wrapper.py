@@ -367,7 +367,10 @@ def main():
         out = err = None  # the log only
     else:
         out, err = sys.stdout.buffer, sys.stderr.buffer
-    proc = subprocess.Popen([R["python"], os.path.join(RUN_DIR, R["script_name"])] + R["args"], cwd=RUN_DIR,
+    # production mode: through sfcluster/launch.py, which makes a failed driver's exit final (SecretFlow's
+    # cross-silo threads would otherwise keep it waiting for its peers)
+    launch = [os.path.join(RUN_DIR, "sfcluster", "launch.py")] if production else []
+    proc = subprocess.Popen([R["python"]] + launch + [os.path.join(RUN_DIR, R["script_name"])] + R["args"], cwd=RUN_DIR,
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True, preexec_fn=die_with(os.getpid()))
     ctl(STARTED, {"pid": proc.pid, "log": LOG, "wrapper_pid": os.getpid()})

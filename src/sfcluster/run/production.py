@@ -47,6 +47,7 @@ from sfcluster.run.control import ControlLines
 from sfcluster.run.driver import HEAD_SILENCE, RUNTIME_FILE, RunOptions, exit_code_of
 from sfcluster.tls.install import dirs_for_run
 
+LAUNCH_FILE = RUNTIME_FILE.parent / "launch.py"
 START_TIMEOUT = 120  # seconds until every party's driver has started (its lock taken, its process up)
 
 
@@ -58,6 +59,7 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str,
     common = files + [
         ("sfcluster/__init__.py", b'"""sfcluster runtime helper, shipped with the script."""\n', 0o644),
         ("sfcluster/runtime.py", RUNTIME_FILE.read_bytes(), 0o644),
+        ("sfcluster/launch.py", LAUNCH_FILE.read_bytes(), 0o644),
         (C.WRAPPER_NAME, with_state("driver_wrapper").encode(), 0o600),
         (os.path.basename(opts.script), Path(opts.script).read_bytes(), 0o600),
     ]
