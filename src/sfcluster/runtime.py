@@ -28,6 +28,7 @@ from typing import Any, Dict, Optional
 ENV_CONFIG = "SFCLUSTER_CONFIG"
 ENV_TOKEN = "SFCLUSTER_RUN_TOKEN"
 ENV_LOCK = "SFCLUSTER_LOCK_INFO"
+ENV_READY = "SFCLUSTER_READY_FILE"
 
 
 class GuardError(SystemExit):
@@ -104,7 +105,78 @@ def guard() -> Dict[str, Any]:
         os.kill(int(info["pid"]), 0)
     except (OSError, KeyError, ValueError):
         raise GuardError(_message("the run that started this driver is gone", cfg)) from None
+    _guard_sf_init(cfg)
     return cfg
+
+
+# sf.init calls made by runtime.init() itself (the checked form of each mode)
+_INSIDE_INIT = [False]
+
+
+def _guard_sf_init(cfg: Dict[str, Any]) -> None:
+    """SecretFlow users mix up the two modes' sf.init forms and get errors that do not say so (a
+    `parties=` list on a production cluster starts a private simulation on each party's node; a
+    `cluster_config` on a simulation cluster waits for peers that run no driver). From guard() on,
+    secretflow.init checks the form against this cluster's mode before anything starts: once
+    secretflow is imported (now, or later through the import hook below)."""
+    mod = sys.modules.get("secretflow")
+    if mod is not None and hasattr(mod, "init"):
+        _wrap_init(mod, cfg)
+        return
+    import importlib.abc
+    import importlib.util
+
+    class PatchOnImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+            if name != "secretflow":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            loader = getattr(spec, "loader", None)
+            if loader is None or not hasattr(loader, "exec_module"):
+                return spec
+            original = loader.exec_module
+
+            def exec_module(module: Any) -> None:
+                original(module)
+                _wrap_init(module, cfg)
+            loader.exec_module = exec_module
+            return spec
+    if not any(type(f).__name__ == "PatchOnImport" for f in sys.meta_path):
+        sys.meta_path.insert(0, PatchOnImport())
+
+
+def _wrap_init(mod: Any, cfg: Dict[str, Any]) -> None:
+    original = mod.init
+    if getattr(original, "_sfcluster_checked", False):
+        return
+    production = cfg.get("mode") == "production"
+
+    def init(*args: Any, **kwargs: Any) -> Any:
+        if not _INSIDE_INIT[0]:
+            _check_init_form(production, args, kwargs, cfg)
+        return original(*args, **kwargs)
+    init._sfcluster_checked = True  # type: ignore[attr-defined]
+    init.__doc__ = original.__doc__
+    mod.init = init
+
+
+def _check_init_form(production: bool, args: tuple, kwargs: Dict[str, Any], cfg: Dict[str, Any]) -> None:
+    listed = bool(args) or "parties" in kwargs
+    if production:
+        form = ("the simulation form (parties listed, one Ray over all parties)" if listed or "cluster_config" not in kwargs
+                else "its own cluster_config")
+        raise GuardError(
+            f"sfcluster guard: sf.init called with {form}, but cluster '{cfg.get('cluster')}' runs in PRODUCTION mode "
+            f"(this driver is party {cfg.get('self_party')}; every party runs its own driver).\n"
+            "  Call `cluster = runtime.init()` instead of sf.init(...): it passes this party's cluster_config, the "
+            "run's job name and its certificates (`cluster.spu` is the SPU).")
+    if "cluster_config" in kwargs or kwargs.get("ray_mode") is False:
+        raise GuardError(
+            f"sfcluster guard: sf.init called in the production form (cluster_config / ray_mode=False), but cluster "
+            f"'{cfg.get('cluster')}' runs in SIMULATION mode (one Ray cluster, this one driver on the head).\n"
+            "  Call `cluster = runtime.init()`, or sf.init(parties=list(cfg['parties']), address=cfg['ray_address']); "
+            "for production mode set `mode: production` in the inventory.")
 
 
 class Cluster:
@@ -152,11 +224,47 @@ def init(**sf_init_kwargs: Any) -> Cluster:
             kwargs["tls_config"] = xs["tls_config"]
         elif cfg.get("tls") == "on":
             raise GuardError(_message("tls: on, but this party's certificate files are not in the run's config", cfg))
-        sf.init(address="local", ray_mode=False, cluster_config=cfg["cluster_config"], job_name=cfg["job_name"],
-                cross_silo_comm_backend=xs["backend"], cross_silo_comm_config=xs["comm_config"], **kwargs)
+        _mark("linking")
+        _INSIDE_INIT[0] = True
+        try:
+            sf.init(address="local", ray_mode=False, cluster_config=cfg["cluster_config"], job_name=cfg["job_name"],
+                    cross_silo_comm_backend=xs["backend"], cross_silo_comm_config=xs["comm_config"], **kwargs)
+        finally:
+            _INSIDE_INIT[0] = False
+        _linked()
     else:
-        sf.init(parties=list(cfg["parties"]), address=cfg["ray_address"], **kwargs)
+        _INSIDE_INIT[0] = True
+        try:
+            sf.init(parties=list(cfg["parties"]), address=cfg["ray_address"], **kwargs)
+        finally:
+            _INSIDE_INIT[0] = False
     return Cluster(cfg, sf)
+
+
+def _mark(stage: str) -> None:
+    """Production mode: tell this party's wrapper how far its driver got ("linking": in sf.init,
+    waiting for the peers; "ready": every peer answered). `sfcluster run`'s start deadline reads it
+    from every party, to stop them all naming the parties that never came."""
+    path = os.environ.get(ENV_READY)
+    if not path:
+        return
+    tmp = f"{path}.tmp"
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w") as f:
+        f.write(stage)
+    os.replace(tmp, path)
+
+
+def _linked() -> None:
+    """One round with every peer (SecretFlow's own barrier: every party's PYU answers every
+    party), then "ready"."""
+    from secretflow.device.driver import barrier
+
+    barrier()
+    _mark("ready")
 
 
 # Seconds a party's cross-silo link keeps serving after its driver's last message, before it closes.

@@ -150,6 +150,42 @@ def test_a_failing_party_stops_the_others_at_once(harness, prod):
     assert not _drivers_left(harness, "party_fails.py")
 
 
+def test_a_party_that_never_comes_stops_every_party_at_the_start_deadline(harness, prod):
+    t0 = time.monotonic()
+    p = sfc("run", "-i", str(prod), "--start-timeout", "20", str(SCRIPTS / "party_late.py"), "--", "carol", "300",
+            timeout=200)
+    took = time.monotonic() - t0
+    out = p.stdout + p.stderr
+    assert p.returncode == 69, out[-4000:]
+    assert "the driver of carol did not come to sf.init within 20 s" in p.stderr, p.stderr[-3000:]
+    assert took < 90 and "all linked" not in out, (took, out[-3000:])
+    assert not _drivers_left(harness, "party_late.py")
+
+
+def test_a_party_node_lost_mid_run_stops_every_driver_naming_it(harness, prod):
+    run = start("run", "-i", str(prod), str(SCRIPTS / "spu_idle.py"), "--", "300")
+    try:
+        wait_for(run, "spu up", timeout=180)
+        t0 = time.monotonic()
+        harness.pause("bob")
+        try:
+            out, _ = run.communicate(timeout=120)
+            took = time.monotonic() - t0
+        finally:
+            harness.unpause("bob")
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 74, out[-3000:]
+    assert "party bob" in out and took < 45, (took, out[-3000:])
+    assert not {n: v for n, v in _drivers_left(harness, "spu_idle.py").items() if n != "bob"}
+    # bob's own wrapper stops its driver once it is back and finds the controller gone
+    deadline = time.monotonic() + 40
+    while _drivers_left(harness, "spu_idle.py") and time.monotonic() < deadline:
+        time.sleep(2)
+    assert not _drivers_left(harness, "spu_idle.py")
+
+
 def test_down_removes_exactly_the_rules_up_added(harness, prod):
     before = harness.docker_exec("alice", "iptables -w -S").stdout
     assert "SFC-prod" in before

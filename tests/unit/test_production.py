@@ -231,3 +231,43 @@ def test_launch_runs_the_script_as_main_with_its_args_and_dir(tmp_path):
     p = subprocess.run([sys.executable, LAUNCH, str(script), "--epochs", "3"], capture_output=True, text=True,
                        timeout=30, cwd="/")
     assert p.returncode == 0 and "['--epochs', '3'] 7" in p.stdout, p.stderr
+
+
+GUARDED = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from sfcluster import runtime
+runtime.guard()
+import secretflow as sf          # imported after guard(): patched through the import hook
+try:
+    eval(sys.argv[2])
+    print("CALLED", sf.calls)
+except runtime.GuardError as e:
+    print("REFUSED", e)
+"""
+
+
+@pytest.mark.parametrize("mode, call, refused, says", [
+    ("production", "sf.init(['alice', 'bob'], address='local')", True, "PRODUCTION mode"),
+    ("production", "sf.init(parties=['alice', 'bob'], address='local')", True, "simulation form"),
+    ("production", "sf.init(address='local', cluster_config={}, ray_mode=False)", True, "runtime.init()"),
+    ("simulation", "sf.init(address='local', cluster_config={'parties': {}}, ray_mode=False)", True, "SIMULATION mode"),
+    ("simulation", "sf.init(parties=['alice', 'bob'], address='10.0.0.1:6379')", False, "CALLED"),
+])
+def test_the_guard_stops_sf_init_in_the_other_modes_form(tmp_path, mode, call, refused, says):
+    fake = tmp_path / "fake"
+    (fake / "secretflow").mkdir(parents=True)
+    (fake / "secretflow" / "__init__.py").write_text("calls = []\ndef init(*a, **k):\n    calls.append(k)\n")
+    text = PROD if mode == "production" else PROD.replace("mode: production\n", "")
+    c = parse_inventory(text.replace("10.0.0.1", "127.0.0.1"))
+    cfg = production_config(c, "alice", "r1", TLS) if mode == "production" else secretflow_config(c, TLS)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    (tmp_path / "lock.json").write_text(json.dumps({"token": "t", "pid": os.getpid()}))
+    (tmp_path / "g.py").write_text(GUARDED)
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = dict(os.environ, PYTHONPATH=src, **{runtime.ENV_CONFIG: str(tmp_path / "cfg.json"), runtime.ENV_TOKEN: "t",
+                                               runtime.ENV_LOCK: str(tmp_path / "lock.json")})
+    p = subprocess.run([sys.executable, str(tmp_path / "g.py"), str(fake), call], capture_output=True, text=True,
+                       env=env, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("REFUSED" if refused else "CALLED") and says in p.stdout, p.stdout

@@ -73,11 +73,15 @@ def _write(stream) -> _Terminal:  # noqa: ANN001
               help="Stop the run (exit 70) when a resource demand of it has waited this long while no task of it "
                    "made progress (a party's CPUs all taken); 0 turns the watch off.")
 @max_output_option
+@click.option("--start-timeout", type=click.FloatRange(min=1), default=120, show_default=True, metavar="SECONDS",
+              help="Production mode: when some party's driver has not started this long after `run` began, every "
+                   "driver is stopped, naming the parties that did not come.")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeout: float, detach: bool,
-            starve_seconds: float, max_output_mb: float, script: str, args: Tuple[str, ...]) -> None:
+            starve_seconds: float, max_output_mb: float, start_timeout: float, script: str,
+            args: Tuple[str, ...]) -> None:
     """Run SCRIPT as the cluster's one driver, on the head only (production mode: one driver per party).
 
     \b
@@ -112,7 +116,7 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
         code = run(cluster, nodes, driver.RunOptions(script=script, args=list(args), files=list(files),
                                                            wait=wait, wait_seconds=wait_timeout, detach=detach,
                                                            starve_seconds=starve_seconds,
-                                                           max_output_mb=max_output_mb),
+                                                           max_output_mb=max_output_mb, start_timeout=start_timeout),
                           out=out, err=err,
                           note=lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}"))
     out.close()

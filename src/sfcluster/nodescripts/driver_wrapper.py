@@ -352,7 +352,7 @@ def main():
     started = time.time()
     env = dict(os.environ)
     env.update({ENV_CONFIG: os.path.join(RUN_DIR, "sfcluster.json"), ENV_RUN_TOKEN: R["token"], ENV_OUTPUT: output,
-                ENV_LOCK_INFO: INFO, "PYTHONUNBUFFERED": "1",
+                ENV_LOCK_INFO: INFO, ENV_READY: os.path.join(RUN_DIR, "ready"), "PYTHONUNBUFFERED": "1",
                 # Ray (2.9.3) auto-starts a LOCAL Ray instance when a Ray API is touched after
                 # shutdown (e.g. an ObjectRef freed at exit): a second Ray on the head. Never.
                 "RAY_ENABLE_AUTO_CONNECT": "0",
@@ -438,7 +438,30 @@ def main():
                     return
             time.sleep(2)
 
+    def watch_ready():
+        """Production mode: LINKING once the driver is in runtime.init waiting for its peers, READY
+        once every peer answered (runtime.init writes the stage into the ready file; the driver
+        could lie, but only about its own party's start). The controller's start deadline reads them."""
+        path = os.path.join(RUN_DIR, "ready")
+        said = set()
+        while proc.poll() is None and READY not in said:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                try:
+                    stage = os.read(fd, 16).decode(errors="replace").strip()
+                finally:
+                    os.close(fd)
+            except OSError:
+                stage = ""
+            for kind, word in ((LINKING, "linking"), (READY, "ready")):
+                if stage in (word, "ready") and kind not in said:
+                    said.add(kind)
+                    ctl(kind)
+            time.sleep(0.3)
+
     signal.signal(signal.SIGTERM, lambda *a: stop_for("cancelled", "cancelled (sfcluster cancel)"))
+    if production:
+        threading.Thread(target=watch_ready, daemon=True).start()
     if not R.get("detach"):
         threading.Thread(target=watch_stdin, daemon=True).start()
     if not production:

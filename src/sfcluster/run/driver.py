@@ -52,6 +52,7 @@ class RunOptions:
     detach: bool = False
     starve_seconds: float = STARVE_SECONDS   # 0: no starvation watch
     max_output_mb: float = fetching.MAX_OUTPUT_MB
+    start_timeout: float = 120  # production mode: every party's driver started within this (run/production.py)
 
 
 def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str, tls_dirs: Dict[str, str]) -> Dict[str, str]:

@@ -17,6 +17,7 @@ each party's node, which only `sfcluster run` takes.
 """
 from __future__ import annotations
 
+import collections
 import getpass
 import json
 import os
@@ -28,7 +29,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from sfcluster.clusterlock import holder_text
 from sfcluster.config import production_config
@@ -44,11 +45,13 @@ from sfcluster.remote.transfer import bundle, push, unsafe_state
 from sfcluster.run import fetch as fetching
 from sfcluster.run import history
 from sfcluster.run.control import ControlLines
-from sfcluster.run.driver import HEAD_SILENCE, RUNTIME_FILE, RunOptions, exit_code_of
+from sfcluster.run.driver import RUNTIME_FILE, RunOptions, exit_code_of
 from sfcluster.tls.install import dirs_for_run
 
 LAUNCH_FILE = RUNTIME_FILE.parent / "launch.py"
-START_TIMEOUT = 120  # seconds until every party's driver has started (its lock taken, its process up)
+# A party whose channel says nothing (output or the wrapper's 5 s beat) this long is lost (a node
+# that froze, lost power or was cut off sends nothing, not even an EOF): the run stops everywhere.
+PARTY_SILENCE = 15
 
 
 def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str,
@@ -97,10 +100,21 @@ class _Party:
         self.code: Optional[int] = None
         self.error: Optional[BaseException] = None
         self.control: Optional[ControlLines] = None
+        self.tail: "collections.deque[str]" = collections.deque(maxlen=4)  # its last lines, for the cause
 
     @property
     def started(self) -> bool:
         return self.control is not None and C.STARTED in self.control
+
+    @property
+    def linking(self) -> bool:
+        """Its driver is at sf.init, or past it (runtime.init)."""
+        return self.control is not None and (C.LINKING in self.control or C.READY in self.control)
+
+    @property
+    def ready(self) -> bool:
+        """Its driver reached every peer (runtime.init's barrier)."""
+        return self.control is not None and C.READY in self.control
 
     def exit(self) -> Optional[dict]:
         if self.control is None or C.EXIT not in self.control:
@@ -112,7 +126,7 @@ class _Party:
 
 
 def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes], None],
-        err: Callable[[bytes], None], note: Callable[[str], None], start_timeout: float = START_TIMEOUT) -> int:
+        err: Callable[[bytes], None], note: Callable[[str], None]) -> int:
     """Run one driver per party; return the run's exit code (0 only when every party's driver
     exited 0). Ctrl-C/SIGTERM stop every party's driver and wait for that."""
     if opts.detach:
@@ -143,6 +157,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         tag = f"[{p.name}] ".encode()
 
         def write(data: bytes, to: Callable[[bytes], None]) -> None:
+            p.tail.append(data[len(tag):].decode(errors="replace").rstrip()[:300])
             with log_lock:
                 log.write(data)
                 to(data)
@@ -155,7 +170,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
                 [cluster.node(p.name).python, f"{dirs[p.name]}/{C.WRAPPER_NAME}"],
                 stdin=json.dumps(_request(cluster, opts, run_id, p.name, dirs[p.name], token)) + "\n",
                 on_stdout=by_line(lambda line: write(tag + line + b"\n", out)), on_stderr=by_line(p.control.feed),
-                keep_stdin_open=True, close_stdin=stop_all, idle_timeout=HEAD_SILENCE)
+                keep_stdin_open=True, close_stdin=stop_all, idle_timeout=PARTY_SILENCE)
         except BaseException as e:  # noqa: BLE001 - reported in the caller's thread
             p.error = e
         finally:
@@ -173,22 +188,28 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             old[sig] = signal.signal(sig, on_signal)
-    cause: Dict[str, str] = {}   # the party whose end ended the run, and why
+    cause: Dict[str, Any] = {}   # the party whose end ended the run, why, and (when sfcluster's) the exit code
     try:
         threads = [threading.Thread(target=party_stream, args=(p,), name=f"sfcluster-run-{p.name}", daemon=True)
                    for p in parties.values()]
         for t in threads:
             t.start()
+        start_timeout = opts.start_timeout
         deadline = time.monotonic() + start_timeout
         left = set(parties)
         while left:
             try:
                 name = ended.get(timeout=0.2)
             except queue.Empty:
-                if not stop_all.is_set() and time.monotonic() > deadline and not all(p.started for p in parties.values()):
-                    missing = sorted(n for n, p in parties.items() if not p.started)
+                if not stop_all.is_set() and time.monotonic() > deadline and not all(p.ready for p in parties.values()):
+                    absent = sorted(n for n, p in parties.items() if not p.linking)
+                    missing = absent or sorted(n for n, p in parties.items() if not p.ready)
                     cause.setdefault("party", missing[0])
-                    cause.setdefault("why", f"the driver of {', '.join(missing)} did not start within {start_timeout:g} s")
+                    cause.setdefault("code", int(Exit.UNAVAILABLE))
+                    cause.setdefault("why", (
+                        f"the driver of {', '.join(absent)} did not come to sf.init within {start_timeout:g} s"
+                        if absent else f"the drivers of {', '.join(missing)} did not reach every peer within "
+                        f"{start_timeout:g} s (each party must reach the others' cross-silo ports: sfcluster check)"))
                     note(f"{cause['why']}: stopping every party")
                     stop_all.set()
                 continue
@@ -198,6 +219,8 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
             failed = p.error is not None or ex is None or int(ex.get("code", 1)) != 0
             if failed and not stop_all.is_set():
                 cause.setdefault("party", name)
+                if p.error is not None or ex is None:  # silent, cut off, its SSH gone: the party is lost
+                    cause.setdefault("code", int(Exit.NODE_LOST))
                 cause.setdefault("why", _why(p))
                 if left:
                     note(f"{cause['why']}: stopping the other parties ({', '.join(sorted(left))})")
@@ -239,14 +262,17 @@ def _why(p: _Party) -> str:
         return f"party {p.name}'s node went silent or its connection was lost (wrapper exit {p.code})"
     if ex.get("kind"):
         return f"party {p.name}'s driver was stopped: {ex.get('why') or ex['kind']}"
-    return f"party {p.name}'s driver exited {ex.get('code')}"
+    last = "".join(f"\n    {line}" for line in p.tail if line)
+    return f"party {p.name}'s driver exited {ex.get('code')}" + (f"; its last lines:{last}" if last else "")
 
 
-def _final_code(parties: Dict[str, _Party], cause: Dict[str, str], interrupted: bool) -> int:
+def _final_code(parties: Dict[str, _Party], cause: Dict[str, Any], interrupted: bool) -> int:
     """0 when every party's driver exited 0 by itself; Ctrl-C: 130; else the code of the party
     whose end ended the run (its driver's own code, or sfcluster's when sfcluster stopped it)."""
     if interrupted:
         return int(Exit.CANCELLED)
+    if "code" in cause:
+        return int(cause["code"])
     exits = {n: p.exit() for n, p in parties.items()}
     if all(ex is not None and not ex.get("kind") and int(ex["code"]) == 0 for ex in exits.values()):
         return 0
@@ -263,7 +289,7 @@ def _final_code(parties: Dict[str, _Party], cause: Dict[str, str], interrupted: 
 
 
 def _finish(cluster: Cluster, nodes: Nodes, rec: history.RunRecord, parties: Dict[str, _Party], final: int,
-            opts: RunOptions, note: Callable[[str], None], cause: Dict[str, str]) -> None:
+            opts: RunOptions, note: Callable[[str], None], cause: Dict[str, Any]) -> None:
     rec.ended = time.time()
     rec.duration = round(rec.ended - (rec.started or rec.ended), 3)
     rec.exit_code = final
