@@ -86,7 +86,7 @@ def production_config(cluster: Cluster, party: str, run_id: str,
     del cfg["ray_address"], cfg["temp_dir"]
     own_tls = (tls_dirs or {}).get(party) if enabled(cluster) else None
     cfg.update({
-        "mode": "production", "self_party": party, "job_name": run_id,
+        "mode": "production", "self_party": party, "job_name": run_id, "self_listen": parties[party]["listen_addr"],
         "cluster_config": {"parties": parties, "self_party": party},
         "cross_silo": {"backend": CROSS_SILO_BACKEND, "comm_config": dict(CROSS_SILO_COMM),
                        "tls_config": tls_files(own_tls) if own_tls else None},

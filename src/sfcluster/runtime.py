@@ -29,6 +29,7 @@ ENV_CONFIG = "SFCLUSTER_CONFIG"
 ENV_TOKEN = "SFCLUSTER_RUN_TOKEN"
 ENV_LOCK = "SFCLUSTER_LOCK_INFO"
 ENV_READY = "SFCLUSTER_READY_FILE"
+ENV_GATE = "SFCLUSTER_GATE"
 
 
 class GuardError(SystemExit):
@@ -41,7 +42,18 @@ def load() -> Dict[str, Any]:
     if not path:
         raise GuardError(_message("SFCLUSTER_CONFIG is not set"))
     with open(path) as f:
-        return json.load(f)
+        cfg = json.load(f)
+    gate = json.loads(os.environ.get(ENV_GATE) or "{}")
+    if cfg.get("mode") == "production" and gate:
+        # tls on: this party's links listen on unix sockets of the run's private dir, behind the
+        # wrapper's TLS-only gates on the public ports (nodescripts/driver_wrapper.py, Gate)
+        me = cfg["self_party"]
+        if "cross_silo" in gate:
+            cfg["cluster_config"]["parties"][me]["listen_addr"] = gate["cross_silo"]
+        for node in cfg["spu_cluster_def"]["nodes"]:
+            if node["party"] == me and "spu" in gate:
+                node["listen_address"] = gate["spu"]
+    return cfg
 
 
 def _is_local_address(addr: str) -> bool:
@@ -86,7 +98,7 @@ def guard() -> Dict[str, Any]:
     cfg = load()
     if cfg.get("mode") == "production":
         me = cfg["self_party"]
-        listen = cfg["cluster_config"]["parties"][me]["listen_addr"].rsplit(":", 1)[0]
+        listen = cfg["self_listen"].rsplit(":", 1)[0]
         if not _is_local_address(listen):
             raise GuardError(_message(f"this host is not party {me}'s node ({listen})", cfg))
     else:

@@ -20,6 +20,21 @@ XS = {"alice": 20200, "bob": 20201, "carol": 20202}
 IP = {"alice": "172.30.77.11", "bob": "172.30.77.12", "carol": "172.30.77.13"}
 
 
+# Clear text into a link, as another user of a peer node with no certificate would: brpc under both
+# links serves clear text beside TLS on the same port (200 to this Push, measured before the gate).
+PLAIN_PUSH = """
+import base64, http.client, json, sys
+body = json.dumps({"sender_rank": 1, "key": "root:P2P-1:1->0", "value": base64.b64encode(b"x").decode()})
+c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=15)
+try:
+    c.request("POST", "/org.interconnection.link.ReceiverService/Push", body=body,
+              headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    print("ANSWERED", r.status, r.read()[:100])
+except Exception as e:
+    print("REFUSED", type(e).__name__, e)
+"""
+
 LISTENER = """
 import socket, time
 s = socket.socket()
@@ -125,6 +140,12 @@ def test_the_cross_silo_link_is_mutual_tls_on_the_wire_and_one_run_per_party(har
         assert "Verify return code: 0 (ok)" in good and "CN = bob" in good.replace("CN=bob", "CN = bob"), good[-3000:]
         assert "Verify return code: 0" not in rogue or "alert" in rogue.lower(), rogue
         assert ("alert" in rogue.lower() or "error" in rogue.lower()), rogue
+        # clear text from another user of a peer node, with no certificate: closed at the door
+        harness.docker_exec("bob", f"cat > /tmp/plain_push.py <<'EOF'\n{PLAIN_PUSH}EOF\nchmod 644 /tmp/plain_push.py")
+        for port in (XS["alice"], 20100):
+            p = harness.docker_exec("bob", f"/opt/sf/bin/python /tmp/plain_push.py {IP['alice']} {port}", user="sfstrict",
+                                    check=False)
+            assert p.stdout.startswith("REFUSED"), (port, p.stdout + p.stderr)
         # a second run is refused while this one holds a party's lock, naming it
         second = sfc("run", "-i", str(prod), str(SCRIPTS / "spu_idle.py"), "--", "1")
         assert second.returncode == 75, second.stdout + second.stderr

@@ -13,8 +13,8 @@ from sfcluster.run.driver import STOPPED_EXIT
 
 
 def test_the_runtime_helper_uses_the_contracts_env_names():
-    assert (runtime.ENV_CONFIG, runtime.ENV_TOKEN, runtime.ENV_LOCK, runtime.ENV_READY) == (
-        C.ENV_CONFIG, C.ENV_RUN_TOKEN, C.ENV_LOCK_INFO, C.ENV_READY)
+    assert (runtime.ENV_CONFIG, runtime.ENV_TOKEN, runtime.ENV_LOCK, runtime.ENV_READY, runtime.ENV_GATE) == (
+        C.ENV_CONFIG, C.ENV_RUN_TOKEN, C.ENV_LOCK_INFO, C.ENV_READY, C.ENV_GATE)
 
 
 def test_node_exit_codes_are_sfclusters_own():
@@ -27,8 +27,8 @@ def test_node_scripts_use_the_contract_not_literals():
     for name in ("driver_wrapper", "oplock", "run_ctl", "nodestate"):
         text = (Path(C.__file__).parent / f"{name}.py").read_text()
         strings = {n.value for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-        kinds = {C.BEAT, C.LOCKED, C.FOREIGN, C.NORAY, C.UNSAFE, C.STARTED, C.LINKING, C.READY, C.NODE_DOWN, C.STARVED, C.STOPPING, C.EXIT,
-                 C.ENV_CONFIG, C.ENV_RUN_TOKEN, C.ENV_LOCK_INFO, C.ENV_READY, C.ENV_NODE_HOME, C.WRAPPER_NAME}
+        kinds = {C.BEAT, C.LOCKED, C.FOREIGN, C.NORAY, C.UNSAFE, C.STARTED, C.LINKING, C.READY, C.NOGATE, C.NODE_DOWN, C.STARVED, C.STOPPING, C.EXIT,
+                 C.ENV_CONFIG, C.ENV_RUN_TOKEN, C.ENV_LOCK_INFO, C.ENV_READY, C.ENV_GATE, C.ENV_NODE_HOME, C.WRAPPER_NAME}
         assert not strings & kinds, (name, strings & kinds)
     compile(with_state("driver_wrapper"), "driver_wrapper", "exec")
 

@@ -20,6 +20,7 @@ FOREIGN = "FOREIGN"      # [{ip, pid, entrypoint}]: drivers sfcluster did not st
 NORAY = "NORAY"          # why Ray cannot be reached
 UNSAFE = "UNSAFE"        # why the state dir was refused
 STARTED = "STARTED"      # {pid, log, wrapper_pid}: the driver runs
+NOGATE = "NOGATE"        # production mode: why the TLS-only gate of a public port could not start
 LINKING = "LINKING"      # production mode: this party's driver is in runtime.init, waiting for its peers
 READY = "READY"          # production mode: this party's driver reached every peer (runtime.init's barrier)
 NODE_DOWN = "NODE_DOWN"  # {party, host}: a party's node is lost (the run stops)
@@ -60,6 +61,7 @@ ENV_CONFIG = "SFCLUSTER_CONFIG"          # path of the run's generated SecretFlo
 ENV_RUN_TOKEN = "SFCLUSTER_RUN_TOKEN"    # proves to runtime.guard() that `sfcluster run` started us
 ENV_LOCK_INFO = "SFCLUSTER_LOCK_INFO"    # path of the lock info naming the run
 ENV_READY = "SFCLUSTER_READY_FILE"       # production mode: runtime.init writes "linking", then "ready" there
+ENV_GATE = "SFCLUSTER_GATE"              # production mode, tls on: {cross_silo, spu}: where the links listen
 ENV_OUTPUT = "SFCLUSTER_OUTPUT"          # the run's output dir on the head: `run` fetches what is put there
 ENV_NODE_HOME = "SFCLUSTER_NODE_HOME"    # unit tests only: the home the node scripts use
 

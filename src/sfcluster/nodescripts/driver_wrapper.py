@@ -116,6 +116,110 @@ def ctl(kind, payload=""):
             pass
 
 
+TLS_HANDSHAKE = 0x16   # the first byte of every TLS connection (a handshake record)
+GATE_FIRST_BYTE_WAIT = 10
+
+
+class Gate:
+    """Production mode with tls on: the TLS-only door of one public port (cross-silo or SPU).
+
+    brpc, under both of SecretFlow's links, serves TLS *and* clear text on the same port: the link
+    options have no way to refuse clear text (SPU 0.9's link.Desc has no force_ssl). Measured on the
+    harness: another user of a peer node, with no certificate at all, POSTed in clear text to
+    /org.interconnection.link.ReceiverService/Push on a party's cross-silo and SPU ports and got 200
+    (a message pushed into the link; the cross-silo link unpickles what it receives). So the links
+    listen on unix sockets in this run's private dir (only the Ray user reaches them), and this gate
+    holds the public port: it passes a connection on to the link only when its first byte opens a
+    TLS handshake, byte for byte (brpc still does the mutual TLS: the peer's certificate is checked
+    against the cluster's CA there); anything else is closed at once."""
+
+    def __init__(self, name, bind, port, inner):
+        self.name, self.inner = name, inner
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((bind, port))
+        self.sock.listen(128)
+        self.refused = 0
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        up = None
+        try:
+            conn.settimeout(GATE_FIRST_BYTE_WAIT)
+            first = conn.recv(1, socket.MSG_PEEK)
+            if not first or first[0] != TLS_HANDSHAKE:
+                self.refused += 1
+                return
+            conn.settimeout(None)
+            up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            up.connect(self.inner)
+            back = threading.Thread(target=self.pipe, args=(up, conn), daemon=True)
+            back.start()
+            self.pipe(conn, up)
+            back.join()
+        except OSError:
+            pass
+        finally:
+            for s in (conn, up):
+                if s is not None:
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+
+    @staticmethod
+    def pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(262144)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def open_gates():
+    """The gates of this party's public ports; {purpose: "unix:<path>"} for the driver (runtime.load
+    puts them in the config as this party's listen addresses). A port that cannot be held fails the
+    start, naming it."""
+    where = {}
+    for purpose, (bind, port) in sorted((R.get("gate") or {}).items()):
+        inner = os.path.join(RUN_DIR, "%s.sock" % purpose)
+        if len(inner) > 100:
+            ctl(NOGATE, json.dumps("the unix socket path %s is too long (over 100 bytes): use a shorter home dir "
+                                   "for the user Ray runs as" % inner))
+            sys.exit(1)
+        try:
+            GATES.append(Gate(purpose, bind, int(port), inner))
+        except OSError as e:
+            ctl(NOGATE, json.dumps("%s port %s:%s: %s" % (purpose.replace("_", "-"), bind, port, e.strerror or e)))
+            sys.exit(1)
+        where[purpose] = "unix:" + inner
+    return where
+
+
+GATES = []
+
+
 def die_with(parent):
     """The driver never outlives its lock: the lock dies with this process (flock), and the driver
     gets SIGKILL from the kernel when this process dies, however it dies (PR_SET_PDEATHSIG)."""
@@ -349,10 +453,12 @@ def main():
             "token": R["token"], "detached": bool(R.get("detach"))}
     write_private(INFO, json.dumps(info))
     output = private_dir(os.path.join(RUN_DIR, OUTPUT_DIR))  # what the driver leaves there, `run` fetches
+    gates = open_gates() if production else {}
     started = time.time()
     env = dict(os.environ)
     env.update({ENV_CONFIG: os.path.join(RUN_DIR, "sfcluster.json"), ENV_RUN_TOKEN: R["token"], ENV_OUTPUT: output,
-                ENV_LOCK_INFO: INFO, ENV_READY: os.path.join(RUN_DIR, "ready"), "PYTHONUNBUFFERED": "1",
+                ENV_LOCK_INFO: INFO, ENV_READY: os.path.join(RUN_DIR, "ready"), ENV_GATE: json.dumps(gates),
+                "PYTHONUNBUFFERED": "1",
                 # Ray (2.9.3) auto-starts a LOCAL Ray instance when a Ray API is touched after
                 # shutdown (e.g. an ObjectRef freed at exit): a second Ray on the head. Never.
                 "RAY_ENABLE_AUTO_CONNECT": "0",
@@ -467,6 +573,8 @@ def main():
     if not production:
         threading.Thread(target=watch_cluster, daemon=True).start()
     code = proc.wait()
+    for g in GATES:
+        g.close()
     left = kill_descendants()  # nothing the run started outlives it, however it detached
     for t in pumps:
         t.join(5)

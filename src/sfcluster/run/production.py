@@ -46,7 +46,7 @@ from sfcluster.run import fetch as fetching
 from sfcluster.run import history
 from sfcluster.run.control import ControlLines
 from sfcluster.run.driver import RUNTIME_FILE, RunOptions, exit_code_of
-from sfcluster.tls.install import dirs_for_run
+from sfcluster.tls.install import dirs_for_run, enabled as tls_enabled
 
 LAUNCH_FILE = RUNTIME_FILE.parent / "launch.py"
 # A party whose channel says nothing (output or the wrapper's 5 s beat) this long is lost (a node
@@ -89,6 +89,9 @@ def _request(cluster: Cluster, opts: RunOptions, run_id: str, party: str, run_di
         "detach": False, "token": token, "user": getpass.getuser(), "controller": socket.gethostname(),
         "watch": {}, "head_host": node.host, "parties": {party: {"cpus": node.cpus}}, "min_cpus": 0,
         "starve_seconds": 0,
+        # tls on: the wrapper holds both public ports behind TLS-only gates (driver_wrapper.Gate)
+        "gate": {"cross_silo": [node.spu_bind or node.spu_advertise, node.cross_silo_port],
+                 "spu": [node.spu_bind or node.spu_advertise, node.spu_port]} if tls_enabled(cluster) else {},
     }
 
 
@@ -246,6 +249,9 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     for p in parties.values():
         if p.control is not None and C.UNSAFE in p.control and not p.started:
             raise unsafe_state(p.name, p.control[C.UNSAFE])
+        if p.control is not None and C.NOGATE in p.control and not p.started:
+            raise SfclusterError(f"[{p.name}] cannot hold its public port for the run: {json.loads(p.control[C.NOGATE])}",
+                                 "`sfcluster check` shows who holds it")
     errors = [p for p in parties.values() if p.error is not None and not p.started]
     if errors and not any(p.started for p in parties.values()):
         raise errors[0].error  # type: ignore[misc]
