@@ -151,9 +151,15 @@ def load_aligned(sf, cluster, args):
     tmp = {p: sf.reveal(pyus[p](private_tmpdir)()) for p in PARTIES}
     try:
         aligned = {p: f"{tmp[p]}/aligned.csv" for p in PARTIES}
-        cluster.spu.psi_csv(args.id, input_path={pyus[p]: paths[p] for p in PARTIES},
-                            output_path={pyus[p]: aligned[p] for p in PARTIES}, receiver=HEAD,
-                            protocol="KKRT_PSI_2PC" if len(PARTIES) == 2 else "ECDH_PSI_3PC")
+        spu = cluster.spu
+        if hasattr(spu, "psi_csv"):  # SecretFlow 1.10
+            spu.psi_csv(args.id, input_path={pyus[p]: paths[p] for p in PARTIES},
+                        output_path={pyus[p]: aligned[p] for p in PARTIES}, receiver=HEAD,
+                        protocol="KKRT_PSI_2PC" if len(PARTIES) == 2 else "ECDH_PSI_3PC")
+        else:  # 1.11 and later: psi_csv is gone; PSI v2 takes the parties by name (output aligned by key)
+            spu.psi(keys={p: [args.id] for p in PARTIES}, input_path=dict(paths), output_path=dict(aligned),
+                    receiver=HEAD, broadcast_result=True,
+                    protocol="PROTOCOL_RR22" if len(PARTIES) == 2 else "PROTOCOL_ECDH_3PC")
         label = {p: args.label if p == HEAD else None for p in PARTIES}
         x = {p: pyus[p](aligned_features)(aligned[p], args.id, label[p]) for p in PARTIES}
         y = pyus[HEAD](aligned_label)(aligned[HEAD], args.label)

@@ -80,7 +80,7 @@ def venv_dir(node: Node) -> str:
 
 def requested(prov: Provision) -> Dict[str, str]:
     """Distribution -> exact version the new venv must report."""
-    return {prov.package: prov.version, "ray": prov.ray_version}
+    return {prov.package: prov.version, **({"ray": prov.ray_version} if prov.ray_version else {})}
 
 
 def source_of(prov: Provision) -> str:

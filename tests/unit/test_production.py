@@ -271,3 +271,16 @@ def test_the_guard_stops_sf_init_in_the_other_modes_form(tmp_path, mode, call, r
                        env=env, timeout=30)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("REFUSED" if refused else "CALLED") and says in p.stdout, p.stdout
+
+
+def test_provision_without_ray_only_in_production():
+    prov = "provision: {package: secretflow-lite, version: 1.13.0b0}\n"
+    c = parse_inventory(PROD.replace("tls: on\n", "tls: on\n" + prov))
+    assert c.provision.requirements == ("secretflow-lite==1.13.0b0",) and c.provision.ray_version is None
+    from sfcluster.provision import requested
+    assert requested(c.provision) == {"secretflow-lite": "1.13.0b0"}
+    assert "provision.ray_version (line 1): missing" in problems(prov + PROD.replace("mode: production\n", ""))
+    # a production cluster on 1.13 without Ray: versions OK against those pins
+    r = _report({"alice": (None, "1.13.0b0"), "bob": (None, "1.13.0b0"), "carol": (None, "1.13.0b0")})
+    _versions(c, r)
+    assert [x.status for x in r.checks] == [Status.OK] * 3, r.checks

@@ -237,9 +237,10 @@ def _versions(cluster: Cluster, report: Report) -> None:
         p, r, s = next(iter(distinct))
         prov = cluster.provision
         for n in rows:
-            if prov and (r, s) != (prov.ray_version, prov.version):
+            ray_differs = prov is not None and prov.ray_version is not None and r != prov.ray_version
+            if prov and (ray_differs or s != prov.version):
                 report.add(n, "versions", Status.FAIL, f"ray {r}, secretflow {s}: the inventory's provision: pins "
-                           f"ray {prov.ray_version}, {prov.package} {prov.version}",
+                           + (f"ray {prov.ray_version}, " if prov.ray_version else "") + f"{prov.package} {prov.version}",
                            "sfcluster provision -i INVENTORY (rebuilds the venvs that differ)")
             else:
                 report.add(n, "versions", Status.OK, f"python {p}, ray {r}, secretflow {s}")

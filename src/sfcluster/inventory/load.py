@@ -384,7 +384,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
     fw = doc.string(top, "firewall", (), "open", _one_of(tuple(m.value for m in FirewallMode))) or "open"
     top_ray_user = doc.string(top, "ray_user", (), None, _check_user)
     tls = doc.string(top, "tls", (), TLS_DEFAULT.value, _one_of(tuple(m.value for m in TlsMode))) or TLS_DEFAULT.value
-    provision, base_python_default = _provision(doc, top.get("provision"), source)
+    provision, base_python_default = _provision(doc, top.get("provision"), source, needs_ray=mode.runs_ray)
 
     nodes: List[Node] = []
     raw_nodes = top.get("nodes")
@@ -477,7 +477,7 @@ def _ssh(doc: _Doc, raw: Any, path: Tuple[str, ...], base: SshSpec) -> SshSpec:
     )
 
 
-def _provision(doc: _Doc, raw: Any, source: str) -> Tuple[Optional[Provision], str]:
+def _provision(doc: _Doc, raw: Any, source: str, needs_ray: bool = True) -> Tuple[Optional[Provision], str]:
     """`provision:` (what `sfcluster provision` installs) and the default base_python of the nodes.
     Controller paths (wheelhouse, index_credentials) are relative to the inventory's directory."""
     path = ("provision",)
@@ -485,10 +485,11 @@ def _provision(doc: _Doc, raw: Any, source: str) -> Tuple[Optional[Provision], s
     base = doc.string(m, "base_python", path, DEFAULT_BASE_PYTHON, _check_python) or DEFAULT_BASE_PYTHON
     if raw is None:
         return None, base
-    for key in ("package", "version", "ray_version"):
+    for key in ("package", "version") + (("ray_version",) if needs_ray else ()):
         if m.get(key) is None:
             doc.error(path + (key,), "missing (provision pins an exact SecretFlow and Ray, e.g. package: "
-                                     "secretflow-lite, version: 1.10.0b1, ray_version: 2.9.3)")
+                                     "secretflow-lite, version: 1.10.0b1, ray_version: 2.9.3"
+                      + ("; in production mode ray_version may be left out: no Ray runs)" if needs_ray else ")"))
     package = doc.string(m, "package", path, None, _one_of(PACKAGES))
     version = doc.string(m, "version", path, None, _check_version)
     ray_version = doc.string(m, "ray_version", path, None, _check_version)
@@ -504,7 +505,7 @@ def _provision(doc: _Doc, raw: Any, source: str) -> Tuple[Optional[Provision], s
 
     def local(p: Optional[str]) -> Optional[str]:
         return str((here / os.path.expanduser(p)).resolve()) if p else None
-    if not (package and version and ray_version):
+    if not (package and version and (ray_version or not needs_ray)):
         return None, base
     return Provision(package=package, version=version, ray_version=ray_version, index_url=index_url,
                      index_credentials=local(credentials), wheelhouse=local(wheelhouse)), base

@@ -113,14 +113,14 @@ class Provision:
 
     package: str                        # secretflow or secretflow-lite
     version: str                        # its exact version
-    ray_version: str                    # Ray's exact version (SecretFlow's own pin)
+    ray_version: Optional[str]          # Ray's exact version (SecretFlow's own pin); None: no Ray (production mode)
     index_url: Optional[str] = None     # the nodes' index; None: what pip is configured with there
     index_credentials: Optional[str] = None  # controller file (0600), one line USER:PASSWORD
     wheelhouse: Optional[str] = None    # controller directory of wheels: nodes install with --no-index
 
     @property
     def requirements(self) -> Tuple[str, ...]:
-        return (f"{self.package}=={self.version}", f"ray=={self.ray_version}")
+        return (f"{self.package}=={self.version}",) + ((f"ray=={self.ray_version}",) if self.ray_version else ())
 
 
 @dataclass(frozen=True)

@@ -269,7 +269,8 @@ def build():
     check = REQ["check"]
     probe = ("import importlib.metadata as m, json, sys\n"
              "v = {d: m.version(d) for d in json.loads(sys.argv[1])}\n"
-             "import ray, secretflow\n"
+             "import secretflow\n"
+             "if 'ray' in json.loads(sys.argv[1]): import ray\n"
              "print(json.dumps(v))\n")
     p = subprocess.run([py, "-c", probe, json.dumps(sorted(check))], capture_output=True, text=True)
     if p.returncode != 0:
