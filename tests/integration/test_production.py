@@ -90,7 +90,7 @@ def test_up_starts_no_ray_scopes_both_ports_to_the_peers_and_status_says_so(harn
     assert p.returncode == 0 and "nothing changed" in p.stdout, p.stdout + p.stderr
 
 
-def test_train_lr_one_driver_per_party_with_every_partys_outputs_home(harness, prod):
+def test_train_lr_one_driver_per_party_with_every_partys_outputs_home(harness, prod, tmp_path):
     t0 = time.monotonic()
     p = sfc("run", "-i", str(prod), str(ROOT / "templates" / "train_lr.py"), timeout=600)
     took = time.monotonic() - t0
@@ -113,6 +113,9 @@ def test_train_lr_one_driver_per_party_with_every_partys_outputs_home(harness, p
     assert not _drivers_left(harness, "train_lr.py")
     runs = sfc("runs", "-i", str(prod))
     assert run_id in runs.stdout, runs.stdout
+    # fetched again, from every party, and copied out
+    f = sfc("fetch", "-i", str(prod), run_id, str(tmp_path / "dest"))
+    assert f.returncode == 0 and (tmp_path / "dest" / "carol" / "metrics.json").is_file(), f.stdout + f.stderr
     print(f"production train_lr, 3 parties: {took:.1f} s from `run` to its exit")
 
 

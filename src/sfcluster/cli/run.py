@@ -183,6 +183,21 @@ def fetch_cmd(inventory_path: str, max_output_mb: float, as_json: bool, run_id: 
     """
     cluster = load(inventory_path)
     note = (lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}"))
+    past = history.load(cluster.name, run_id)
+    if past is not None and past.mode == "production":
+        with Nodes(cluster) as nodes:
+            rec = production_run.fetch_again(cluster, nodes, run_id, max_output_mb, note)
+        out_dir = history.run_home(cluster.name, run_id) / C.OUTPUT_DIR
+        copied = None
+        if dest is not None and out_dir.is_dir():
+            copied = str(Path(dest).resolve())
+            shutil.copytree(out_dir, dest, symlinks=True, dirs_exist_ok=True)
+        if as_json:
+            emit_result({"run_id": run_id, "home": str(out_dir.parent), "output_dir": str(out_dir), "dest": copied,
+                         "log": str(out_dir.parent / C.LOG_NAME), "outputs": rec.outputs, "run": rec.to_json()}, 0)
+        elif copied:
+            note(f"copied to {copied}")
+        return
     with Nodes(cluster, [cluster.head_name]) as nodes:
         got = fetching.fetch(cluster, nodes, run_id, max_output_mb, exit_code_of=driver.exit_code_of, note=note)
         cleaned = {}

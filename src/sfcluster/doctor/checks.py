@@ -105,17 +105,18 @@ def _ray_user(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -
     def one(n: str) -> None:
         f = report.facts[n]
         user = cluster.node(n).ray_user or f.user
+        who = "Ray, the wrapper and the driver" if cluster.mode.runs_ray else "the wrapper and this party's driver"
         if user == "root":
-            report.add(n, "ray_user", Status.WARN, "Ray, the wrapper and the driver would run as root here: any code "
-                       "the driver sends runs as root on this node", f"set ray_user: <an existing non-root user> "
+            report.add(n, "ray_user", Status.WARN, f"{who} would run as root here: any code "
+                       "the driver runs, runs as root on this node", f"set ray_user: <an existing non-root user> "
                        f"(nodes.{n}.ray_user or top level); sfcluster does not create users")
             return
         if user == f.user:
-            report.add(n, "ray_user", Status.OK, f"Ray runs as the SSH user {user}")
+            report.add(n, "ray_user", Status.OK, f"{who} run as the SSH user {user}")
             return
         res = nodes.ray(n).run(["id", "-un"], timeout=15)
         if res.ok and res.stdout.strip() == user:
-            report.add(n, "ray_user", Status.OK, f"Ray runs as {user} (sudo -n -u from {f.user})")
+            report.add(n, "ray_user", Status.OK, f"{who} run as {user} (sudo -n -u from {f.user})")
         else:
             report.add(n, "ray_user", Status.FAIL, f"cannot run as ray_user {user} from {f.user}: "
                        f"{(res.stderr or res.stdout).strip()[-200:] or 'exit %d' % res.exit_code}",
@@ -159,7 +160,8 @@ def _tls(cluster: Cluster, runners: Dict[str, SshRunner], report: Report, reissu
             report.add(n, "tls", Status.OK, "no certificate yet: `sfcluster up` issues one from the cluster's CA")
         elif t.problems:
             report.add(n, "tls", Status.WARN if reissue else Status.FAIL, "; ".join(t.problems),
-                       "reissue every node's certificate and restart Ray: sfcluster up --rotate-certs")
+                       "reissue every node's certificate" + (" and restart Ray" if cluster.mode.runs_ray else "")
+                       + ": sfcluster up --rotate-certs")
         elif t.warnings:
             report.add(n, "tls", Status.WARN, "; ".join(t.warnings), "sfcluster up --rotate-certs")
         else:

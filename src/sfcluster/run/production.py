@@ -304,7 +304,7 @@ def _finish(cluster: Cluster, nodes: Nodes, rec: history.RunRecord, parties: Dic
         ex = p.exit() or {}
         rec.parties[n] = {"started": p.started, "driver_exit": ex.get("code"), "stopped_by": ex.get("kind") or "",
                           "wrapper_exit": p.code}
-    rec.stopped_by = cause.get("why", "")
+    rec.stopped_by = cause.get("why", "").splitlines()[0][:160] if cause.get("why") else ""
     history.save(rec)
     said = []
     if final not in (0,) and cause.get("why"):
@@ -344,3 +344,16 @@ def bring_home(cluster: Cluster, nodes: Nodes, rec: history.RunRecord, names: Li
     note(f"outputs of run {rec.run_id}: {home / C.OUTPUT_DIR}/<party> ({rec.outputs['files']} file(s) from "
          f"{len(got)} part{'y' if len(got) == 1 else 'ies'}); logs: {home / 'logs'}"
          + (f"; kept on their own nodes (keep_outputs): {', '.join(kept)}" if kept else ""))
+
+
+def fetch_again(cluster: Cluster, nodes: Nodes, run_id: str, max_output_mb: float,
+                note: Callable[[str], None]) -> history.RunRecord:
+    """`sfcluster fetch RUN_ID` of a production run: every party's outputs and log again (a party
+    whose run dir is cleaned up keeps what came before)."""
+    rec = history.load(cluster.name, run_id)
+    if rec is None:
+        raise SfclusterError(f"run {run_id} is not in this controller's history",
+                             "`sfcluster runs` lists this controller's runs")
+    names = [n for n, v in (rec.parties or {}).items() if v.get("started")] or list(cluster.party_names)
+    bring_home(cluster, nodes, rec, names, max_output_mb, note)
+    return rec
