@@ -58,15 +58,17 @@ def secretflow_config(cluster: Cluster, tls_dirs: Optional[Dict[str, str]] = Non
 
 
 # Production mode's cross-silo link (SecretFlow's `brpc_link` backend, secretflow/distributed/fed/
-# proxy/brpc_link). Its waits are bounded here: SecretFlow's default receive wait is an hour.
-# connect_retry_* bound how long a party's driver waits for a peer's port at the start.
+# proxy/brpc_link), handed to sf.init as `cross_silo_comm_options` (1.10 and 1.13: an unknown
+# keyword such as `cross_silo_comm_config` is swallowed without a word, and SecretFlow's own
+# defaults apply: 3600 connect retries of 1 s). Its waits are bounded here. connect_retry_* bound
+# how long a party's driver waits for a peer's port at the start.
 CROSS_SILO_BACKEND = "brpc_link"
 CROSS_SILO_COMM = {"http_timeout_ms": 10_000, "recv_timeout_ms": 600_000,
                    "connect_retry_times": 60, "connect_retry_interval_ms": 1_000}
 
 
 def production_config(cluster: Cluster, party: str, run_id: str,
-                      tls_dirs: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+                      tls_dirs: Optional[Dict[str, str]] = None, start_timeout: float = 120) -> Dict[str, Any]:
     """The config of `party`'s own driver in production mode: SecretFlow's `cluster_config` (every
     party's cross-silo address, this party's listen address), the SPU's cluster_def, this party's
     certificate files, and the job name every party's driver must share (the run id).
@@ -88,7 +90,10 @@ def production_config(cluster: Cluster, party: str, run_id: str,
     cfg.update({
         "mode": "production", "self_party": party, "job_name": run_id, "self_listen": parties[party]["listen_addr"],
         "cluster_config": {"parties": parties, "self_party": party},
-        "cross_silo": {"backend": CROSS_SILO_BACKEND, "comm_config": dict(CROSS_SILO_COMM),
+        # a peer that is not there yet is retried for longer than `run`'s start deadline: the
+        # controller, which knows who never came, ends the run and names them, not the link
+        "cross_silo": {"backend": CROSS_SILO_BACKEND,
+                       "comm_config": dict(CROSS_SILO_COMM, connect_retry_times=int(start_timeout) + 30),
                        "tls_config": tls_files(own_tls) if own_tls else None},
     })
     # the SPU's cluster_def: only this party's own certificate paths (the others' are theirs)

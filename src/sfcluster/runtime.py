@@ -225,7 +225,7 @@ def init(**sf_init_kwargs: Any) -> Cluster:
     kwargs: Dict[str, Any] = {"omp_num_threads": 1} if production else {"log_to_driver": True, "omp_num_threads": 1}
     kwargs.update(sf_init_kwargs)
     fixed = ("parties", "address", "cluster_config", "ray_mode", "job_name", "tls_config",
-             "cross_silo_comm_backend", "cross_silo_comm_config") if production else ("parties", "address")
+             "cross_silo_comm_backend", "cross_silo_comm_options") if production else ("parties", "address")
     for key in fixed:
         if key in kwargs:
             raise TypeError(f"runtime.init() sets sf.init's {key!r} from the cluster; do not pass it")
@@ -240,7 +240,7 @@ def init(**sf_init_kwargs: Any) -> Cluster:
         _INSIDE_INIT[0] = True
         try:
             sf.init(address="local", ray_mode=False, cluster_config=cfg["cluster_config"], job_name=cfg["job_name"],
-                    cross_silo_comm_backend=xs["backend"], cross_silo_comm_config=xs["comm_config"], **kwargs)
+                    cross_silo_comm_backend=xs["backend"], cross_silo_comm_options=dict(xs["comm_config"]), **kwargs)
         finally:
             _INSIDE_INIT[0] = False
         _linked()

@@ -284,3 +284,73 @@ def test_provision_without_ray_only_in_production():
     r = _report({"alice": (None, "1.13.0b0"), "bob": (None, "1.13.0b0"), "carol": (None, "1.13.0b0")})
     _versions(c, r)
     assert [x.status for x in r.checks] == [Status.OK] * 3, r.checks
+
+
+FAKE_SF = {
+    "secretflow/__init__.py": (
+        "calls = []\n"
+        "def init(address=None, ray_mode=True, cluster_config=None, job_name=None, cross_silo_comm_backend='grpc',\n"
+        "         cross_silo_comm_options=None, tls_config=None, omp_num_threads=None):\n"
+        "    calls.append(dict(locals()))\n"
+        "class PYU:\n"
+        "    def __init__(self, party): self.party = party\n"),
+    "secretflow/device/__init__.py": "",
+    "secretflow/device/driver.py": "barriers = []\ndef barrier():\n    barriers.append(1)\n",
+    "secretflow/distributed/__init__.py": "",
+    "secretflow/distributed/fed/__init__.py": "",
+    "secretflow/distributed/fed/proxy/__init__.py": "",
+    "secretflow/distributed/fed/proxy/brpc_link/__init__.py": "",
+    "secretflow/distributed/fed/proxy/brpc_link/brpc_link.py": (
+        "class Desc:\n    enable_ssl = False\n"
+        "class BrpcLinkProxy:\n"
+        "    def __init__(self, tls_config=None):\n        self._tls_config, self._desc = tls_config, Desc()\n"
+        "    def stop(self):\n        pass\n"),
+}
+INIT_AS_A_PARTY = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from sfcluster import runtime
+cluster = runtime.init()
+import secretflow as sf
+from secretflow.device import driver
+from secretflow.distributed.fed.proxy.brpc_link.brpc_link import BrpcLinkProxy
+proxy = BrpcLinkProxy(tls_config={"cert": "c"})
+print(json.dumps({"call": sf.calls[0], "barriers": len(driver.barriers), "ssl": proxy._desc.enable_ssl,
+                  "ready": open(os.environ[runtime.ENV_READY]).read(), "self": cluster.self_party, "mode": cluster.mode,
+                  "listen": cluster.cfg["cluster_config"]["parties"]["alice"]["listen_addr"],
+                  "spu_listen": [n.get("listen_address") for n in cluster.cfg["spu_cluster_def"]["nodes"]]}))
+"""
+
+
+def test_runtime_init_of_a_party_passes_what_secretflow_reads(tmp_path):
+    """Against a stand-in with SecretFlow's own keyword names (no **kwargs: a misspelt option fails
+    here, where SecretFlow itself swallows it): the comm options by their real name, TLS really on,
+    one barrier with the peers, the ready file, and the gate's unix sockets as this party's listen
+    addresses."""
+    fake = tmp_path / "fake"
+    for rel, text in FAKE_SF.items():
+        (fake / rel).parent.mkdir(parents=True, exist_ok=True)
+        (fake / rel).write_text(text)
+    c = parse_inventory(PROD.replace("10.0.0.1", "127.0.0.1"))
+    cfg = production_config(c, "alice", "r1", TLS, start_timeout=50)
+    assert cfg["cross_silo"]["comm_config"]["connect_retry_times"] == 80  # past the start deadline
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    (tmp_path / "lock.json").write_text(json.dumps({"token": "t", "pid": os.getpid()}))
+    (tmp_path / "p.py").write_text(INIT_AS_A_PARTY)
+    gate = {"cross_silo": f"unix:{tmp_path}/cross_silo.sock", "spu": f"unix:{tmp_path}/spu.sock"}
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"),
+               **{runtime.ENV_CONFIG: str(tmp_path / "cfg.json"), runtime.ENV_TOKEN: "t",
+                  runtime.ENV_LOCK: str(tmp_path / "lock.json"), runtime.ENV_READY: str(tmp_path / "ready"),
+                  runtime.ENV_GATE: json.dumps(gate)})
+    p = subprocess.run([sys.executable, str(tmp_path / "p.py"), str(fake)], capture_output=True, text=True, env=env,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    call = got["call"]
+    assert call["address"] == "local" and call["ray_mode"] is False and call["job_name"] == "r1"
+    assert call["cross_silo_comm_backend"] == "brpc_link"
+    assert call["cross_silo_comm_options"]["recv_timeout_ms"] == 600_000
+    assert call["tls_config"]["cert"].endswith("/node.pem")
+    assert got["ssl"] is True and got["barriers"] == 1 and got["ready"] == "ready"
+    assert got["self"] == "alice" and got["mode"] == "production"
+    assert got["listen"] == gate["cross_silo"] and got["spu_listen"][0] == gate["spu"]

@@ -67,7 +67,7 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str,
         (os.path.basename(opts.script), Path(opts.script).read_bytes(), 0o600),
     ]
     payload = {n.name: bundle(common + [("sfcluster.json", json.dumps(
-        production_config(cluster, n.name, run_id, tls_dirs), indent=2).encode(), 0o600)], dirs=("files",))
+        production_config(cluster, n.name, run_id, tls_dirs, opts.start_timeout), indent=2).encode(), 0o600)], dirs=("files",))
         for n in cluster.nodes}
     dirs: Dict[str, str] = {}
 
