@@ -100,13 +100,16 @@ def test_train_lr_one_driver_per_party_with_every_partys_outputs_home(harness, p
     for line in results:
         assert float(line.split("auc=")[1].split()[0]) > 0.9, line
     assert "this driver is party bob" in p.stdout
+    # SecretFlow's and SPU's INFO logging stays off the terminal, in each party's log
+    assert " INFO " not in p.stdout + p.stderr and "[info]" not in p.stdout + p.stderr, (p.stdout + p.stderr)[-3000:]
+    assert "line(s) of SecretFlow/SPU/brpc/Ray INFO logging not shown" in p.stderr, p.stderr[-2000:]
     where = next(line for line in p.stderr.splitlines() if "outputs of run" in line)
     home = Path(where.split(": ", 2)[2].split("/output/")[0].split(" (")[0])
     run_id = home.name
     for n in IP:
         m = json.loads((home / "output" / n / "metrics.json").read_text())
         assert m["auc"] > 0.9 and m["rows_in_common"] > 400, (n, m)
-        assert (home / "logs" / f"{n}.log").is_file(), n
+        assert "[info]" in (home / "logs" / f"{n}.log").read_text(errors="replace"), n
     rec = json.loads((home / "run.json").read_text())
     assert rec["mode"] == "production" and rec["exit_code"] == 0, rec
     assert {n: v["driver_exit"] for n, v in rec["parties"].items()} == {"alice": 0, "bob": 0, "carol": 0}, rec
@@ -160,6 +163,20 @@ def test_the_cross_silo_link_is_mutual_tls_on_the_wire_and_one_run_per_party(har
     assert run.returncode == 130, out[-3000:]
     assert not _drivers_left(harness, "spu_idle.py")
     assert not _drivers_left(harness, "spu_idle.py"), "a party's driver outlived the run"
+
+
+def test_cancel_from_another_terminal_stops_every_party(harness, prod):
+    run = start("run", "-i", str(prod), str(SCRIPTS / "spu_idle.py"), "--", "300")
+    try:
+        wait_for(run, "spu up", timeout=180)
+        c = sfc("cancel", "-i", str(prod))
+        assert c.returncode == 0, c.stdout + c.stderr
+        out, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, out[-3000:]
+    assert not _drivers_left(harness, "spu_idle.py")
 
 
 def test_a_failing_party_stops_the_others_at_once(harness, prod):

@@ -182,7 +182,8 @@ def test_spu_over_tls_survives_a_write_stalled_in_brpcs_ssl_buffer(harness, tls_
     first products; sfcluster's link settings (config.SPU_LINK_DESC) let yacl's retry flush it."""
     old = {n: harness.netns_sysctl(n, "net.ipv4.tcp_wmem", "4096 4096 4096") for n in ("alice", "bob")}
     try:
-        p = sfc("run", "-i", str(tls_cluster), str(SCRIPTS / "spu_matmuls.py"), "--", "4", timeout=400)
+        # -v: the retry is an SPU INFO line, which the terminal does not show by default
+        p = sfc("run", "-v", "-i", str(tls_cluster), str(SCRIPTS / "spu_matmuls.py"), "--", "4", timeout=400)
     finally:
         for n, v in old.items():
             harness.netns_sysctl(n, "net.ipv4.tcp_wmem", v)

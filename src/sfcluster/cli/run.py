@@ -20,6 +20,7 @@ from sfcluster.run import driver
 from sfcluster.run import fetch as fetching
 from sfcluster.run import history
 from sfcluster.run import production as production_run
+from sfcluster.run.noise import QuietLines
 from sfcluster.termsafe import StreamFilter
 
 
@@ -76,11 +77,14 @@ def _write(stream) -> _Terminal:  # noqa: ANN001
 @click.option("--start-timeout", type=click.FloatRange(min=1), default=120, show_default=True, metavar="SECONDS",
               help="Production mode: when some party's driver has not started this long after `run` began, every "
                    "driver is stopped, naming the parties that did not come.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show the INFO logging of SecretFlow, SPU, brpc and Ray on the terminal too (it is always in the "
+                   "run's log; by default the terminal shows the driver's own output, warnings and errors).")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeout: float, detach: bool,
-            starve_seconds: float, max_output_mb: float, start_timeout: float, script: str,
+            starve_seconds: float, max_output_mb: float, start_timeout: float, verbose: bool, script: str,
             args: Tuple[str, ...]) -> None:
     """Run SCRIPT as the cluster's one driver, on the head only (production mode: one driver per party).
 
@@ -111,16 +115,25 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
     production = not cluster.mode.runs_ray
     names = list(cluster.party_names) if files or production else [cluster.head_name]
     out, err = _write(sys.stdout), _write(sys.stderr)
+    quiet = [] if verbose else [QuietLines(out), QuietLines(err)]
+    note = lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}")  # noqa: E731
     run = production_run.run if production else driver.run
-    with Nodes(cluster, names) as nodes:
-        code = run(cluster, nodes, driver.RunOptions(script=script, args=list(args), files=list(files),
-                                                           wait=wait, wait_seconds=wait_timeout, detach=detach,
-                                                           starve_seconds=starve_seconds,
-                                                           max_output_mb=max_output_mb, start_timeout=start_timeout),
-                          out=out, err=err,
-                          note=lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}"))
-    out.close()
-    err.close()
+    try:
+        with Nodes(cluster, names) as nodes:
+            code = run(cluster, nodes, driver.RunOptions(script=script, args=list(args), files=list(files),
+                                                         wait=wait, wait_seconds=wait_timeout, detach=detach,
+                                                         starve_seconds=starve_seconds,
+                                                         max_output_mb=max_output_mb, start_timeout=start_timeout),
+                       out=quiet[0] if quiet else out, err=quiet[1] if quiet else err, note=note)
+    finally:
+        for q in quiet:
+            q.flush()
+        out.close()
+        err.close()
+    dropped = sum(q.dropped for q in quiet)
+    if dropped and code == 0:  # after a failure, why it ended stays the last line
+        note(f"{dropped} line(s) of SecretFlow/SPU/brpc/Ray INFO logging not shown (all in the run's log: "
+             "`sfcluster logs RUN_ID`; `run -v` shows them)")
     sys.exit(code)
 
 
