@@ -63,7 +63,10 @@ def secretflow_config(cluster: Cluster, tls_dirs: Optional[Dict[str, str]] = Non
 # defaults apply: 3600 connect retries of 1 s). Its waits are bounded here. connect_retry_* bound
 # how long a party's driver waits for a peer's port at the start.
 CROSS_SILO_BACKEND = "brpc_link"
-CROSS_SILO_COMM = {"http_timeout_ms": 10_000, "recv_timeout_ms": 600_000,
+# The HTTP timeout goes in as `timeout_in_ms` (brpc_link copies it to the link's http_timeout_ms):
+# its own `http_timeout_ms` works too but logs "http_timeout_ms and timeout_ms are set at the same
+# time" on every party at every start, whatever timeout_in_ms is (1.10 and 1.13).
+CROSS_SILO_COMM = {"timeout_in_ms": 10_000, "recv_timeout_ms": 600_000,
                    "connect_retry_times": 60, "connect_retry_interval_ms": 1_000}
 
 

@@ -15,6 +15,10 @@ NOISE = [
     b"(SPURuntime pid=3012, ip=172.30.77.12) [2026-12-03 10:00:00.000] [info] [thread_pool.cc:30] Create a pool",
     b"2026-12-03 12:57:25.909 [info] [channel.cc:SendRequestWithRetry:359] send request failed and retry",
     b"2024-01-01 00:00:00,000\tINFO worker.py:1540 -- Connecting to existing Ray cluster at address: 10.0.0.1:6379",
+    # known chatter: warnings/errors that mean nothing (each one's reason is in noise.py)
+    b"[alice] 2026-12-03 15:37:17.966 [error] [variable.cpp:BRPC:174] Already exposed `rpc_server_123456789_error' whose value is `0'",
+    b"[bob] E1203 15:37:16.708241  2543 external/com_github_brpc_brpc/src/bvar/variable.cpp:174] Already exposed `rpc_server_1_eps'",
+    b"[bob] 2026-12-03 15:37:30.482 [warning] [channel.h:~Channel:163] Channel destructor is called before WaitLinkTaskFinish, try stop send thread",
 ]
 KEPT = [
     b"[alice] RESULT auc=0.9990 accuracy=0.9845 seconds=14.8",
@@ -25,6 +29,9 @@ KEPT = [
     b"[bob] E1203 12:57:21.750001   544 socket.cpp:2020] SSL connection was shutdown by peer",
     b"Traceback (most recent call last):",
     b"INFO is a word a script may print",
+    # the same loggers' other errors stay on the terminal
+    b"[alice] 2026-12-03 15:37:17.966 [error] [variable.cpp:BRPC:174] something else went wrong",
+    b"[bob] 2026-12-03 15:37:30.482 [warning] [channel.h:Send:99] Already exposed but not a metric",
 ]
 
 

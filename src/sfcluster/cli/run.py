@@ -132,7 +132,8 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
         err.close()
     dropped = sum(q.dropped for q in quiet)
     if dropped and code == 0:  # after a failure, why it ended stays the last line
-        note(f"{dropped} line(s) of SecretFlow/SPU/brpc/Ray INFO logging not shown (all in the run's log: "
+        note(f"{dropped} line(s) of SecretFlow/SPU/brpc/Ray logging not shown (info, and warnings known to "
+             "be harmless; all in the run's log: "
              "`sfcluster logs RUN_ID`; `run -v` shows them)")
     sys.exit(code)
 

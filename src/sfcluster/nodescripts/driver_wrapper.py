@@ -118,6 +118,7 @@ def ctl(kind, payload=""):
 
 TLS_HANDSHAKE = 0x16   # the first byte of every TLS connection (a handshake record)
 GATE_FIRST_BYTE_WAIT = 10
+GATE_INNER_WAIT = 10  # seconds a TLS client waits at the gate for the link behind it to listen
 
 
 class Gate:
@@ -159,8 +160,9 @@ class Gate:
                 self.refused += 1
                 return
             conn.settimeout(None)
-            up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            up.connect(self.inner)
+            up = self.connect_inner()
+            if up is None:
+                return
             back = threading.Thread(target=self.pipe, args=(up, conn), daemon=True)
             back.start()
             self.pipe(conn, up)
@@ -174,6 +176,22 @@ class Gate:
                         s.close()
                     except OSError:
                         pass
+
+    def connect_inner(self):
+        """The link's unix socket; a peer that comes before this party's link listens (every party
+        starts at once) waits for it up to GATE_INNER_WAIT instead of being cut off (brpc then logs
+        "SSL connection was shutdown by peer" on the peer and retries)."""
+        deadline = time.monotonic() + GATE_INNER_WAIT
+        while True:
+            up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                up.connect(self.inner)
+                return up
+            except (FileNotFoundError, ConnectionRefusedError):
+                up.close()
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.05)
 
     @staticmethod
     def pipe(src, dst):

@@ -4,7 +4,8 @@ brpc's socket checks), never the driver's own output, warnings or errors. Everyt
 run's log (driver.log, and per party in production mode); `run -v` shows it all.
 
 A line is noise when, after an optional `[party] ` prefix (production mode) and an optional Ray
-worker prefix `(name pid=N, ip=A) `, it starts like one of these loggers' INFO or DEBUG lines."""
+worker prefix `(name pid=N, ip=A) `, it starts like one of these loggers' INFO or DEBUG lines, or is one of a few warnings and errors known
+to mean nothing (_CHATTER, each with why)."""
 from __future__ import annotations
 
 import re
@@ -18,7 +19,19 @@ _LOGGERS = [
     rb"I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ ",                                       # brpc (glog)
     rb"(?:INFO|DEBUG):[\w.]+:",                                                  # Python's default format
 ]
-NOISE = re.compile(_PREFIX + rb"(?:" + rb"|".join(_LOGGERS) + rb")")
+# Warnings and errors that are known to mean nothing, by their exact source line and text (any
+# other warning or error is shown):
+_CHATTER = [
+    # production mode, tls on: both of a party's links (cross-silo and SPU) listen on unix sockets
+    # behind the gate, and brpc names a server's metrics after its port, which a unix socket has not:
+    # the second link's metric names clash with the first's (metrics only; nothing else is shared)
+    rb"\[error\] \[variable\.cpp:BRPC:\d+\] Already exposed `rpc_server_",
+    rb"E\d{4} [\d:.]+ +\d+ \S*variable\.cpp:\d+\] Already exposed `rpc_server_",
+    # SPU at the end of every production run: its link is torn down after the last message went
+    rb"\[warning\] \[channel\.h:~Channel:\d+\] Channel destructor is called before WaitLinkTaskFinish",
+]
+_STAMP = rb"(?:\[?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[.,]\d+\]? )?"
+NOISE = re.compile(_PREFIX + rb"(?:" + rb"|".join(_LOGGERS) + rb"|" + _STAMP + rb"(?:" + rb"|".join(_CHATTER) + rb"))")
 
 
 def is_noise(line: bytes) -> bool:
