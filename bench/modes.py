@@ -51,7 +51,7 @@ def one(n: int, mode: str, tls: str, rep: int, work: Path) -> Dict[str, object]:
     top = f"tls: {tls}" + ("\nmode: production" if mode == "production" else "")
     harness.write_inventory(inv, cluster=f"bm{mode[:3]}{tls}{n}", firewall="open", nodes=names, data=True,
                             extra_top=top)
-    harness.push_data(inv)
+    harness.push_data(inv, names)
     rec: Dict[str, object] = {"n": n, "mode": mode, "tls": tls, "rep": rep}
     up, rec["up_s"] = sfc("up", "-i", str(inv))
     if up.returncode != 0:

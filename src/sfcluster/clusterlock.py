@@ -50,7 +50,7 @@ def held_error(cluster: Cluster, h: dict, op: str) -> LockHeld:
     if h.get("op") == "run":
         fix = (f"wait for it (`sfcluster {op} --wait`), follow it (`sfcluster logs -f`) or stop it (`sfcluster cancel`)"
                + ("; `sfcluster down --cancel-run` cancels it, then tears down" if op == "down" else ""))
-    return LockHeld(f"cluster '{cluster.name}' is locked by {holder_text(h)} (lock on {cluster.head_name})", fix, h)
+    return LockHeld(f"cluster '{cluster.name}' is locked by {holder_text(h)} (lock on {cluster.lock_party})", fix, h)
 
 
 @contextmanager
@@ -58,7 +58,7 @@ def cluster_lock(cluster: Cluster, nodes: Nodes, op: str, wait: float = 0,
                  note: Callable[[str], None] = lambda m: None) -> Iterator[None]:
     """Hold the cluster lock on the head for the body of the `with`. Raises LockHeld (75) when
     another operation holds it after `wait` seconds; connection errors as they are (69)."""
-    head = cluster.head
+    head = cluster.node(cluster.lock_party)
     req = {"cluster": cluster.name, "op": op, "user": getpass.getuser(), "controller": socket.gethostname(),
            "wait": wait}
     answers: "queue.Queue[tuple]" = queue.Queue()
@@ -120,7 +120,7 @@ def lock_holder(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
     """Who holds the cluster lock, as the head verifies it (nodescripts/run_ctl.py): {"active":
     False}, or the holder's description with `op` (run/up/down) and `verified`; for a verified
     run, also its pid, driver pid and log (and `cancelled` with action "cancel")."""
-    head = cluster.head
+    head = cluster.node(cluster.lock_party)
     res = nodes.ray(head.name).run(python_argv(head, "run_ctl", {"cluster": cluster.name, "action": action},
                                                text=with_state("run_ctl")), timeout=40 if action == "cancel" else 15)
     return answer(res, "the cluster lock")

@@ -28,7 +28,7 @@ class Nodes:
     def __init__(self, cluster: Cluster, names: Optional[Iterable[str]] = None,
                  runners: Optional[Mapping[str, Runner]] = None) -> None:
         self.cluster = cluster
-        wanted = list(names) if names is not None else list(cluster.party_names)
+        wanted = list(names) if names is not None else list(cluster.operated_names)
         self.runners: Dict[str, Runner] = dict(runners) if runners is not None else {
             n: SshRunner(target_for(cluster, cluster.node(n))) for n in wanted}
 

@@ -66,7 +66,7 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
     `up` started at the same moment fails at once naming this one (75) and touches nothing.
     rotate_certs: reissue every node's certificate from the cluster's CA and restart Ray with it
     (under the lock: never while a run holds it)."""
-    with cluster_lock(cluster, nodes, "up", wait=lock_wait, note=lambda m: progress(cluster.head_name, m)):
+    with cluster_lock(cluster, nodes, "up", wait=lock_wait, note=lambda m: progress(cluster.lock_party, m)):
         if rotate_certs:
             if not tls_enabled(cluster):
                 raise PlanError("--rotate-certs: the inventory says tls: off", "set tls: on (the default), or drop the flag")
@@ -81,14 +81,16 @@ def up(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False, keep_on_fail
 def _clean_head(cluster: Cluster, nodes: Nodes, progress: Progress) -> None:
     """Old run dirs and Ray's old session dirs off the head's disk (run/fetch.py), once the lock is
     free again (the cleanup takes it itself, and skips while anything else holds it)."""
-    try:
-        out = clean_head(cluster, nodes)
-    except SfclusterError as e:
-        progress(cluster.head_name, f"cleaning old run and Ray session dirs failed (harmless): {e.message}")
-        return
-    if out.get("runs_removed") or out.get("sessions_removed"):
-        progress(cluster.head_name, f"removed {len(out.get('runs_removed', []))} old run dir(s) and "
-                                    f"{len(out.get('sessions_removed', []))} old Ray session dir(s)")
+    # production mode: every party keeps its runs on its own node
+    for where in [cluster.head_name] if cluster.mode.runs_ray else list(cluster.operated_names):
+        try:
+            out = clean_head(cluster, nodes, node=where)
+        except SfclusterError as e:
+            progress(where, f"cleaning old run and Ray session dirs failed (harmless): {e.message}")
+            continue
+        if out.get("runs_removed") or out.get("sessions_removed"):
+            progress(where, f"removed {len(out.get('runs_removed', []))} old run dir(s) and "
+                            f"{len(out.get('sessions_removed', []))} old Ray session dir(s)")
 
 
 def _stop_everywhere(cluster: Cluster, nodes: Nodes, progress: Progress, why: str) -> None:
@@ -317,7 +319,7 @@ def _up_production(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_
         if not keep_on_failure:
             _undo(cluster, nodes, facts, [], added_fw)
         raise
-    for n in cluster.nodes:
+    for n in (cluster.node(name) for name in cluster.operated_names):
         result.parties[n.name] = {"alive": True, "cross_silo_port": n.cross_silo_port, "spu_port": n.spu_port}
         progress(n.name, f"ready: cross-silo port {n.cross_silo_port}, SPU port {n.spu_port}")
     state.save(cluster.name, {"inventory": cluster.source, "tls_dirs": tls_dirs,
@@ -402,7 +404,7 @@ def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, cancel_run: boo
     and a head that cannot be reached, it goes on without the lock and says so. The certificates
     stay (a later `up` reuses them) unless purge: then they go from the nodes, and the CA from
     this controller once every node's went."""
-    head = cluster.head_name
+    head = cluster.lock_party
     note = lambda m: progress(head, m)  # noqa: E731
     locked = False
     try:
@@ -581,7 +583,7 @@ def status_production(cluster: Cluster, nodes: Nodes) -> dict:
     certs = inspect_tls(cluster, nodes, names=list(g.results), timeout=STATUS_PROBE_TIMEOUT) \
         if tls_enabled(cluster) else {}
     rows, problems = [], []
-    for n in cluster.nodes:
+    for n in (cluster.node(name) for name in cluster.operated_names):
         f = g.results.get(n.name)
         row = {"party": n.name, "host": n.host, "role": "party", "reachable": f is not None,
                "cross_silo_port": n.cross_silo_port, "spu_port": n.spu_port, "error": "",
@@ -609,7 +611,7 @@ def status_production(cluster: Cluster, nodes: Nodes) -> dict:
             problems.append({"path": n, "line": None, "message": f"{n}: certificate: {why}"})
     lock: dict = {"held": False}
     try:
-        h = lock_holder(cluster, nodes) if cluster.head_name in g.results else {}
+        h = lock_holder(cluster, nodes) if cluster.lock_party in g.results else {}
     except SfclusterError as e:
         h = {"error": str(e)}
     if h.get("active"):
@@ -617,4 +619,4 @@ def status_production(cluster: Cluster, nodes: Nodes) -> dict:
         lock.update(held=True, text=holder_text(h))
     health = "down" if not any(r["ready"] for r in rows) else ("healthy" if not problems else "degraded")
     return {"cluster": cluster.name, "mode": "production", "health": health, "tls": cluster.tls.value,
-            "nodes": rows, "drivers": [], "lock": lock, "problems": problems}
+            "parties": list(cluster.operated_names), "nodes": rows, "drivers": [], "lock": lock, "problems": problems}

@@ -54,6 +54,8 @@ def plan_up(cluster: Cluster, facts: Mapping[str, NodeFacts]) -> UpPlan:
             step = _firewall_step(cluster, n, f.firewall)
             if step is not None:
                 steps.append(step)
+    if not cluster.mode.runs_ray:  # production mode: no Ray to start (and the head may be another operator's)
+        return UpPlan(firewall=tuple(steps), start_head=False, start_workers=())
     return UpPlan(firewall=tuple(steps), start_head=not facts[cluster.head_name].our_raylet_pids,
                   start_workers=tuple(w.name for w in cluster.workers if not facts[w.name].our_raylet_pids))
 

@@ -214,9 +214,10 @@ def data_path(name: str) -> str:
     return f"{home}/data/{DATA_NAME}.csv"
 
 
-def push_data(inventory: Path) -> None:
-    """Each party's CSV to its own node with `sfcluster data push` (idempotent by sha256)."""
-    for name in (n.name for n in PARTIES):
+def push_data(inventory: Path, names: Optional[List[str]] = None) -> None:
+    """Each party's CSV (of `names`, default every harness party) to its own node with `sfcluster
+    data push` (idempotent by sha256)."""
+    for name in names or [n.name for n in PARTIES]:
         p = subprocess.run([sys.executable, "-m", "sfcluster.cli.main", "data", "push", "-i", str(inventory),
                             name, DATA_NAME, str(ROOT / "data" / DATA_NAME / f"{name}.csv")],
                            text=True, capture_output=True, timeout=120)

@@ -84,10 +84,14 @@ def _uncomment_optional_keys(text: str) -> str:
     return re.sub(r"^(\s*)# ((\w+): \S.*)$", sub, text, flags=re.M)
 
 
-def test_example_commented_keys_are_valid_too():
+def test_example_commented_keys_are_valid_too(tmp_path):
     text = _uncomment_optional_keys(EXAMPLE.read_text())
     assert "# dashboard:" not in text and "# bind:" not in text
-    c = parse_inventory(text)
+    # ca_cert names a file beside the inventory: a peer organisation's CA certificate
+    from sfcluster.tls.pki import new_ca
+    (tmp_path / "alice-ca.pem").write_bytes(new_ca("alice").cert_pem)
+    c = parse_inventory(text, source=str(tmp_path / "inventory.yaml"))
+    assert c.node("alice").ca_cert == str(tmp_path / "alice-ca.pem")
     assert c.ray.dashboard == 8265
     assert c.known_hosts == "~/.ssh/known_hosts" and c.ssh_config == "~/.ssh/config"
     bob = c.node("bob")
@@ -342,7 +346,7 @@ BAD = [
           bob:
             host: 10.0.0.2
             hots: 10.0.0.3
-    """), ["nodes.bob.hots (line 7): unknown key 'hots' (allowed: advertise, base_python, bind, cpus, cross_silo_port, data,"]),
+    """), ["nodes.bob.hots (line 7): unknown key 'hots' (allowed: advertise, base_python, bind, ca_cert, cpus, cross_silo_port, data,"]),
 
     ("unknown_ssh_key", y("""
         cluster: demo

@@ -7,7 +7,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from sfcluster.cli.common import console, emit_result, handle_errors, inventory_option, json_option, load
+from sfcluster.cli.common import console, emit_result, handle_errors, inventory_option, json_option, load, party_option
 from sfcluster.connect import Nodes
 from sfcluster.doctor import Report, Status, run_checks
 from sfcluster.exitcodes import Exit
@@ -29,10 +29,11 @@ def render(report: Report) -> None:
 
 @click.command("check")
 @inventory_option
+@party_option
 @json_option
 @click.option("--no-reach", is_flag=True, help="Skip the reachability matrix (listeners + connects between peers).")
 @handle_errors
-def check_cmd(inventory_path: str, as_json: bool, no_reach: bool) -> None:
+def check_cmd(inventory_path: str, parties: tuple, as_json: bool, no_reach: bool) -> None:
     """Preflight: find every known SecretFlow cluster mistake before training starts.
 
     \b
@@ -42,8 +43,10 @@ def check_cmd(inventory_path: str, as_json: bool, no_reach: bool) -> None:
     firewall backend; memory and disk; and a reachability matrix of every port a peer must reach.
     Exit 0 only when nothing FAILs, 65 when something does (see `sfcluster --help` for every
     code). A running cluster of the same inventory passes.
+    With --party (production mode, a federation): only that party's node, and no reachability matrix
+    (the peers' nodes are their operators').
     """
-    cluster = load(inventory_path)
+    cluster = load(inventory_path, parties)
     with Nodes(cluster) as nodes:
         report = run_checks(cluster, nodes.runners, reach=not no_reach)
     code = Exit.OK if report.ok else Exit.PREFLIGHT

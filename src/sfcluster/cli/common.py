@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 import click
 from rich.console import Console
@@ -16,6 +16,7 @@ from sfcluster.clusterlock import WAIT_TIMEOUT
 from sfcluster.errors import InventoryError, SfclusterError
 from sfcluster.exitcodes import Exit
 from sfcluster.inventory import Cluster, load_inventory
+from sfcluster.inventory.load import operated_by
 from sfcluster.termsafe import visible
 
 # Output that is not going to a terminal (a pipe, a log file, CI) is never wrapped, cut or padded
@@ -67,8 +68,16 @@ def lock_wait(wait: bool, wait_timeout: float) -> float:
     return wait_timeout if wait else 0
 
 
-def load(path: str) -> Cluster:
-    return load_inventory(path)
+party_option = click.option(
+    "--party", "parties", multiple=True, metavar="NAME",
+    help="Production mode, a federation: touch only this party's node (repeatable). Each organisation's "
+         "operator reaches only its own; the other parties' entries give their addresses, ports and, with "
+         "tls: on, their CA certificate (nodes.<party>.ca_cert, from their `sfcluster ca`).")
+
+
+def load(path: str, parties: Sequence[str] = ()) -> Cluster:
+    cluster = load_inventory(path)
+    return operated_by(cluster, parties) if parties else cluster
 
 
 def emit_json(data: Any) -> None:

@@ -11,7 +11,7 @@ from sfcluster import lifecycle
 from sfcluster import provision as provisioning
 from sfcluster.cli.check import render
 from sfcluster.cli.common import (console, emit_json, emit_result, err_console, handle_errors, inventory_option,
-                                  json_option, load, lock_wait, wait_options)
+                                  json_option, load, lock_wait, party_option, wait_options)
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
 from sfcluster.exitcodes import Exit
@@ -26,6 +26,7 @@ def _progress(node: str, msg: str) -> None:
 
 @click.command("up")
 @inventory_option
+@party_option
 @click.option("--skip-check", is_flag=True, help="Skip the preflight (facts, privileges and foreign Ray are still checked).")
 @click.option("--keep-on-failure", is_flag=True, help="On failure, leave what was started for inspection.")
 @click.option("--join-timeout", type=click.FloatRange(min=1), default=lifecycle.JOIN_TIMEOUT, show_default=True,
@@ -41,7 +42,7 @@ def _progress(node: str, msg: str) -> None:
 @wait_options
 @json_option
 @handle_errors
-def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_timeout: float, rotate_certs: bool,
+def up_cmd(inventory_path: str, parties: tuple, skip_check: bool, keep_on_failure: bool, join_timeout: float, rotate_certs: bool,
            provision_first: bool, wait: bool, wait_timeout: float, as_json: bool) -> None:
     """Start the cluster: preflight, firewall rules scoped to peers, Ray head, then workers.
 
@@ -53,8 +54,11 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_ti
     once naming the holder (exit 75), or waits with --wait.
     Prints the Ray address and the SecretFlow config the driver will get (`--json`: both, with
     what was done per node).
+    Production mode: no Ray; the preflight, the certificates and the firewall of every party. With
+    --party (a federation): only that party's node, its certificate from this controller's CA (the
+    party's own; `sfcluster ca` prints it for the peers), trusting the peers' CAs (ca_cert).
     """
-    cluster = load(inventory_path)
+    cluster = load(inventory_path, parties)
     with Nodes(cluster) as nodes:
         if provision_first:
             provisioning.provision(cluster, nodes, progress=_progress)
@@ -80,7 +84,12 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_ti
     if production:
         console.print("production mode: no Ray; each party's driver comes with `run`. Parties: " + escape(", ".join(
             f"{n.name} (cross-silo {n.spu_advertise}:{n.cross_silo_port}, SPU {n.spu_port})" for n in cluster.nodes)))
-        console.print("run the drivers (one per party): `sfcluster run -i %s SCRIPT`" % inventory_path)
+        if cluster.federated:
+            mine = " ".join(f"--party {p}" for p in cluster.operated_names)
+            console.print(f"run this party's driver, with the run id agreed with the other operators: `sfcluster run "
+                          f"-i {inventory_path} {mine} --run-id RUN_ID SCRIPT`")
+        else:
+            console.print("run the drivers (one per party): `sfcluster run -i %s SCRIPT`" % inventory_path)
         return
     console.print(f"Ray address: {cluster.ray_address}   parties: " +
                   ", ".join(f"{p} ({cluster.node(p).cpus} cpus)" for p, s in res.parties.items() if s.get("resource")))
@@ -92,6 +101,7 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_ti
 
 @click.command("down")
 @inventory_option
+@party_option
 @click.option("--force", is_flag=True, help="Tear down the reachable nodes even when some cannot be reached (when the "
                                            "head cannot be reached, without the cluster lock, and says so).")
 @click.option("--cancel-run", is_flag=True, help="If a run holds the cluster lock, cancel it first (as `sfcluster "
@@ -101,7 +111,7 @@ def up_cmd(inventory_path: str, skip_check: bool, keep_on_failure: bool, join_ti
 @wait_options
 @json_option
 @handle_errors
-def down_cmd(inventory_path: str, force: bool, cancel_run: bool, purge: bool, wait: bool, wait_timeout: float,
+def down_cmd(inventory_path: str, parties: tuple, force: bool, cancel_run: bool, purge: bool, wait: bool, wait_timeout: float,
              as_json: bool) -> None:
     """Stop workers, then the head; kill this cluster's leftovers holding planned ports; remove
     exactly the firewall rules `up` added. Safe on a half-up cluster; idempotent.
@@ -112,7 +122,7 @@ def down_cmd(inventory_path: str, force: bool, cancel_run: bool, purge: bool, wa
     down holds it, `down` fails at once (75) or waits with --wait.
     Exit 0 when every node is down, 1 when some node could not be torn down, 69 when a node cannot
     be reached (nothing stopped; see --force), 75 when the lock is held."""
-    cluster = load(inventory_path)
+    cluster = load(inventory_path, parties)
     with Nodes(cluster) as nodes:
         res = lifecycle.down(cluster, nodes, force=force, cancel_run=cancel_run, lock_wait=lock_wait(wait, wait_timeout),
                              purge=purge,
@@ -131,13 +141,14 @@ def down_cmd(inventory_path: str, force: bool, cancel_run: bool, purge: bool, wa
 
 @click.command("status")
 @inventory_option
+@party_option
 @json_option
 @handle_errors
-def status_cmd(inventory_path: str, as_json: bool) -> None:
+def status_cmd(inventory_path: str, parties: tuple, as_json: bool) -> None:
     """Per party: role, Ray alive, resources seen by the head, SPU listening, firewall rules, the
     drivers connected (from Ray's job table), and who holds the cluster lock (`--json`: `lock`). Exit 0 healthy; 71 degraded (a party is not up,
     or a driver that `sfcluster run` did not start is connected); 69 down."""
-    cluster = load(inventory_path)
+    cluster = load(inventory_path, parties)
     with Nodes(cluster) as nodes:
         st = lifecycle.status(cluster, nodes)
     code = HEALTH_EXIT[st["health"]]

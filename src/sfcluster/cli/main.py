@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from sfcluster import __version__
+from sfcluster.cli.ca import ca_cmd
 from sfcluster.cli.check import check_cmd
 from sfcluster.cli.data import data_cmd
 from sfcluster.cli.lifecycle import config_cmd, down_cmd, status_cmd, up_cmd
@@ -34,10 +35,14 @@ def cli() -> None:
       sfcluster status / logs / cancel / down
       sfcluster runs / fetch RUN_ID [DEST] / logs RUN_ID   past runs, their outputs and logs
       sfcluster data push PARTY NAME FILE    a party's data file, to that party's node only
+    
+    Production mode (`mode: production`): one driver per party, no shared Ray; in a federation each
+    organisation's operator adds `--party THEIRS` (and `sfcluster ca` prints its CA for the peers).
     """
 
 
-for _cmd in (provision_cmd, check_cmd, up_cmd, status_cmd, down_cmd, config_cmd, run_cmd, logs_cmd, cancel_cmd, runs_cmd, fetch_cmd, data_cmd):
+for _cmd in (provision_cmd, check_cmd, up_cmd, status_cmd, down_cmd, config_cmd, run_cmd, logs_cmd, cancel_cmd, runs_cmd, fetch_cmd, data_cmd,
+             ca_cmd):
     _cmd.epilog = help_table()
     cli.add_command(_cmd)
 

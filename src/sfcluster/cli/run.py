@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sfcluster.cli.common import (console, emit_result, err_console, handle_errors, inventory_option, json_option,
-                                  load, wait_options)
+                                  load, party_option, wait_options)
 from sfcluster.connect import Nodes
 from sfcluster.errors import SfclusterError
 from sfcluster.nodescripts import contract as C
@@ -77,6 +77,10 @@ def _write(stream) -> _Terminal:  # noqa: ANN001
 @click.option("--start-timeout", type=click.FloatRange(min=1), default=120, show_default=True, metavar="SECONDS",
               help="Production mode: when some party's driver has not started this long after `run` began, every "
                    "driver is stopped, naming the parties that did not come.")
+@party_option
+@click.option("--run-id", "run_id", metavar="RUN_ID", callback=_run_id,
+              help="Production mode: the run's id (YYYYMMDD-HHMMSS-xxxxxx), SecretFlow's job name on every party. With "
+                   "--party each operator starts its own party's driver with the same id, and the drivers meet.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Show the INFO logging of SecretFlow, SPU, brpc and Ray on the terminal too (it is always in the "
                    "run's log; by default the terminal shows the driver's own output, warnings and errors).")
@@ -84,8 +88,8 @@ def _write(stream) -> _Terminal:  # noqa: ANN001
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeout: float, detach: bool,
-            starve_seconds: float, max_output_mb: float, start_timeout: float, verbose: bool, script: str,
-            args: Tuple[str, ...]) -> None:
+            starve_seconds: float, max_output_mb: float, start_timeout: float, parties: Tuple[str, ...],
+            run_id: Optional[str], verbose: bool, script: str, args: Tuple[str, ...]) -> None:
     """Run SCRIPT as the cluster's one driver, on the head only (production mode: one driver per party).
 
     \b
@@ -110,10 +114,18 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
     output is shown prefixed [party]. When one party's driver fails, never starts or goes silent,
     the others are stopped and `run` exits with the failing party's code; 0 only when every party
     exited 0. Each party's outputs come home into output/<party>/ (not a party with keep_outputs).
+
+    
+    A federation (each organisation operates its own node): every operator starts its own party's
+    driver with the same run id, within the start timeout of each other:
+      sfcluster run -i inv.yaml --party alice --run-id 20261203-170000-a1b2c3 train.py
     """
-    cluster = load(inventory_path)
+    cluster = load(inventory_path, parties)
     production = not cluster.mode.runs_ray
-    names = list(cluster.party_names) if files or production else [cluster.head_name]
+    if run_id and not production:
+        raise SfclusterError("--run-id is for production mode (the id every party's driver shares)",
+                             "drop it: in simulation mode `run` names the run itself")
+    names = list(cluster.operated_names) if files or production else [cluster.head_name]
     out, err = _write(sys.stdout), _write(sys.stderr)
     quiet = [] if verbose else [QuietLines(out), QuietLines(err)]
     note = lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}")  # noqa: E731
@@ -123,7 +135,8 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
             code = run(cluster, nodes, driver.RunOptions(script=script, args=list(args), files=list(files),
                                                          wait=wait, wait_seconds=wait_timeout, detach=detach,
                                                          starve_seconds=starve_seconds,
-                                                         max_output_mb=max_output_mb, start_timeout=start_timeout),
+                                                         max_output_mb=max_output_mb, start_timeout=start_timeout,
+                                                         run_id=run_id),
                        out=quiet[0] if quiet else out, err=quiet[1] if quiet else err, note=note)
     finally:
         for q in quiet:

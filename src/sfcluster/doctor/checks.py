@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 from sfcluster.connect import Nodes
 from sfcluster.remote.group import fan_out
 from sfcluster.upplan import unfiltered_reason
-from sfcluster.tls.install import enabled as tls_enabled, inspect as inspect_tls
+from sfcluster.tls.install import enabled as tls_enabled, inspect as inspect_tls, peer_cas
 from sfcluster.errors import ConnectError, HostKeyError, SfclusterError
 from sfcluster.facts import NodeFacts, gather_all, python_argv, spu_bind_address
 from sfcluster.inventory.model import Cluster, FirewallMode, Node
@@ -83,14 +83,21 @@ def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = Tr
             _ray_running(cluster, report, facts)
         _privileges_and_firewall(cluster, report, facts)
         _resources(report, facts)
-    for node in cluster.nodes:
-        _cpus(report, node)
+    for name in cluster.operated_names:
+        _cpus(report, cluster.node(name))
     for msg in spu_clashes_with_ray_defaults(cluster):
         report.add(msg.split(":")[0], "spu_port", Status.WARN, msg, "pick an SPU port above 20000")
     _ray_user(cluster, runners, report)
     _tls(cluster, runners, report, tls_reissue)
     _data(cluster, runners, report)
-    if reach and len(report.facts) == len(cluster.nodes):
+    if reach and cluster.federated:
+        # the peers' nodes are their own operators': nothing listens there for this controller's
+        # probe. What proves the links is a run's start: its deadline names a party not reached.
+        report.add("*", "reachability", Status.WARN, "not checked: the other parties' nodes are their operators' "
+                   f"(--party {','.join(cluster.operated_names)}); a run's start deadline names a party that cannot "
+                   "be reached", "each operator runs `sfcluster check --party THEIRS`; open the ports between the "
+                   "parties' networks")
+    elif reach and len(report.facts) == len(cluster.nodes):
         _reachability(cluster, runners, report)
     elif reach:
         report.add("*", "reachability", Status.WARN, "skipped: not every node answered over SSH")
@@ -152,6 +159,11 @@ def _tls(cluster: Cluster, runners: Dict[str, SshRunner], report: Report, reissu
                    "network in clear, and any process that reaches the GCS can drive the cluster",
                    "set tls: on (the default); `sfcluster up` issues the certificates")
         return
+    try:
+        peer_cas(cluster)
+    except SfclusterError as e:
+        report.add("*", "tls", Status.FAIL, e.message, e.hint)
+        return
     reachable = [n for n in cluster.party_names if n in report.facts]
     for n, t in inspect_tls(cluster, Nodes(cluster, runners=runners), names=reachable).items():
         if t.error:
@@ -162,6 +174,10 @@ def _tls(cluster: Cluster, runners: Dict[str, SshRunner], report: Report, reissu
             report.add(n, "tls", Status.WARN if reissue else Status.FAIL, "; ".join(t.problems),
                        "reissue every node's certificate" + (" and restart Ray" if cluster.mode.runs_ray else "")
                        + ": sfcluster up --rotate-certs")
+        elif t.trust_stale:
+            report.add(n, "tls", Status.WARN, f"its {t.dir}/ca.pem trusts other CAs than the inventory names "
+                       "(a peer organisation's ca_cert added, changed or removed)", "`sfcluster up` installs the "
+                       "inventory's CAs there, with a fresh certificate")
         elif t.warnings:
             report.add(n, "tls", Status.WARN, "; ".join(t.warnings), "sfcluster up --rotate-certs")
         else:

@@ -3,10 +3,11 @@ else (no SSH, no remote step) happens until the file is valid."""
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import yaml
 from yaml.composer import ComposerError
@@ -46,7 +47,7 @@ PORT_KEYS = {"ray_gcs", "ray_client_server", "dashboard", "node_manager", "objec
 WORKER_KEYS = {"start", "count"}
 SPU_KEYS = {"protocol", "field"}
 NODE_KEYS = {"host", "ssh", "python", "cpus", "spu_port", "advertise", "bind", "data", "firewall_backend", "ray_user",
-             "base_python", "root_python", "cross_silo_port", "keep_outputs"}
+             "base_python", "root_python", "cross_silo_port", "keep_outputs", "ca_cert"}
 PROVISION_KEYS = {"package", "version", "ray_version", "base_python", "index_url", "index_credentials", "wheelhouse"}
 PACKAGES = ("secretflow-lite", "secretflow")
 VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!_-]{0,63}$")   # an exact PEP 440 version, no operators
@@ -430,6 +431,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
         if not isinstance(keep, bool):
             doc.error(np_ + ("keep_outputs",), f"expected true or false, got {_show(keep)}")
             keep = True  # the safe reading of a value we could not read
+        ca_cert = _ca_cert(doc, nm, np_, source, mode)
         nodes.append(Node(
             name=party,
             host=host or "",
@@ -444,7 +446,7 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
             ray_user=doc.string(nm, "ray_user", np_, top_ray_user, _check_user),
             base_python=doc.string(nm, "base_python", np_, base_python_default, _check_python) or DEFAULT_BASE_PYTHON,
             root_python=doc.string(nm, "root_python", np_, DEFAULT_ROOT_PYTHON, _check_absolute) or DEFAULT_ROOT_PYTHON,
-            cross_silo_port=xs_port, keep_outputs=keep,
+            cross_silo_port=xs_port, keep_outputs=keep, ca_cert=ca_cert,
         ))
 
     head = doc.string(top, "head", (), nodes[0].name if nodes else None)
@@ -464,6 +466,32 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
     if doc.problems:
         raise InventoryError(source, doc.problems)
     return cluster
+
+
+def _ca_cert(doc: _Doc, nm: Dict[str, Any], np_: Tuple[str, ...], source: str, mode: Mode) -> Optional[str]:
+    """A party's own CA certificate (production mode, each organisation its own CA): a readable
+    PEM file on the controller holding one CA certificate; the path is relative to the inventory."""
+    raw = doc.string(nm, "ca_cert", np_, None)
+    if raw is None:
+        return None
+    where = np_ + ("ca_cert",)
+    if mode is not Mode.PRODUCTION:
+        doc.error(where, "a party's own CA is for production mode (each organisation its own CA); in simulation "
+                         "mode every node holds certificates of the cluster's one CA")
+        return None
+    here = Path(source).parent if source and not source.startswith("<") else Path(".")
+    path = str((here / os.path.expanduser(raw)).resolve())
+    try:
+        data = Path(path).read_bytes()[:1 << 20]
+    except OSError as e:
+        doc.error(where, f"cannot read {path}: {e.strerror or e}")
+        return None
+    from sfcluster.tls.pki import ca_cert_problem  # the cryptography import only where it is needed
+    why = ca_cert_problem(data)
+    if why:
+        doc.error(where, f"{path}: {why}")
+        return None
+    return path
 
 
 def _ssh(doc: _Doc, raw: Any, path: Tuple[str, ...], base: SshSpec) -> SshSpec:
@@ -575,3 +603,21 @@ def _port_paths(node: str, purpose: str) -> List[Tuple[str, ...]]:
     if purpose == "cross_silo":
         return [("nodes", node, "cross_silo_port"), ("ports", "cross_silo_base")]
     return [("ports", purpose)]  # every other purpose is named after its key under `ports:`
+
+
+def operated_by(cluster: Cluster, parties: Sequence[str]) -> Cluster:
+    """The cluster as one operator of a federation sees it (`--party NAME`, repeatable): every
+    party's entry still gives its addresses and ports (each driver must reach the others), but
+    only the named parties' nodes are touched. Production mode only: in simulation mode one Ray
+    cluster spans every party, so one operator runs it all."""
+    where = "--party"
+    unknown = [p for p in parties if p not in cluster.party_names]
+    if unknown:
+        raise InventoryError(cluster.source, [Problem(where, None, f"no party {', '.join(map(repr, unknown))} in the "
+                                                                   f"inventory (parties: {', '.join(cluster.party_names)})")])
+    if cluster.mode is not Mode.PRODUCTION:
+        raise InventoryError(cluster.source, [Problem(where, None, "is for production mode, where each party runs its "
+                                                                   "own driver and each organisation operates its own "
+                                                                   "node; this inventory is in simulation mode (one Ray "
+                                                                   "cluster over every party, one operator)")])
+    return replace(cluster, operated=tuple(dict.fromkeys(parties)))

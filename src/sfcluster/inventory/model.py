@@ -70,6 +70,9 @@ class Node:
     # production mode: this party's $SFCLUSTER_OUTPUT stays on its node (`run` brings no copy home);
     # in a real federation a party's results are its own
     keep_outputs: bool = False
+    # production mode, a federation: this party's CA certificate (a controller path, PEM), from its
+    # own operator (`sfcluster ca`). A node this controller operates trusts its own CA and these.
+    ca_cert: Optional[str] = None
 
     @property
     def data_paths(self) -> dict:
@@ -137,6 +140,27 @@ class Cluster:
     source: str = "<inventory>"
     provision: Optional[Provision] = None
     mode: Mode = Mode.SIMULATION
+    # The parties this controller operates (`--party`, production mode: in a federation each
+    # organisation's operator reaches only its own nodes); None: every party.
+    operated: Optional[Tuple[str, ...]] = None
+
+    @property
+    def operated_names(self) -> Tuple[str, ...]:
+        """The parties whose nodes this command touches (SSH, certificates, firewall, drivers)."""
+        return self.party_names if self.operated is None else tuple(n for n in self.party_names if n in self.operated)
+
+    @property
+    def federated(self) -> bool:
+        """Some party's node is another operator's: this controller neither reaches nor checks it."""
+        return self.operated is not None and set(self.operated) != set(self.party_names)
+
+    @property
+    def lock_party(self) -> str:
+        """Where the cluster lock of `up`/`down` is taken: the head, or in a federation whose head is
+        another operator's, this operator's first party (production mode: each party's node has
+        its own lock, the one its run's driver holds)."""
+        names = self.operated_names
+        return self.head_name if self.head_name in names or not names else names[0]
 
     @property
     def head(self) -> Node:

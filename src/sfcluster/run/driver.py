@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
@@ -53,6 +53,7 @@ class RunOptions:
     starve_seconds: float = STARVE_SECONDS   # 0: no starvation watch
     max_output_mb: float = fetching.MAX_OUTPUT_MB
     start_timeout: float = 120  # production mode: every party's driver started within this (run/production.py)
+    run_id: Optional[str] = None  # production mode: the id every party's operator starts with (--run-id); None: a new one
 
 
 def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str, tls_dirs: Dict[str, str]) -> Dict[str, str]:

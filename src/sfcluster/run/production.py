@@ -68,7 +68,7 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str,
     ]
     payload = {n.name: bundle(common + [("sfcluster.json", json.dumps(
         production_config(cluster, n.name, run_id, tls_dirs, opts.start_timeout), indent=2).encode(), 0o600)], dirs=("files",))
-        for n in cluster.nodes}
+        for n in (cluster.node(name) for name in cluster.operated_names)}
     dirs: Dict[str, str] = {}
 
     def ship(n: str) -> None:
@@ -78,6 +78,10 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str,
         raise next(iter(shipped.errors.values()))
     shipped.raise_if_failed("shipping the run's files")
     return dirs
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
 def _request(cluster: Cluster, opts: RunOptions, run_id: str, party: str, run_dir: str, token: str) -> dict:
@@ -140,7 +144,15 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     for f in opts.files:
         if not Path(f).is_file():
             raise SfclusterError(f"--files {f}: not a file")
-    run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    run_id = opts.run_id or new_run_id()
+    if cluster.federated and not opts.run_id:
+        raise SfclusterError(
+            f"this controller starts only {', '.join(cluster.operated_names)}'s driver (--party): the other parties' "
+            "operators start theirs, and every driver of one run must have the same run id",
+            f"agree on one with the other operators and give it to every `run`: --run-id {run_id}")
+    if history.run_home(cluster.name, run_id).exists():
+        raise SfclusterError(f"run {run_id} is already in this controller's history: a run id is used once",
+                             f"agree on a new one with the other operators (e.g. --run-id {new_run_id()})")
     tls_dirs = dirs_for_run(cluster)
     dirs = _ship(cluster, nodes, opts, run_id, tls_dirs)
     token = secrets.token_hex(16)
@@ -151,7 +163,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     home = history.make_home(cluster.name, run_id)
     log = open(home / C.LOG_NAME, "ab")
     log_lock = threading.Lock()
-    parties = {n.name: _Party(n.name) for n in cluster.nodes}
+    parties = {n: _Party(n) for n in cluster.operated_names}
     stop_all = threading.Event()   # closes every party's channel: each wrapper stops its driver
     ended: "queue.Queue[str]" = queue.Queue()
     interrupted = threading.Event()
@@ -212,7 +224,9 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
                     cause.setdefault("why", (
                         f"the driver of {', '.join(absent)} did not come to sf.init within {start_timeout:g} s"
                         if absent else f"the drivers of {', '.join(missing)} did not reach every peer within "
-                        f"{start_timeout:g} s (each party must reach the others' cross-silo ports: sfcluster check)"))
+                        f"{start_timeout:g} s (each party must reach the others' cross-silo ports: sfcluster check"
+                        + (f"; the other parties' operators must start theirs with --run-id {run_id}"
+                           if cluster.federated else "") + ")"))
                     note(f"{cause['why']}: stopping every party")
                     stop_all.set()
                 continue
@@ -354,6 +368,7 @@ def fetch_again(cluster: Cluster, nodes: Nodes, run_id: str, max_output_mb: floa
     if rec is None:
         raise SfclusterError(f"run {run_id} is not in this controller's history",
                              "`sfcluster runs` lists this controller's runs")
-    names = [n for n, v in (rec.parties or {}).items() if v.get("started")] or list(cluster.party_names)
+    names = [n for n, v in (rec.parties or {}).items() if v.get("started") and n in cluster.operated_names] \
+        or list(cluster.operated_names)
     bring_home(cluster, nodes, rec, names, max_output_mb, note)
     return rec

@@ -18,7 +18,7 @@ from sfcluster.nodescripts import answer, with_state
 from sfcluster.remote.group import fan_out
 from sfcluster.remote.transfer import bundle, push
 from sfcluster.tls.pki import (CA, ROTATE, days_left, ensure_ca, fingerprint, load_ca, new_ca, purge_ca, replace_ca,
-                               verify_node_cert)
+                               trust_bundle, verify_node_cert)
 
 Progress = Callable[[str, str], None]
 
@@ -67,6 +67,43 @@ def spu_tls_opts(tls_dir: str) -> Dict[str, Dict[str, object]]:
     return {"server_ssl_opts": dict(side), "client_ssl_opts": dict(side)}
 
 
+def peer_cas(cluster: Cluster) -> Dict[str, bytes]:
+    """Production mode, a federation (`--party`): the CA certificate of every party this controller
+    does not operate, from the inventory's `ca_cert` (each organisation keeps its own CA; the
+    operators exchange the certificates, `sfcluster ca`). A peer without one is an error: its
+    certificate could not be verified, so TLS could not be on."""
+    if not cluster.federated or not enabled(cluster):
+        return {}
+    out: Dict[str, bytes] = {}
+    missing = []
+    for n in cluster.nodes:
+        if n.name in cluster.operated_names:
+            continue
+        if not n.ca_cert:
+            missing.append(n.name)
+            continue
+        try:
+            out[n.name] = open(n.ca_cert, "rb").read()
+        except OSError as e:
+            raise SfclusterError(f"nodes.{n.name}.ca_cert: cannot read {n.ca_cert}: {e.strerror or e}") from e
+    if missing:
+        raise SfclusterError(
+            f"tls: on and this controller operates only {', '.join(cluster.operated_names)} (--party), but the inventory "
+            f"names no CA certificate for {', '.join(missing)} ({', '.join(f'nodes.{m}.ca_cert' for m in missing)}): "
+            "their certificates cannot be verified",
+            f"ask each of those parties' operators for their CA certificate (`sfcluster ca -i INVENTORY --party "
+            f"THEIRS` prints it), save it and set nodes.<party>.ca_cert to its path; send them yours "
+            f"(`sfcluster ca -i INVENTORY --party {cluster.operated_names[0]}`)")
+    return out
+
+
+def expected_ca_pem(cluster: Cluster, ca: CA) -> bytes:
+    """What a node this controller operates keeps as `ca.pem`: the cluster's CA (this controller's)
+    and, in a federation, every peer organisation's CA after it."""
+    peers = peer_cas(cluster)
+    return trust_bundle(ca.cert_pem, list(peers.values())) if peers else ca.cert_pem
+
+
 def recorded_dirs(cluster: Cluster) -> Dict[str, str]:
     """Each node's certificate dir as `up` recorded it on this controller."""
     dirs = state.load(cluster.name).get("tls_dirs") or {}
@@ -78,7 +115,7 @@ def dirs_for_run(cluster: Cluster) -> Dict[str, str]:
     if not enabled(cluster):
         return {}
     dirs = recorded_dirs(cluster)
-    missing = [n.name for n in cluster.nodes if n.name not in dirs]
+    missing = [n for n in cluster.operated_names if n not in dirs]
     if missing:
         raise SfclusterError(f"this controller does not know where {', '.join(missing)} keep(s) the cluster's "
                              "certificates (tls: on)",
@@ -96,6 +133,9 @@ class NodeTls:
     warnings: List[str] = field(default_factory=list)
     days_left: Optional[float] = None
     error: str = ""
+    # its certificate is of this controller's CA, but its ca.pem trusts other CAs than the
+    # inventory's (a peer organisation's CA added, changed or removed): `up` installs the new set
+    trust_stale: bool = False
 
     @property
     def ok(self) -> bool:
@@ -103,6 +143,7 @@ class NodeTls:
 
     def to_json(self) -> dict:
         return {"dir": self.dir, "installed": self.installed, "problems": self.problems, "warnings": self.warnings,
+                "trust_stale": self.trust_stale,
                 "days_left": None if self.days_left is None else round(self.days_left, 1), "error": self.error or None}
 
 
@@ -112,6 +153,7 @@ def inspect(cluster: Cluster, nodes: Nodes, names: Optional[Sequence[str]] = Non
     certificate (nodescripts/tls_check.py); here, on the controller: the chain to this cluster's CA,
     the SAN and the expiry of the certificate fetched from the node."""
     ca = ca or load_ca(cluster.name)
+    expected = expected_ca_pem(cluster, ca) if ca is not None else None
 
     def one(n: str) -> NodeTls:
         node = cluster.node(n)
@@ -128,16 +170,21 @@ def inspect(cluster: Cluster, nodes: Nodes, names: Optional[Sequence[str]] = Non
             out.problems.append(f"{where}: certificates are installed, but this controller has no CA for cluster "
                                 f"'{cluster.name}' ({ca_dir_of(cluster)}) to check them against")
         elif cert:
-            for level, msg in verify_node_cert(ca.cert_pem, cert.encode(), cert_names(node)):
+            findings = verify_node_cert(ca.cert_pem, cert.encode(), cert_names(node))
+            for level, msg in findings:
                 (out.problems if level == "FAIL" else out.warnings).append(f"{where}/{C.TLS_CERT}: {msg}")
             out.days_left = days_left(cert.encode())
-            if node_ca and node_ca.encode().strip() != ca.cert_pem.strip():
+            ours = not any(level == "FAIL" for level, _ in findings)
+            if node_ca and node_ca.encode().strip() != (expected or b"").strip() and ours \
+                    and (cluster.federated or node_ca.encode().strip().startswith(ca.cert_pem.strip())):
+                out.trust_stale = True
+            elif node_ca and node_ca.encode().strip() != (expected or b"").strip():
                 out.problems.append(f"{where}/{C.TLS_CA}: not this cluster's CA certificate (that of this "
                                     f"controller, {ca_dir_of(cluster)}): a rotation that did not reach this node, "
                                     f"an earlier CA, or another controller's; give every node the same new CA: "
                                     f"{ROTATE.strip('`')}")
         return out
-    wanted = list(names) if names is not None else list(cluster.party_names)
+    wanted = list(names) if names is not None else list(cluster.operated_names)
     g = fan_out(one, wanted)
     result = dict(g.results)
     for n, e in g.errors.items():
@@ -160,7 +207,7 @@ def purge(cluster: Cluster, nodes: Nodes, names: Sequence[str], progress: Progre
             progress(n, "certificates removed")
     g = fan_out(one, names)
     errors = {n: str(e) for n, e in g.errors.items()}
-    if not errors and set(names) == set(cluster.party_names):
+    if not errors and set(names) == set(cluster.operated_names):
         purge_ca(cluster.name)
         progress("controller", f"CA of cluster '{cluster.name}' removed")
     return errors
@@ -177,6 +224,7 @@ def ensure_certs(cluster: Cluster, nodes: Nodes, *, rotate: bool = False,
     until every node has answered; nodes the new files did not reach are named, and `check` flags
     them until a rotation reaches every node."""
     ca = new_ca(cluster.name) if rotate else ensure_ca(cluster.name)
+    trusted = expected_ca_pem(cluster, ca)
     seen = inspect(cluster, nodes, ca=ca)
     errors = {n: t.error for n, t in seen.items() if t.error}
     if errors:
@@ -194,15 +242,16 @@ def ensure_certs(cluster: Cluster, nodes: Nodes, *, rotate: bool = False,
 
     def install(n: str) -> None:
         t = seen[n]
-        if t.installed and not rotate:
+        if t.installed and not rotate and not t.trust_stale:
             dirs[n] = t.dir or ""
             return
         key, cert = ca.issue(n, cert_names(cluster.node(n)))
-        payload = bundle([(C.TLS_KEY, key, 0o600), (C.TLS_CERT, cert, 0o644), (C.TLS_CA, ca.cert_pem, 0o644)])
+        payload = bundle([(C.TLS_KEY, key, 0o600), (C.TLS_CERT, cert, 0o644), (C.TLS_CA, trusted, 0o644)])
         dirs[n] = push(nodes.ray(n), cluster.name, C.TLS_DIR, payload, mode="replace")
         progress(n, "new CA certificate and a certificate from it installed (--rotate-certs)" if rotate
-                 else "certificate issued from the cluster's CA")
-    g = fan_out(install, list(cluster.party_names))
+                 else "the CAs it trusts changed (the inventory's ca_cert): installed with a fresh certificate"
+                 if t.trust_stale else "certificate issued from the cluster's CA")
+    g = fan_out(install, list(cluster.operated_names))
     if rotate and g.errors:
         lines = "\n".join(f"  {n}: {e}" for n, e in g.errors.items())
         raise SfclusterError(

@@ -193,6 +193,41 @@ def ensure_ca(cluster_name: str) -> CA:
     return ca
 
 
+def ca_cert_problem(data: bytes, now: Optional[datetime] = None) -> Optional[str]:
+    """Why `data` is not exactly one usable CA certificate in PEM (a peer organisation's, as its
+    `sfcluster ca` printed it); None when it is."""
+    if b"PRIVATE KEY" in data:
+        return ("holds a private key: a party's CA key never leaves its own controller; put only the "
+                "certificate here (what that party's `sfcluster ca` prints)")
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        return "not a PEM certificate (expected what that party's `sfcluster ca` prints)"
+    if len(certs) != 1:
+        return f"{len(certs)} certificates: expected exactly one, that party's CA"
+    cert = certs[0]
+    try:
+        ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        ca = False
+    if not ca:
+        return "not a CA certificate (no basicConstraints CA:TRUE): a node's certificate, not its party's CA?"
+    if cert.not_valid_after_utc <= _utc(now):
+        return f"expired on {cert.not_valid_after_utc:%Y-%m-%d}: ask that party for its current CA certificate"
+    return None
+
+
+def trust_bundle(own: bytes, peers: Sequence[bytes]) -> bytes:
+    """A node's `ca.pem` in a federation: its own CA first, then each peer organisation's, each
+    once (OpenSSL, under brpc and SPU, verifies a peer against any certificate of the file)."""
+    out: List[bytes] = []
+    for pem in (own, *peers):
+        pem = pem.strip() + b"\n"
+        if pem not in out:
+            out.append(pem)
+    return b"".join(out)
+
+
 def purge_ca(cluster_name: str) -> None:
     """Remove the cluster's CA (a link there is removed, never followed). Moved aside first, so a
     concurrent reader sees the whole CA or none."""
