@@ -10,7 +10,14 @@ the harness: a `sys.exit(3)` after sf.init hung until the peers' 600 s receive t
   leaves at once with the script's own exit code; `sfcluster run` then stops the other parties;
 - the script succeeded but left SecretFlow up: sf.shutdown() is called for it (the barrier with
   the peers it meant to reach), then it exits 0.
+Every way out ends with os._exit, after the script's atexit functions and a flush of stdout and
+stderr: the cross-silo link that sf.shutdown() let go of is never closed by its own handshake,
+which races between the parties (sfcluster/runtime.py, _patch_brpc_link), and no destructor of
+SecretFlow's C++ objects runs at interpreter exit.
 """
+import atexit
+import gc
+import io
 import os
 import runpy
 import sys
@@ -23,6 +30,18 @@ def _fed_alive():
         return gc is not None and gc.get_global_context(assert_none=False) is not None
     except Exception:  # noqa: BLE001 - a SecretFlow without this layer: nothing of it to wait for
         return False
+
+
+def _flush_open_files():
+    """What the interpreter's own exit would have written: every file the script left open and
+    unflushed (os._exit skips the finalizers that would flush it)."""
+    for obj in gc.get_objects():
+        if isinstance(obj, io.IOBase):
+            try:
+                if not obj.closed and obj.writable():
+                    obj.flush()
+            except Exception:  # noqa: BLE001 - a file that cannot be flushed is as the interpreter would leave it
+                pass
 
 
 def main():
@@ -41,15 +60,21 @@ def main():
     except BaseException:  # noqa: BLE001 - what the interpreter would print, then the exit code it would give
         traceback.print_exc()
         code = 1
-    if _fed_alive():
-        if code == 0:
-            import secretflow as sf
+    if _fed_alive() and code == 0:
+        import secretflow as sf
+        try:
             sf.shutdown()
-        else:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code & 0xFF)
-    sys.exit(code)
+        except BaseException:  # noqa: BLE001 - the shutdown barrier failed: a peer did not end well
+            traceback.print_exc()
+            code = 1
+    try:
+        atexit._run_exitfuncs()
+    except BaseException:  # noqa: BLE001 - printed by atexit itself
+        pass
+    _flush_open_files()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code & 0xFF)
 
 
 if __name__ == "__main__":

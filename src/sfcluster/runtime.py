@@ -21,7 +21,7 @@ import json
 import os
 import socket
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 # The names of nodescripts/contract.py (ENV_*), written out: this file stands alone on a node
 # (a user may copy it anywhere); tests/unit/test_contract.py holds the two together.
@@ -281,6 +281,7 @@ def _linked() -> None:
 
 # Seconds a party's cross-silo link keeps serving after its driver's last message, before it closes.
 LINK_STOP_GRACE = 2.0
+_OPEN_LINKS: List[Any] = []   # the links sf.shutdown() let go of (see _patch_brpc_link)
 
 
 def _patch_brpc_link() -> None:
@@ -293,14 +294,22 @@ def _patch_brpc_link() -> None:
       soon as it has received theirs; a party that closes before its own server has answered a
       peer's last message leaves that peer retrying against a closed port, and the peer's driver
       dies with exit 255 after a run that succeeded (seen on the harness with 3 parties under TLS:
-      `Fail to read from Socket`, then `[E112]Not connected`). The link closes LINK_STOP_GRACE
-      seconds after the barrier instead: long enough for every answer in flight."""
+      `Fail to read from Socket`, then `[E112]Not connected`). Waiting LINK_STOP_GRACE seconds
+      after the barrier (every answer in flight delivered) before the link's stop_link() was not
+      enough: stop_link() is yacl's closing handshake (each party sends every other a last message
+      and closes its server once it has theirs), and it races the same way: the bench saw 1 of 4
+      three-party runs under TLS end with a party at 255 inside it (`Check failed` on its socket to
+      a peer whose server had just closed, then 3 retries against the closed port). After the
+      shutdown barrier and SecretFlow's wait for its own sends, every message of the run has been
+      delivered, so the handshake carries nothing: the link is left open (not closed, not
+      destroyed) for the grace, then for the rest of the process, and launch.py ends the process
+      with os._exit, which closes its sockets without any of it."""
     from secretflow.distributed.fed.proxy.brpc_link import brpc_link as bl
 
     cls = bl.BrpcLinkProxy
     if getattr(cls, "_sfcluster_patched", False):
         return
-    original_init, original_stop = cls.__init__, cls.stop
+    original_init = cls.__init__
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
@@ -310,6 +319,8 @@ def _patch_brpc_link() -> None:
     def stop(self: Any) -> None:
         import time
         time.sleep(LINK_STOP_GRACE)
-        original_stop(self)
+        if getattr(self, "_linker", None) is not None:
+            _OPEN_LINKS.append(self._linker)  # kept referenced: no destructor runs before os._exit
+            self._linker = None
     cls.__init__, cls.stop = __init__, stop
     cls._sfcluster_patched = True

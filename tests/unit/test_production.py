@@ -224,6 +224,24 @@ def test_a_failed_driver_exits_although_secretflows_threads_wait_for_peers(tmp_p
     assert p.returncode == code, p.stderr
 
 
+def test_launch_leaves_with_os_exit_after_the_scripts_atexit_and_unclosed_files(tmp_path):
+    # os._exit skips the interpreter's own teardown (SecretFlow's link handshake, C++ destructors):
+    # what a script expects of a normal exit still happens, and a thread left running does not hold it
+    script = tmp_path / "s.py"
+    script.write_text(dedent(f"""
+        import atexit, threading, time
+        atexit.register(lambda: open({str(tmp_path / 'atexit')!r}, 'w').write('ran'))
+        class Box: pass
+        b = Box(); b.self = b                      # a cycle: only the collector frees it
+        b.f = open({str(tmp_path / 'out')!r}, 'w'); b.f.write('all of it')
+        threading.Thread(target=time.sleep, args=(600,)).start()
+        print('done')
+    """))
+    p = subprocess.run([sys.executable, LAUNCH, str(script)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and "done" in p.stdout, p.stderr
+    assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "out").read_text() == "all of it"
+
+
 def test_launch_runs_the_script_as_main_with_its_args_and_dir(tmp_path):
     (tmp_path / "helper_mod.py").write_text("X = 7\n")
     script = tmp_path / "s.py"
