@@ -155,6 +155,21 @@ def test_the_cross_silo_link_is_mutual_tls_on_the_wire_and_one_run_per_party(har
             p = harness.docker_exec("bob", f"/opt/sf/bin/python /tmp/plain_push.py {IP['alice']} {port}", user="sfstrict",
                                     check=False)
             assert p.stdout.startswith("REFUSED"), (port, p.stdout + p.stderr)
+        # a driver started by hand on bob, as the Ray user, with this run's own files: without the
+        # run's token refused by the guard; with a made-up one, refused naming the run that holds
+        # bob's lock; and bypassing the helper, it cannot take bob's port (the gate holds it)
+        rd = harness.docker_exec("bob", f"ls -td /home/sfops/.sfcluster/{CLUSTER}/runs/*/ | head -1", user="sfops").stdout.strip()
+        hand = (f"cd {rd} && SFCLUSTER_CONFIG={rd}sfcluster.json /opt/sf/bin/python -c "
+                "'from sfcluster import runtime; runtime.guard(); print(\"PASSED GUARD\")'")
+        p = harness.docker_exec("bob", hand, user="sfops", check=False)
+        assert p.returncode != 0 and "PASSED GUARD" not in p.stdout and "not started by `sfcluster run`" in p.stderr, p.stderr
+        p = harness.docker_exec("bob", hand.replace("SFCLUSTER_CONFIG=", f"SFCLUSTER_RUN_TOKEN=made-up SFCLUSTER_LOCK_INFO="
+                                                    f"/home/sfops/.sfcluster/{CLUSTER}/lock.json SFCLUSTER_CONFIG="),
+                                user="sfops", check=False)
+        assert p.returncode != 0 and "another run holds the driver lock (spu_idle.py" in p.stderr, p.stderr
+        p = harness.docker_exec("bob", f"/opt/sf/bin/python -c 'import socket; socket.socket().bind((\"0.0.0.0\", "
+                                       f"{XS['bob']}))' 2>&1 || true", user="sfops", check=False)
+        assert "Address already in use" in p.stdout, p.stdout
         # a second run is refused while this one holds a party's lock, naming it
         second = sfc("run", "-i", str(prod), str(SCRIPTS / "spu_idle.py"), "--", "1")
         assert second.returncode == 75, second.stdout + second.stderr
