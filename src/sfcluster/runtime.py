@@ -318,6 +318,7 @@ def _patch_brpc_link() -> None:
 
     def stop(self: Any) -> None:
         import time
+        _mark("stopping")  # past the shutdown barrier: every peer got here too (the wrapper's peer watch ends)
         time.sleep(LINK_STOP_GRACE)
         if getattr(self, "_linker", None) is not None:
             _OPEN_LINKS.append(self._linker)  # kept referenced: no destructor runs before os._exit

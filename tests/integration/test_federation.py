@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli import ROOT, SFC
+from tests.integration.cli import ROOT, SCRIPTS, SFC
 
 CLUSTER = "fedr"
 ORGS = ("alice", "bob")
@@ -142,6 +142,36 @@ def test_a_peer_that_never_starts_its_driver_ends_the_run_at_the_start_deadline(
     assert "did not reach every peer within 20 s" in p.stderr and f"--run-id {run_id}" in p.stderr, p.stderr[-2000:]
     assert took < 120, took
     left = harness.docker_exec("alice", "pgrep -af '[r]uns/.*/train_lr.py' || true", check=False).stdout
+    assert not left.strip(), left
+
+
+def test_a_peer_whose_operator_stops_its_driver_ends_the_others_run_within_seconds(harness, fed):
+    # no controller sees both drivers: alice's wrapper watches bob's cross-silo port, and stops
+    # alice's driver once bob's is gone, instead of alice waiting for bob up to the receive timeout
+    base, invs = fed["base"], fed["inv"]
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + "b0b0b0"
+    procs = {org: org_start(org, base, "run", "-i", str(invs[org]), "--party", org, "--run-id", run_id,
+                            str(SCRIPTS / "spu_idle.py"), "--", "300") for org in ORGS}
+    try:
+        line = ""
+        deadline = time.monotonic() + 180
+        while "spu up" not in line and time.monotonic() < deadline:
+            line = procs["bob"].stdout.readline()
+            assert line or procs["bob"].poll() is None, procs["bob"].stderr.read()[-3000:]
+        assert "spu up" in line
+        procs["bob"].terminate()  # bob's operator presses Ctrl-C
+        assert procs["bob"].wait(timeout=60) == 130
+        t0 = time.monotonic()
+        out, err = procs["alice"].communicate(timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    assert procs["alice"].returncode == 74, err[-3000:]
+    assert "party bob's driver is gone" in err, err[-3000:]
+    assert took < 60, took
+    left = harness.docker_exec("alice", "pgrep -af '[r]uns/.*/spu_idle.py' || true", check=False).stdout
     assert not left.strip(), left
 
 

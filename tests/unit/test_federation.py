@@ -179,3 +179,13 @@ def test_run_id_is_refused_in_simulation_mode_and_checked_for_form(tmp_path):
     assert p.returncode == 1 and "--run-id is for production mode" in p.stderr, p.stderr
     p = cli("run", "-i", str(inv), "--run-id", "../../etc", str(script), state=tmp_path / "st")
     assert p.returncode == 2 and "is not a run id" in p.stderr, p.stderr
+
+
+def test_only_a_federated_party_watches_its_peers_ports(fed):
+    cluster, _, _ = fed
+    opts = RunOptions(script="train.py")
+    bob = operated_by(cluster, ["bob"])
+    assert production._request(bob, opts, "r", "bob", "/d", "t")["peers"] == {
+        "alice": ["10.0.0.1", 20200], "carol": ["10.0.0.3", 20202]}
+    # one operator of every party: its controller sees every driver and stops the rest itself
+    assert production._request(cluster, opts, "r", "bob", "/d", "t")["peers"] == {}

@@ -208,7 +208,12 @@ def config_cmd(inventory_path: str, as_json: bool) -> None:
     tls: on, each SPU node's `tls_opts` names its certificate files on that node, as the last
     `up` from this controller recorded them."""
     cluster = load(inventory_path)
-    cfg = secretflow_config(cluster, recorded_dirs(cluster))
+    dirs = recorded_dirs(cluster)
+    cfg = secretflow_config(cluster, dirs)
+    missing = [n for n in cluster.party_names if n not in dirs]
+    if cluster.tls.value == "on" and missing:
+        err_console.print(f"[bold]note:[/] tls: on, but this controller has not brought {escape(', '.join(missing))} up: "
+                          "their SPU entries have no tls_opts yet (the certificate paths come with `sfcluster up`)")
     if as_json:
         emit_result(cfg, Exit.OK)
         return

@@ -63,7 +63,9 @@ def _write(stream) -> _Terminal:  # noqa: ANN001
     return _Terminal(stream)
 
 
-@click.command("run", context_settings={"ignore_unknown_options": True})
+# Options before SCRIPT are sfcluster's (an unknown one is a usage error: `run --detatch s.py` used
+# to take "--detatch" for the script); everything after SCRIPT is the script's, with or without `--`.
+@click.command("run", context_settings={"allow_interspersed_args": False})
 @inventory_option
 @click.option("--files", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Supporting module/file, importable in party functions on every node (repeatable).")
@@ -100,7 +102,8 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
     and exits with its exit code. Ctrl-C stops the driver and its SPU actors and frees the lock.
     When sfcluster stops the run itself (a party's node lost, another driver connected, a starved
     party, cancel), it exits with its own code (74, 76, 70, 130) and its last line says why.
-    Script arguments go after `--`:  sfcluster run -i inv.yaml train.py -- --epochs 3
+    sfcluster's options go before SCRIPT; what follows SCRIPT is the script's own (`--` optional):
+      sfcluster run -i inv.yaml --wait train.py -- --epochs 3
 
     \b
     Results: what the script writes into the directory $SFCLUSTER_OUTPUT (on the head) is fetched
@@ -120,6 +123,8 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
     driver with the same run id, within the start timeout of each other:
       sfcluster run -i inv.yaml --party alice --run-id 20261203-170000-a1b2c3 train.py
     """
+    if args[:1] == ("--",):
+        args = args[1:]
     cluster = load(inventory_path, parties)
     production = not cluster.mode.runs_ray
     if run_id and not production:
@@ -192,12 +197,14 @@ def _print_file(path: Path) -> None:
 
 @click.command("fetch")
 @inventory_option
+@party_option
 @max_output_option
 @json_option
 @run_id_argument
 @click.argument("dest", required=False, type=click.Path(file_okay=False))
 @handle_errors
-def fetch_cmd(inventory_path: str, max_output_mb: float, as_json: bool, run_id: str, dest: Optional[str]) -> None:
+def fetch_cmd(inventory_path: str, parties: Tuple[str, ...], max_output_mb: float, as_json: bool, run_id: str,
+              dest: Optional[str]) -> None:
     """Bring a run's outputs and log home (a detached run, once it has ended), copy them to DEST.
 
     \b
@@ -207,8 +214,9 @@ def fetch_cmd(inventory_path: str, max_output_mb: float, as_json: bool, run_id: 
     the outputs are fetched anew, or, once the head has cleaned the run up, copied from the history.
     Afterwards the head removes its old run dirs and Ray's old session dirs (see the runbook).
       sfcluster fetch 20261201-061500-a1b2c3 ./results
+    Production mode: every party's outputs again (a federation, --party THEIRS: that party's).
     """
-    cluster = load(inventory_path)
+    cluster = load(inventory_path, parties)
     note = (lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}"))
     past = history.load(cluster.name, run_id)
     if past is not None and past.mode == "production":
@@ -263,6 +271,11 @@ def runs_cmd(inventory_path: str, as_json: bool, last: Optional[int]) -> None:
         emit_result({"cluster": cluster.name, "history": str(history.runs_dir(cluster.name)),
                      "runs": [r.to_json() for r in runs]}, 0)
         return
+    if not runs:
+        console.print(f"no runs of cluster {escape(cluster.name)} yet on this controller "
+                      f"({escape(str(history.runs_dir(cluster.name)))}); start one with `sfcluster run -i "
+                      f"{escape(inventory_path)} SCRIPT`")
+        return
     t = Table(title=f"runs of cluster {cluster.name} ({history.runs_dir(cluster.name)})")
     for col in ("run id", "started", "script", "by", "duration", "exit", "outputs"):
         t.add_column(col)
@@ -279,10 +292,16 @@ def runs_cmd(inventory_path: str, as_json: bool, last: Optional[int]) -> None:
 
 @click.command("cancel")
 @inventory_option
+@party_option
 @handle_errors
-def cancel_cmd(inventory_path: str) -> None:
-    """Stop the active run (driver and its SPU actors) and free the lock."""
-    cluster = load(inventory_path)
-    with Nodes(cluster, [cluster.head_name]) as nodes:
+def cancel_cmd(inventory_path: str, parties: Tuple[str, ...]) -> None:
+    """Stop the active run (driver and its SPU actors) and free the lock.
+
+    
+    Production mode: the run's driver on the head party, and with it every party's (their
+    controller stops them); a federation (--party THEIRS): that party's driver; the peers' drivers
+    stop by themselves within about 15 s (their wrappers watch this party's port)."""
+    cluster = load(inventory_path, parties)
+    with Nodes(cluster, [cluster.lock_party]) as nodes:
         info = driver.cancel(cluster, nodes)
     err_console.print(escape(f"cancelled run {info['run_id']} ({info['script']}, started {info['since']} by {info['user']})"))

@@ -414,6 +414,10 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
         if not isinstance(dm, dict) or not all(isinstance(v, str) for v in dm.values()):
             doc.error(np_ + ("data",), "expected a mapping of name -> path")
             dm = {}
+        for k, v in list(dm.items()):
+            if not v.startswith("/"):  # a path on the node: relative to what? (the node refused it, after SSH)
+                doc.error(np_ + ("data", str(k)), f"expected an absolute path on {party}'s node, got {_show(v)}")
+                dm.pop(k)
         advertise = doc.string(nm, "advertise", np_, None, _check_host)
         bind = doc.string(nm, "bind", np_, None, _check_host)
         spu_port = doc.port(nm, "spu_port", np_, None)

@@ -119,6 +119,7 @@ def ctl(kind, payload=""):
 TLS_HANDSHAKE = 0x16   # the first byte of every TLS connection (a handshake record)
 GATE_FIRST_BYTE_WAIT = 10
 GATE_INNER_WAIT = 10  # seconds a TLS client waits at the gate for the link behind it to listen
+PEER_PROBE, PEER_MISSES = 3, 5  # a federation's peer watch: a dial every 3 s, 5 misses in a row (15 s)
 
 
 class Gate:
@@ -562,30 +563,58 @@ def main():
                     return
             time.sleep(2)
 
+    def read_stage():
+        """How far this party's driver got, as runtime.py writes it: linking, ready, stopping."""
+        try:
+            fd = os.open(os.path.join(RUN_DIR, "ready"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                return os.read(fd, 16).decode(errors="replace").strip()
+            finally:
+                os.close(fd)
+        except OSError:
+            return ""
+
     def watch_ready():
         """Production mode: LINKING once the driver is in runtime.init waiting for its peers, READY
         once every peer answered (runtime.init writes the stage into the ready file; the driver
         could lie, but only about its own party's start). The controller's start deadline reads them."""
-        path = os.path.join(RUN_DIR, "ready")
         said = set()
         while proc.poll() is None and READY not in said:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                try:
-                    stage = os.read(fd, 16).decode(errors="replace").strip()
-                finally:
-                    os.close(fd)
-            except OSError:
-                stage = ""
+            stage = read_stage()
             for kind, word in ((LINKING, "linking"), (READY, "ready")):
-                if stage in (word, "ready") and kind not in said:
+                if stage in (word, "ready", "stopping") and kind not in said:
                     said.add(kind)
                     ctl(kind)
             time.sleep(0.3)
 
+    def watch_peers():
+        """A federation (`run --party`): the peers' drivers are other controllers', so no controller
+        sees them all and stops the rest when one ends. From READY (every peer linked) until this
+        driver's sf.shutdown() has passed its barrier ("stopping"), each peer's cross-silo port is
+        dialled every PEER_PROBE s; a peer whose port stays closed PEER_MISSES times in a row has no
+        driver any more (its link, or its wrapper's gate, closed with it), and this party's driver
+        would otherwise wait for it up to the link's receive timeout: stopped, naming the peer."""
+        misses = {}
+        while proc.poll() is None:
+            stage = read_stage()
+            if stage == "stopping":
+                return
+            if stage == "ready":
+                for party, (host, port) in sorted(R["peers"].items()):
+                    misses[party] = 0 if tcp_ok(host, int(port)) else misses.get(party, 0) + 1
+                    if misses[party] >= PEER_MISSES:
+                        ctl(NODE_DOWN, {"party": party, "host": host})
+                        stop_for("node_lost", "party %s's driver is gone: its cross-silo port %s:%s stayed closed for "
+                                 "%d s (its operator stopped it, it failed, or its node is cut off)"
+                                 % (party, host, port, PEER_MISSES * PEER_PROBE))
+                        return
+            time.sleep(PEER_PROBE)
+
     signal.signal(signal.SIGTERM, lambda *a: stop_for("cancelled", "cancelled (sfcluster cancel)"))
     if production:
         threading.Thread(target=watch_ready, daemon=True).start()
+        if R.get("peers"):
+            threading.Thread(target=watch_peers, daemon=True).start()
     if not R.get("detach"):
         threading.Thread(target=watch_stdin, daemon=True).start()
     if not production:
