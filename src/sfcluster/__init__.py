@@ -1,2 +1,2 @@
-"""sfcluster: launch SecretFlow simulation-mode clusters the right way."""
+"""sfcluster: launch SecretFlow clusters (simulation and production mode) the right way."""
 __version__ = "0.1.0"

@@ -24,10 +24,10 @@ Shell completion (bash; zsh and fish alike with zsh_source / fish_source):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=help_table() + "\n\n" + ENVIRONMENT)
 @click.version_option(__version__, prog_name="sfcluster")
 def cli() -> None:
-    """Launch SecretFlow simulation-mode clusters the right way.
+    """Launch SecretFlow clusters the right way: simulation mode (one Ray cluster) or production mode.
 
     \b
-    One Ray cluster over several machines, one per party; exactly one driver, on the head.
+    Simulation mode: one Ray cluster over several machines, one per party; exactly one driver, on the head.
       sfcluster provision -i inventory.yaml  each node's SecretFlow venv, as the inventory pins it
       sfcluster check  -i inventory.yaml     preflight, with a fix for each problem
       sfcluster up     -i inventory.yaml     Ray head + workers over SSH, firewall scoped to peers
