@@ -175,6 +175,52 @@ def test_a_peer_whose_operator_stops_its_driver_ends_the_others_run_within_secon
     assert not left.strip(), left
 
 
+def test_cancel_of_one_party_stops_its_driver_and_the_peer_follows(harness, fed):
+    base, invs = fed["base"], fed["inv"]
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + "ca0ce1"
+    procs = {org: org_start(org, base, "run", "-i", str(invs[org]), "--party", org, "--run-id", run_id,
+                            str(SCRIPTS / "spu_idle.py"), "--", "300") for org in ORGS}
+    try:
+        line = ""
+        deadline = time.monotonic() + 180
+        while "spu up" not in line and time.monotonic() < deadline:
+            line = procs["alice"].stdout.readline()
+            assert line or procs["alice"].poll() is None, procs["alice"].stderr.read()[-3000:]
+        assert "spu up" in line
+        # alice's operator, from another terminal: the lock (and the run) on alice's node only
+        c = org_sfc("alice", base, "cancel", "-i", str(invs["alice"]), "--party", "alice", timeout=90)
+        assert c.returncode == 0 and "cancelled run " + run_id in c.stderr, c.stdout + c.stderr
+        assert procs["alice"].wait(timeout=60) == 130
+        out, err = procs["bob"].communicate(timeout=120)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    assert procs["bob"].returncode == 74 and "party alice's driver is gone" in err, err[-3000:]
+
+
+def test_a_changed_peer_ca_is_flagged_by_check_and_installed_by_up(harness, fed, tmp_path):
+    base, invs = fed["base"], fed["inv"]
+    from sfcluster.tls.pki import new_ca
+    other = tmp_path / "bob-new-ca.pem"
+    other.write_bytes(new_ca("bob-new").cert_pem)   # bob's operator made a new CA and sent it
+    original = invs["alice"].read_text()
+    changed = tmp_path / "alice.yaml"
+    changed.write_text(original.replace(str(base / "bob-ca.pem"), str(other)))
+    try:
+        p = org_sfc("alice", base, "check", "-i", str(changed), "--party", "alice", "--json", timeout=120)
+        rows = [r for r in json.loads(p.stdout)["checks"] if r["name"] == "tls" and r["node"] == "alice"]
+        assert rows and rows[0]["status"] == "WARN" and "trusts other CAs" in rows[0]["detail"], rows
+        p = org_sfc("alice", base, "up", "-i", str(changed), "--party", "alice", timeout=300)
+        assert p.returncode == 0 and "the CAs it trusts changed" in p.stderr, p.stdout + p.stderr
+        bundle = harness.docker_exec("alice", f"cat {TLS_DIR['alice']}/ca.pem").stdout
+        assert other.read_text().strip() in bundle and (base / "bob-ca.pem").read_text().strip() not in bundle
+    finally:
+        p = org_sfc("alice", base, "up", "-i", str(invs["alice"]), "--party", "alice", timeout=300)  # and back
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (base / "bob-ca.pem").read_text().strip() in harness.docker_exec("alice", f"cat {TLS_DIR['alice']}/ca.pem").stdout
+
+
 def test_each_operator_takes_down_only_its_own_node(harness, fed):
     base, invs = fed["base"], fed["inv"]
     p = org_sfc("alice", base, "down", "-i", str(invs["alice"]), "--party", "alice")
