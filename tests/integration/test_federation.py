@@ -40,6 +40,26 @@ def org_start(org: str, base: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([*SFC, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
+def start_idle_pair(base: Path, invs: dict, run_id: str, watch: str) -> dict:
+    """Both parties' drivers of spu_idle.py (300 s) under one run id, returned once `watch`'s SPU is up
+    (every link is up then)."""
+    procs = {org: org_start(org, base, "run", "-i", str(invs[org]), "--party", org, "--run-id", run_id,
+                            str(SCRIPTS / "spu_idle.py"), "--", "300") for org in ORGS}
+    line = ""
+    deadline = time.monotonic() + 180
+    while "spu up" not in line and time.monotonic() < deadline:
+        line = procs[watch].stdout.readline()
+        if not line and procs[watch].poll() is not None:
+            for p in procs.values():
+                p.kill()
+            raise AssertionError(procs[watch].stderr.read()[-3000:])
+    if "spu up" not in line:
+        for p in procs.values():
+            p.kill()
+        raise AssertionError(f"{watch}'s SPU never came up")
+    return procs
+
+
 @pytest.fixture(scope="module")
 def fed(harness, tmp_path_factory):
     base = tmp_path_factory.mktemp("federation")
@@ -150,15 +170,8 @@ def test_a_peer_whose_operator_stops_its_driver_ends_the_others_run_within_secon
     # alice's driver once bob's is gone, instead of alice waiting for bob up to the receive timeout
     base, invs = fed["base"], fed["inv"]
     run_id = time.strftime("%Y%m%d-%H%M%S-") + "b0b0b0"
-    procs = {org: org_start(org, base, "run", "-i", str(invs[org]), "--party", org, "--run-id", run_id,
-                            str(SCRIPTS / "spu_idle.py"), "--", "300") for org in ORGS}
+    procs = start_idle_pair(base, invs, run_id, "bob")
     try:
-        line = ""
-        deadline = time.monotonic() + 180
-        while "spu up" not in line and time.monotonic() < deadline:
-            line = procs["bob"].stdout.readline()
-            assert line or procs["bob"].poll() is None, procs["bob"].stderr.read()[-3000:]
-        assert "spu up" in line
         procs["bob"].terminate()  # bob's operator presses Ctrl-C
         assert procs["bob"].wait(timeout=60) == 130
         t0 = time.monotonic()
@@ -178,15 +191,8 @@ def test_a_peer_whose_operator_stops_its_driver_ends_the_others_run_within_secon
 def test_cancel_of_one_party_stops_its_driver_and_the_peer_follows(harness, fed):
     base, invs = fed["base"], fed["inv"]
     run_id = time.strftime("%Y%m%d-%H%M%S-") + "ca0ce1"
-    procs = {org: org_start(org, base, "run", "-i", str(invs[org]), "--party", org, "--run-id", run_id,
-                            str(SCRIPTS / "spu_idle.py"), "--", "300") for org in ORGS}
+    procs = start_idle_pair(base, invs, run_id, "alice")
     try:
-        line = ""
-        deadline = time.monotonic() + 180
-        while "spu up" not in line and time.monotonic() < deadline:
-            line = procs["alice"].stdout.readline()
-            assert line or procs["alice"].poll() is None, procs["alice"].stderr.read()[-3000:]
-        assert "spu up" in line
         # alice's operator, from another terminal: the lock (and the run) on alice's node only
         c = org_sfc("alice", base, "cancel", "-i", str(invs["alice"]), "--party", "alice", timeout=90)
         assert c.returncode == 0 and "cancelled run " + run_id in c.stderr, c.stdout + c.stderr
