@@ -175,10 +175,11 @@ def inspect(cluster: Cluster, nodes: Nodes, names: Optional[Sequence[str]] = Non
                 (out.problems if level == "FAIL" else out.warnings).append(f"{where}/{C.TLS_CERT}: {msg}")
             out.days_left = days_left(cert.encode())
             ours = not any(level == "FAIL" for level, _ in findings)
-            if node_ca and node_ca.encode().strip() != (expected or b"").strip() and ours \
-                    and (cluster.federated or node_ca.encode().strip().startswith(ca.cert_pem.strip())):
+            held = (node_ca or "").encode().strip()
+            differs = bool(held) and held != (expected or b"").strip()
+            if differs and ours and (cluster.federated or held.startswith(ca.cert_pem.strip())):
                 out.trust_stale = True
-            elif node_ca and node_ca.encode().strip() != (expected or b"").strip():
+            elif differs:
                 out.problems.append(f"{where}/{C.TLS_CA}: not this cluster's CA certificate (that of this "
                                     f"controller, {ca_dir_of(cluster)}): a rotation that did not reach this node, "
                                     f"an earlier CA, or another controller's; give every node the same new CA: "
