@@ -4,9 +4,11 @@ exactly the SecretFlow and Ray the inventory pins (`provision:`), from the node'
 Read, compare, then act (or say it is a no-op): a provisioned venv carries a marker with the digest
 of what it was asked to install; a node whose marker matches is left alone (one SSH command), any
 other is rebuilt in place, the old venv kept aside until the new one imports its pins. Packages
-come from the node's package index (credentials on stdin, never on a command line) or from a
-wheelhouse on this controller, streamed once to each node's private state dir and reused by digest.
-The node side is nodescripts/provision.py."""
+come from the node's package index (https; credentials on stdin, never on a command line) or from
+a wheelhouse on this controller, streamed once to each node's private state dir and reused by
+digest. Either way pip installs exactly a hash lock (wheels/lock.py): wheels only, every one with
+its sha256, isolated from every pip.conf and PIP_* variable of the node, so neither the index nor
+the Ray user's configuration decides what runs. The node side is nodescripts/provision.py."""
 from __future__ import annotations
 
 import hashlib
@@ -30,12 +32,13 @@ from sfcluster.nodescripts import answer, with_state
 from sfcluster.nodescripts.contract import PROVISION_PYTHON, SYSTEM_DIRS
 from sfcluster.remote.base import Result, Runner
 from sfcluster.remote.group import fan_out
+from sfcluster.wheels.lock import Lock, hash_wheels, read_lock, wheelhouse_lock
 
 INSPECT_TIMEOUT = 60
 PUSH_TIMEOUT = 3600    # a GB of wheels over SSH
 BUILD_TIMEOUT = 3600   # pip unpacking SecretFlow's dependencies on a slow disk
 PYTHON_NAME = re.compile(r"^python(3(\.[0-9]+)?)?$")
-WHEEL_SUFFIXES = (".whl", ".tar.gz", ".zip")
+PYPI = "https://pypi.org/simple"
 Progress = Callable[[str, str], None]
 
 
@@ -85,14 +88,14 @@ def requested(prov: Provision) -> Dict[str, str]:
 
 def source_of(prov: Provision) -> str:
     """Where packages come from, as the digest records it (never credentials)."""
-    return "wheelhouse" if prov.wheelhouse else (prov.index_url or "the node's pip configuration")
+    return "wheelhouse" if prov.wheelhouse else (prov.index_url or PYPI)
 
 
-def digest(prov: Provision, node: Node, base_version: str) -> str:
-    """What a node's venv is asked to hold: the pins, the base interpreter and the package source.
-    A wheelhouse's content is not part of it (its files are checked by sha256 on the way)."""
+def digest(prov: Provision, node: Node, base_version: str, lock_digest: str = "") -> str:
+    """What a node's venv is asked to hold: the pins, the base interpreter, the package source and
+    the lock (every wheel and its sha256): a wheelhouse or lock that changes rebuilds the venv."""
     what = {"requirements": list(prov.requirements), "base": node.base_python, "base_version": base_version,
-            "python": node.python, "source": source_of(prov)}
+            "python": node.python, "source": source_of(prov), "lock": lock_digest}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -127,16 +130,9 @@ class Wheelhouse:
             if self._files is None:
                 if not self.path.is_dir():
                     raise SfclusterError(f"provision.wheelhouse: {self.path} is not a directory on this controller",
-                                         "make it with: pip download -d DIR --python-version 3.10 --only-binary=:all: "
-                                         "--platform manylinux2014_x86_64 secretflow-lite==VERSION ray==VERSION")
-                out = {}
-                for p in sorted(self.path.iterdir()):
-                    if p.is_file() and p.name.endswith(WHEEL_SUFFIXES) and not p.name.startswith("."):
-                        h = hashlib.sha256()
-                        with p.open("rb") as f:
-                            for block in iter(lambda: f.read(1 << 20), b""):
-                                h.update(block)
-                        out[p.name] = (p.stat().st_size, h.hexdigest())
+                                         "make it with: sfcluster wheelhouse -i INVENTORY DIR (wheels for the nodes' "
+                                         "Python 3.10 and platform, with their hash lock)")
+                out = hash_wheels(self.path)   # a source distribution is refused, named
                 if not out:
                     raise SfclusterError(f"provision.wheelhouse: no wheels in {self.path}")
                 self._files = out
@@ -189,8 +185,27 @@ def _check_base(node: Node, info: dict) -> None:
                              f"install python{PROVISION_PYTHON}-venv there (Debian/Ubuntu split it off)")
 
 
+def provision_lock(prov: Provision, wheelhouse: Optional[Wheelhouse], progress: Progress) -> Lock:
+    """The hash lock the nodes install from: the inventory's `provision.lock`, or the wheelhouse's
+    own (made from its files the first time, then checked against them). An index without a lock
+    is refused: whoever serves it would decide what runs on every node."""
+    if wheelhouse is not None:
+        lock, made = wheelhouse_lock(str(wheelhouse.path), wheelhouse.files(), prov.lock)
+        if made:
+            progress("lock", f"{lock.source}: made from the wheelhouse's {len(lock.entries)} package(s); a wheel "
+                             "that changes from now on fails naming its package")
+        return lock
+    if not prov.lock:
+        raise SfclusterError(f"provision: installing from {source_of(prov)} needs a hash lock (provision.lock): "
+                             "without one, whoever serves the index decides what runs on every node",
+                             "make one with `sfcluster wheelhouse -i INVENTORY DIR` (it downloads the wheels and "
+                             "writes DIR/sfcluster-lock.txt), then set provision.wheelhouse: DIR, or keep index_url "
+                             "and set provision.lock: DIR/sfcluster-lock.txt")
+    return read_lock(prov.lock)
+
+
 def provision_node(cluster: Cluster, nodes: Nodes, party: str, force: bool, progress: Progress,
-                   wheelhouse: Optional[Wheelhouse], secret: str) -> NodeOutcome:
+                   wheelhouse: Optional[Wheelhouse], secret: str, lock: Lock) -> NodeOutcome:
     """Read the node's venv, compare with the pins, rebuild it only when they differ."""
     prov = cluster.provision
     assert prov is not None
@@ -200,7 +215,7 @@ def provision_node(cluster: Cluster, nodes: Nodes, party: str, force: bool, prog
     started = time.monotonic()
     info = _ask(ray, node, {"action": "inspect", "venv": venv}, INSPECT_TIMEOUT)
     _check_base(node, info)
-    want = digest(prov, node, info["base_version"])
+    want = digest(prov, node, info["base_version"], lock.digest)
     marker = info.get("marker") or {}
     if not force and info.get("python_ok") and marker.get("digest") == want:
         progress(party, f"{venv}: already {', '.join(prov.requirements)} (digest {want[:12]}): nothing to do")
@@ -227,7 +242,7 @@ def provision_node(cluster: Cluster, nodes: Nodes, party: str, force: bool, prog
         raise ProvisionError(party, swapped["refused"])
     built: dict = {}
     try:
-        built = _install(cluster, node, ray, out, info, want, wheelhouse, secret, progress)
+        built = _install(cluster, node, ray, out, info, want, wheelhouse, secret, progress, lock)
     finally:  # the new venv when it imports its pins, else what was there before: never half a venv
         done = _ask(nodes[party] if privileged else ray, node,
                     {"action": "finish", "venv": venv, "ok": bool(built) and not built.get("failed")},
@@ -235,9 +250,14 @@ def provision_node(cluster: Cluster, nodes: Nodes, party: str, force: bool, prog
     if built.get("failed"):
         what = f" ({built['package']})" if built.get("package") else ""
         kept = "the previous venv is back in place" if done.get("restored") else f"nothing is left at {venv}"
-        raise ProvisionError(party, f"{built['stage']} failed{what}: {built['failed']}; {kept}",
-                             "check that the pins exist for Python 3.10 on this platform (in the wheelhouse, or on "
-                             "the index)", package=built.get("package"))
+        if built["stage"] == "lock check":
+            hint = ("the pins, the lock and the wheels must agree: remake the wheelhouse and its lock with "
+                    "`sfcluster wheelhouse -i INVENTORY DIR`")
+        else:
+            hint = ("check that the pins exist for Python 3.10 on this platform (in the wheelhouse, or on the index) "
+                    "and that the lock lists every wheel they need (`sfcluster wheelhouse` makes both)")
+        raise ProvisionError(party, f"{built['stage']} failed{what}: {built['failed']}; {kept}", hint,
+                             package=built.get("package"))
     out.versions, out.seconds = built["versions"], time.monotonic() - started
     progress(party, f"{venv}: {', '.join(f'{k} {v}' for k, v in out.versions.items())} in {out.seconds:.0f} s")
     return out
@@ -249,12 +269,12 @@ def _named(party: str, e: BaseException) -> str:
 
 
 def _install(cluster: Cluster, node: Node, ray: Runner, out: NodeOutcome, info: dict, want: str,
-             wheelhouse: Optional[Wheelhouse], secret: str, progress: Progress) -> dict:
+             wheelhouse: Optional[Wheelhouse], secret: str, progress: Progress, lock: Lock) -> dict:
     """Into the fresh venv dir: the wheels the node lacks (wheelhouse), then venv + pip + verify."""
     prov = cluster.provision
     assert prov is not None
     party, venv = node.name, out.venv
-    source: dict = {"index_url": prov.index_url}
+    source: dict = {"index_url": prov.index_url or PYPI}
     if wheelhouse is not None:
         files = wheelhouse.files()
         got = _ask(ray, node, {"action": "wheels", "cluster": cluster.name, "files": files}, INSPECT_TIMEOUT)
@@ -271,9 +291,10 @@ def _install(cluster: Cluster, node: Node, ray: Runner, out: NodeOutcome, info: 
     progress(party, f"building {venv} with {node.base_python} (Python {info['base_version']}) from "
                     f"{'the wheelhouse' if wheelhouse else source_of(prov)}: {', '.join(prov.requirements)}")
     marker = {"digest": want, "requirements": list(prov.requirements), "base": node.base_python,
-              "base_version": info["base_version"], "source": source_of(prov)}
-    return _ask(ray, node, {"action": "build", "venv": venv, "requirements": list(prov.requirements),
-                            "check": requested(prov), "source": source, "marker": marker}, BUILD_TIMEOUT, stdin=secret)
+              "base_version": info["base_version"], "source": source_of(prov), "lock": lock.digest}
+    return _ask(ray, node, {"action": "build", "cluster": cluster.name, "venv": venv,
+                            "requirements": list(prov.requirements), "check": requested(prov), "source": source,
+                            "lock": lock.to_json(), "marker": marker}, BUILD_TIMEOUT, stdin=secret)
 
 
 def provision(cluster: Cluster, nodes: Nodes, parties: Optional[List[str]] = None, force: bool = False,
@@ -289,10 +310,9 @@ def provision(cluster: Cluster, nodes: Nodes, parties: Optional[List[str]] = Non
         venv_dir(cluster.node(n))
     secret = read_credentials(prov)
     wheelhouse = Wheelhouse(prov.wheelhouse) if prov.wheelhouse else None
-    if wheelhouse is not None:
-        wheelhouse.files()  # a missing or empty wheelhouse: one error, before any node is touched
     say = progress or (lambda n, m: None)
-    g = fan_out(lambda n: provision_node(cluster, nodes, n, force, say, wheelhouse, secret), names)
+    lock = provision_lock(prov, wheelhouse, say)  # a missing wheelhouse or lock: one error, before any node
+    g = fan_out(lambda n: provision_node(cluster, nodes, n, force, say, wheelhouse, secret, lock), names)
     if g.errors:
         codes = {int(getattr(e, "exit_code", Exit.FAILURE)) for e in g.errors.values()}
         err = SfclusterError(f"provision failed on {len(g.errors)} of {len(names)} node(s):\n" +

@@ -24,7 +24,7 @@ from sfcluster.firewall import (NO_FALLBACK, FirewallFacts, Recorded, apply_plan
                                 remove_recorded, rule_names)
 from sfcluster.inventory import parse_inventory
 from sfcluster.inventory.model import Cluster
-from sfcluster.nodescripts import source
+from sfcluster.nodescripts import source, with_state
 from sfcluster.remote.base import Result
 from sfcluster.remote.group import GroupResult
 
@@ -41,32 +41,44 @@ BOB_MOVED = INV.replace("10.0.0.2", "10.0.0.22")
 # One fake for every tool (by its name), in sh: a Python one per call made these tests slow. It logs
 # whether the record was there yet and its argv (one line, arguments split by \037); fails when
 # FW_FAIL is in its arguments; keeps ufw's and firewalld's rules in FW_RULES (one a line), refusing
-# to delete a rule that is not there, as the real tools do.
+# to delete a rule that is not there, as the real tools do. As the real ones, it adds nothing for a
+# rule already there: ufw matches a prepend against a rule whatever its action and comment ("Skipping
+# inserting existing rule"), but deletes a rule only with its own comment; firewalld compares rich
+# rules parsed (here: with runs of spaces squeezed), answers ALREADY_ENABLED (exit 0) to an add of one
+# it has, and lists its rules as they were written.
 FAKE_TOOL = r"""#!/bin/sh
 US=$(printf '\037')
 tool=${0##*/}
 join() { for a in "$@"; do printf '%s%s' "$US" "$a"; done; }
+ufw_key() { shift; for a in "$@"; do [ "$a" = comment ] && break; printf '%s%s' "$US" "$a"; done; }
 { [ -e "$FW_RECORD" ] && printf 1 || printf 0; join "$tool" "$@"; echo; } >>"$FW_LOG"
 if [ -n "$FW_FAIL" ]; then
     case "$*" in *"$FW_FAIL"*) echo "fake failure at $FW_FAIL" >&2; exit 1;; esac
 fi
+touch "$FW_RULES"
 case "$tool $1" in
-    "ufw prepend"|"ufw delete") verb=$1; shift; rule="ufw$(join "$@")";;
-    "firewall-cmd --add-rich-rule="*) verb=prepend; rule="firewall-cmd$US${1#--add-rich-rule=}";;
+    "ufw prepend"|"ufw delete") verb=$1; shift; rule="ufw$(join "$@")"; key=$(ufw_key "$@")
+        keys=$(grep "^ufw$US" "$FW_RULES" | sed "s/^ufw$US[^$US]*//; s/${US}comment$US.*\$//");;
+    "firewall-cmd --add-rich-rule="*) verb=prepend; rule="firewall-cmd$US${1#--add-rich-rule=}"
+        key=$(printf '%s' "$rule" | tr -s ' '); keys=$(grep "^firewall-cmd$US" "$FW_RULES" | tr -s ' ');;
     "firewall-cmd --remove-rich-rule="*) verb=delete; rule="firewall-cmd$US${1#--remove-rich-rule=}";;
+    "firewall-cmd --list-rich-rules") grep "^firewall-cmd$US" "$FW_RULES" | cut -d "$US" -f 2-; exit 0;;
     *) exit 0;;
 esac
-touch "$FW_RULES"
 if [ "$verb" = delete ]; then
     grep -qxF -- "$rule" "$FW_RULES" || { echo "Could not delete non-existent rule" >&2; exit 1; }
     grep -vxF -- "$rule" "$FW_RULES" >"$FW_RULES.new"
     mv "$FW_RULES.new" "$FW_RULES"
-elif ! grep -qxF -- "$rule" "$FW_RULES"; then
+    [ "$tool" = ufw ] && echo "Rule deleted"
+elif printf '%s\n' "$keys" | grep -qxF -- "$key"; then
+    [ "$tool" = ufw ] && echo "Skipping inserting existing rule" || echo "Warning: ALREADY_ENABLED: '${1#*=}'" >&2
+else
     { printf '%s\n' "$rule"; cat "$FW_RULES"; } >"$FW_RULES.new"
     mv "$FW_RULES.new" "$FW_RULES"
+    [ "$tool" = ufw ] && echo "Rule inserted"
 fi
+exit 0
 """
-
 
 class LocalRunner:
     """A Runner that runs argv here, with the node's environment (fake tools first on PATH)."""
@@ -144,15 +156,19 @@ def test_the_record_is_written_before_the_first_add_and_names_the_plans_removal(
     plan, undo = plan_add(cluster, "alice", backend), plan_remove(cluster, "alice", backend)
     assert (out.source, out.removed, out.added) == ("nothing", 0, len(plan.commands))
     calls = node.calls()
+    if backend == "firewalld":  # what the site has already: looked at once, before the record
+        assert calls[0]["argv"] == ["firewall-cmd", "--list-rich-rules"] and not calls[0]["record"]
+        calls = calls[1:]
     assert [c["argv"] for c in calls] == [list(c) for c in plan.commands]
-    record = {"backend": backend, "remove": [list(c) for c in undo.commands], "plan": plan.digest}
+    record = {"backend": backend, "remove": [list(c) for c in undo.commands], "plan": plan.digest, "kept": []}
     assert calls[0]["record"]  # already there when the first rule went in
     assert json.loads(node.record.read_text()) == record
     assert stat.S_IMODE(os.lstat(node.record).st_mode) == 0o600
     assert stat.S_IMODE(os.lstat(node.record.parent).st_mode) == 0o700
+    before = len(node.calls())
     out = node.remove(cluster)  # the planner's removals pass the node's checks, every backend
     assert (out.source, out.removed, out.gone) == ("record", len(undo.commands), 0)
-    assert [c["argv"] for c in node.calls()[len(calls):]] == [list(c) for c in undo.commands]
+    assert [c["argv"] for c in node.calls()[before:]] == [list(c) for c in undo.commands]
     assert not node.record.exists() and node.rules() == []
 
 
@@ -255,6 +271,16 @@ FORGED = {
     "ufw rule not ours": ("ufw", [["ufw", "delete", "allow", "22", "comment", "site"]]),
     "firewalld service": ("firewalld", [["firewall-cmd", "--remove-service=ssh"]]),
     "firewalld permanent": ("firewalld", [["firewall-cmd", "--permanent", "--remove-rich-rule=rule drop"]]),
+    "firewalld: a site's service rule": ("firewalld", [["firewall-cmd",
+                                                        '--remove-rich-rule=rule family="ipv4" service name="ssh" accept']]),
+    "firewalld: an accept from a network": ("firewalld", [["firewall-cmd", '--remove-rich-rule=rule family="ipv4" source '
+                                                           'address="10.0.0.0/8" port port="6379" protocol="tcp" accept']]),
+    "firewalld: a drop from an address": ("firewalld", [["firewall-cmd", '--remove-rich-rule=rule family="ipv4" source '
+                                                         'address="10.0.0.2" port port="6379" protocol="tcp" drop']]),
+    "firewalld: a second rule after a newline": ("firewalld", [["firewall-cmd", '--remove-rich-rule=rule priority="32000" '
+                                                                'family="ipv4" port port="6379" protocol="tcp" drop\n']]),
+    "firewalld: a port out of range": ("firewalld", [["firewall-cmd", '--remove-rich-rule=rule priority="32000" '
+                                                      'family="ipv4" port port="99999" protocol="tcp" drop']]),
     "unknown backend": ("sh", [["sh", "-c", "true"]]),
     "not a list": ("iptables", "iptables -w -F INPUT"),
 }
@@ -313,6 +339,53 @@ def test_the_probe_reads_the_records_plan_and_backend_only(node, cluster):
         return json.loads(p.stdout.strip().splitlines()[-1])["firewall"]
     assert probe()["record"] is None
     node.apply(cluster, "ufw")
-    assert probe()["record"] == {"backend": "ufw", "plan": plan_add(cluster, "alice", "ufw").digest}
+    assert probe()["record"] == {"backend": "ufw", "plan": plan_add(cluster, "alice", "ufw").digest, "kept_ufw": [0, 0]}
     node.record.write_text("not json")
     assert "not a record" in probe()["record"]["error"]
+
+
+SITE_RULES = json.loads((Path(__file__).parent / "data" / "firewall" / "site_rules.json").read_text())
+
+
+def counterpart(add: List[str]) -> List[str]:
+    return ["ufw", "delete", *add[2:]] if add[0] == "ufw" else \
+        ["firewall-cmd", "--remove-rich-rule=" + add[1].partition("=")[2]]
+
+
+@pytest.mark.parametrize("case", SITE_RULES, ids=[c["case"] for c in SITE_RULES])
+def test_a_rule_the_site_already_had_is_neither_recorded_nor_removed(node, cluster, case):
+    """Facts in (the site's rules), out: what up adds, what the record names, what down removes."""
+    backend, site, kept = case["backend"], case["site"], case["kept"]
+    node.rules_file.write_text("".join("\037".join(r) + "\n" for r in site))
+    plan, undo = plan_add(cluster, "alice", backend), plan_remove(cluster, "alice", backend)
+    assert all(k in [list(c) for c in plan.commands] for k in kept)  # the data names rules of the plan
+    for _ in range(2):  # the first up, then an up that replaces its own rules: the site's stay out of it
+        out = node.apply(cluster, backend)
+        assert (out.added, out.kept) == (len(plan.commands) - len(kept), len(kept))
+        record = json.loads(node.record.read_text())
+        assert record["kept"] == kept
+        assert record["remove"] == [list(c) for c in undo.commands if list(c) not in [counterpart(k) for k in kept]]
+        assert all(r in node.rules() for r in site)
+    if backend == "ufw":  # what the probe counts as ours is short by the site's: complete all the same
+        req = {"cluster": "demo", "firewall_backend": "none", "ports": [], **rule_names(cluster)}
+        p = subprocess.run([sys.executable, "-c", source("probe"), json.dumps(req)], capture_output=True, text=True,
+                           timeout=60, env={k: v for k, v in node.env.items() if k != "SUDO_UID"})
+        rec = json.loads(p.stdout.strip().splitlines()[-1])["firewall"]["record"]
+        assert rec["kept_ufw"] == [sum(k[2] == "allow" for k in kept), sum(k[2] == "deny" for k in kept)]
+    out = node.remove(cluster, fallback=plan_remove(cluster, "alice", backend))
+    assert (out.source, out.gone) == ("record", 0)  # nothing removed that was not there, nothing of the site's
+    assert node.rules() == site and not node.record.exists()
+
+
+@pytest.mark.parametrize("backend", ["ufw", "firewalld"])
+def test_a_plan_whose_removal_is_not_its_adds_counterpart_is_refused(node, cluster, backend):
+    """The record names what the plan adds: a request whose removal names more (a site's rule) is refused."""
+    plan, undo = plan_add(cluster, "alice", backend), plan_remove(cluster, "alice", backend)
+    req = {"action": "apply", "cluster": "demo", "sudo": False, "names": rule_names(cluster),
+           "fallback": {"backend": "none", "remove": []}, "backend": backend, "add": [list(c) for c in plan.commands[1:]],
+           "add_stdin": None, "remove": [list(c) for c in undo.commands], "plan": plan.digest}
+    p = subprocess.run([sys.executable, "-c", with_state("firewall_apply")], input=json.dumps(req), capture_output=True,
+                       text=True, timeout=60, env=node.env)
+    answer = json.loads(p.stdout.strip().splitlines()[-1])
+    assert p.returncode == 3 and answer["kind"] == "bad_request" and "exactly the removal" in answer["error"]
+    assert node.calls() == [] and not node.record.exists()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +47,23 @@ def test_iptables_plan_accepts_peers_then_drops_and_hooks_input_last(cluster):
     assert cmds[-1] == "iptables -w -I INPUT 1 -j SFC-demo"
     assert [" ".join(c) for c in plan_remove(cluster, "bob", "iptables").commands] == [
         "iptables -w -D INPUT -j SFC-demo", "iptables -w -F SFC-demo", "iptables -w -X SFC-demo"]
+
+
+def test_iptables_plan_is_the_expected_data_and_accepts_loopback_on_our_ports_only(cluster):
+    """INPUT jumps to our chain first: an ACCEPT there beats the site's own INPUT rules, so each one
+    names a port of ours (issue 17, item 15: a bare `-i lo -j ACCEPT` let all loopback traffic in)."""
+    text = (Path(__file__).parent / "data" / "firewall" / "iptables_bob.txt").read_text()
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    add, remove = lines[:lines.index("remove:")], lines[lines.index("remove:") + 1:]
+    assert [shlex.join(c) for c in plan_add(cluster, "bob", "iptables").commands] == add
+    assert [shlex.join(c) for c in plan_remove(cluster, "bob", "iptables").commands] == remove
+    for node in ("alice", "bob", "carol"):
+        cmds = plan_add(cluster, node, "iptables").commands
+        accepts = [c for c in cmds if c[-2:] == ("-j", "ACCEPT")]
+        assert all(c[c.index("-p"):c.index("-p") + 4][::2] == ("-p", "--dport") for c in accepts)  # tcp, a port
+        lo_ports = [c[c.index("--dport") + 1] for c in cmds if "lo" in c]
+        assert lo_ports == [f"{a.port}:{a.port_end}" if a.port != a.port_end else str(a.port)
+                            for a in allows_for(cluster, node)]
 
 
 def test_nftables_plan_is_one_own_table(cluster):

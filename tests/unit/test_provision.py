@@ -171,13 +171,16 @@ def test_wheels_arrive_checked_and_are_reused(tmp_path):
     assert sorted(os.listdir(got["dir"])) == ["b-2-py3-none-any.whl", "manifest.json"]
 
 
-def test_a_pin_the_wheelhouse_lacks_fails_naming_the_package(tmp_path):
+def test_a_pin_the_lock_lacks_fails_naming_the_package(tmp_path):
     venv = tmp_path / "sf"
     venv.mkdir()
     (tmp_path / "wh").mkdir()
-    got = node({"action": "build", "venv": str(venv), "requirements": ["secretflow-lite==9.9.9", "ray==2.9.3"],
-                "check": {}, "source": {"wheelhouse": str(tmp_path / "wh")}, "marker": {}}, tmp_path)
-    assert got["stage"] == "pip" and got["package"] == "secretflow-lite==9.9.9", got
+    lock = [["secretflow-lite", "1.10.0b1", ["a" * 64], None], ["ray", "2.9.3", ["b" * 64], None]]
+    got = node({"action": "build", "cluster": "demo", "venv": str(venv), "lock": lock,
+                "requirements": ["secretflow-lite==9.9.9", "ray==2.9.3"], "check": {},
+                "source": {"wheelhouse": str(tmp_path / "wh")}, "marker": {}}, tmp_path)
+    assert got["stage"] == "lock check" and got["package"] == "secretflow-lite==9.9.9", got
+    assert "it locks secretflow-lite==1.10.0b1" in got["failed"], got
     assert not (venv / VENV_MARKER).exists()
 
 
@@ -262,7 +265,163 @@ def test_a_missing_pin_names_node_and_package_and_keeps_every_old_venv(local_clu
     with pytest.raises(SfclusterError) as e:
         provision(bad, Nodes(bad, runners=runners))
     text = e.value.message
-    assert "provision failed on 2 of 2 node(s)" in text and "[a] pip failed (secretflow-lite==1.10.0b2)" in text, text
-    assert "[b] pip failed (secretflow-lite==1.10.0b2)" in text and "previous venv is back in place" in text, text
+    assert "provision failed on 2 of 2 node(s)" in text and "[a] lock check failed (secretflow-lite==1.10.0b2)" in text, text
+    assert "[b] lock check failed (secretflow-lite==1.10.0b2)" in text and "previous venv is back in place" in text, text
     assert (tmp / "a" / "sf" / VENV_MARKER).read_text() == before
     assert not any(o.changed for o in provision(c, Nodes(c, runners=runners)).values())
+
+
+# -- the hash lock (issue 17, item 10): pip trusts neither the index nor the node's pip config
+
+def node_module() -> dict:
+    """The node script's functions, loaded here without running an action."""
+    ns: dict = {"__name__": "provision_node"}
+    exec(compile(with_state("provision"), "nodescripts/provision.py", "exec"), ns)
+    return ns
+
+
+def test_pip_runs_isolated_wheels_only_and_checks_every_hash():
+    m = node_module()
+    argv = m["pip_argv"]("/opt/sf/bin/python", {"wheelhouse": "/h/wh"}, "/h/.sfcluster/demo/pip-lock.txt")
+    assert argv[:5] == ["/opt/sf/bin/python", "-I", "-m", "pip", "install"]
+    for flag in ("--isolated", "--no-input", "--only-binary=:all:", "--require-hashes", "--no-index"):
+        assert flag in argv, (flag, argv)
+    assert argv[-2:] == ["-r", "/h/.sfcluster/demo/pip-lock.txt"] and "--find-links" in argv
+    index = m["pip_argv"]("/opt/sf/bin/python", {"index_url": "https://idx.example/simple"}, "/r.txt")
+    assert "--no-index" not in index and not any("idx.example" in a for a in index), index  # the URL is in the file
+    env = m["pip_env"]({"PIP_INDEX_URL": "http://evil/simple", "PIP_USER": "1", "PYTHONPATH": "/evil",
+                        "HOME": "/home/sf", "HTTPS_PROXY": "http://proxy:3128"})
+    assert env == {"PIP_CONFIG_FILE": os.devnull, "HOME": "/home/sf", "HTTPS_PROXY": "http://proxy:3128"}
+
+
+def test_the_requirements_file_carries_the_index_and_refuses_plain_http():
+    m = node_module()
+    lock = [["ray", "2.9.3", ["a" * 64, "b" * 64], None], ["async-timeout", "4.0.3", ["c" * 64], 'python_version < "3.11"']]
+    text = m["requirements_text"]({"index_url": "https://idx.example/simple"}, lock, "me:p@ss")
+    assert text.splitlines() == ["--index-url https://me:p%40ss@idx.example/simple",
+                                 f"ray==2.9.3 --hash=sha256:{'a' * 64} --hash=sha256:{'b' * 64}",
+                                 f'async-timeout==4.0.3 ; python_version < "3.11" --hash=sha256:{"c" * 64}']
+    with pytest.raises(m["UnsafeState"], match="only https"):
+        m["requirements_text"]({"index_url": "http://idx.example/simple"}, lock, "")
+    for bad in (["ray", "2.9.3", ["a" * 64], "x --index-url http://evil"], ["--index-url=http://e", "1", ["a" * 64], None],
+                ["ray", "2.9.3", ["short"], None], ["ray", "2.9.3", [], None]):
+        with pytest.raises(m["UnsafeState"], match="malformed lock entry"):
+            m["lock_lines"]([bad])
+
+
+PIP_HASH_MISMATCH = """ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE. If you have updated the package versions, please update the hashes. Otherwise, examine the package contents carefully; someone may have tampered with them.
+    beta==2.0 from file:///tmp/hpip/wh/beta-2.0-py3-none-any.whl (from -r lock.txt (line 2)):
+        Expected sha256 0000000000000000000000000000000000000000000000000000000000000000
+             Got        96141e69d5d5e10a36dd7c9607c7737bc63a2bcbadaaec05fd2f7f91dbc419ca
+"""
+PIP_NOT_PINNED = """ERROR: In --require-hashes mode, all requirements must have their versions pinned with ==. These do not:
+    beta from file:///tmp/hpip/wh/beta-2.0-py3-none-any.whl (from alpha==1.0->-r lock2.txt (line 1))
+"""
+
+
+def test_pips_hash_errors_name_the_package():
+    # the texts are pip 23.2.1's own, captured from a real install against a lock
+    m = node_module()
+    assert m["failed_requirement"](PIP_HASH_MISMATCH) == "beta==2.0"
+    assert m["failed_requirement"](PIP_NOT_PINNED) == "beta"
+
+
+def test_the_node_refuses_a_wheel_whose_hash_the_lock_does_not_list(tmp_path):
+    wh, venv = tmp_path / "wh", tmp_path / "sf"
+    wh.mkdir()
+    venv.mkdir()
+    fake_wheel(wh, "ray", "2.9.3", "ray")
+    fake_wheel(wh, "secretflow-lite", "1.10.0b1", "secretflow")
+    sha = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in wh.iterdir()}
+    lock = [["secretflow-lite", "1.10.0b1", [sha["secretflow_lite-1.10.0b1-py3-none-any.whl"]], None],
+            ["ray", "2.9.3", ["0" * 64], None]]     # what the lock says ray is: not these bytes
+    got = node({"action": "build", "cluster": "demo", "venv": str(venv), "lock": lock, "check": {},
+                "requirements": ["secretflow-lite==1.10.0b1", "ray==2.9.3"], "source": {"wheelhouse": str(wh)},
+                "marker": {}}, tmp_path)
+    assert got["stage"] == "lock check" and got["package"] == "ray", got
+    assert "ray-2.9.3-py3-none-any.whl has sha256 " + sha["ray-2.9.3-py3-none-any.whl"][:16] in got["failed"], got
+    assert "pip" not in got and not (venv / "bin").exists()    # pip never ran
+
+
+def test_the_nodes_pip_conf_and_pip_variables_do_not_apply(local_cluster):
+    # a pip.conf and PIP_* of the Ray user that would send pip elsewhere (here: --user, which a
+    # venv refuses; an http index) change nothing
+    from sfcluster.connect import Nodes
+    from sfcluster.provision import provision
+    inventory, runners, tmp = local_cluster
+    for name, r in runners.items():
+        home = tmp / name / "userhome"
+        (home / ".config" / "pip").mkdir(parents=True)
+        (home / ".config" / "pip" / "pip.conf").write_text("[global]\nindex-url = http://127.0.0.1:9/simple\n"
+                                                           "[install]\nuser = true\nno-index = false\n")
+        r.env.update(HOME=str(home), PIP_USER="1", PIP_REQUIRE_HASHES="0", PIP_FIND_LINKS=str(tmp))
+    c = inventory()
+    got = provision(c, Nodes(c, runners=runners))
+    assert all(o.changed and o.versions["ray"] == "2.9.3" for o in got.values()), got
+
+
+def test_an_sdist_in_the_wheelhouse_is_refused_naming_it_before_any_node(local_cluster):
+    from sfcluster.connect import Nodes
+    from sfcluster.provision import provision
+    from sfcluster.wheels.lock import LockError
+    inventory, runners, tmp = local_cluster
+    (tmp / "wheelhouse" / "evil-1.0.tar.gz").write_bytes(b"setup.py runs here")
+    c = inventory()
+    with pytest.raises(LockError, match=r"wheelhouse/evil-1.0.tar.gz is a source distribution") as e:
+        provision(c, Nodes(c, runners=runners))
+    assert "only wheels" in e.value.hint
+    assert not (tmp / "a" / "home" / ".sfcluster").exists()
+
+
+def test_the_wheelhouse_lock_is_kept_and_a_changed_wheel_fails_naming_the_package(local_cluster):
+    from sfcluster.connect import Nodes
+    from sfcluster.provision import provision
+    from sfcluster.wheels.lock import LOCK_NAME, LockError
+    inventory, runners, tmp = local_cluster
+    c = inventory()
+    seen = []
+    provision(c, Nodes(c, runners=runners), progress=lambda n, m: seen.append(m))
+    lock = tmp / "wheelhouse" / LOCK_NAME
+    assert lock.exists() and any("made from the wheelhouse" in m for m in seen)
+    assert "ray==2.9.3 --hash=sha256:" in lock.read_text()
+    (tmp / "wheelhouse" / "ray-2.9.3-py3-none-any.whl").unlink()
+    import zipfile
+    with zipfile.ZipFile(tmp / "wheelhouse" / "ray-2.9.3-py3-none-any.whl", "w") as z:   # same name, other bytes
+        z.writestr("ray/__init__.py", "import os; os.system('id')\n")
+    with pytest.raises(LockError, match=r"^ray==2.9.3: .*ray-2.9.3-py3-none-any.whl has sha256 .* the wheel changed") as e:
+        provision(c, Nodes(c, runners=runners))
+    assert e.value.package == "ray" and f"{LOCK_NAME}:" in e.value.message
+    fake_wheel(tmp / "wheelhouse", "extra-pkg", "1.0", "extra_pkg")   # a wheel added after the lock: refused too
+    with pytest.raises(LockError, match="extra-pkg 1.0: .* is not in the lock"):
+        provision(c, Nodes(c, runners=runners))
+
+
+def test_an_index_without_a_lock_is_refused_saying_how_to_make_one(tmp_path):
+    from sfcluster.connect import Nodes
+    from sfcluster.provision import provision
+    c = parse_inventory(BASE + "provision: {package: secretflow-lite, version: 1.10.0b1, ray_version: 2.9.3, "
+                               "index_url: 'https://idx.example/simple'}\n")
+    with pytest.raises(SfclusterError, match=r"installing from https://idx.example/simple needs a hash lock") as e:
+        provision(c, Nodes(c, runners={}))
+    assert "sfcluster wheelhouse -i INVENTORY DIR" in e.value.hint and "provision.lock" in e.value.hint
+    plain = parse_inventory(BASE + PINS)     # no index_url: PyPI, and the same rule
+    with pytest.raises(SfclusterError, match=r"installing from https://pypi.org/simple needs a hash lock"):
+        provision(plain, Nodes(plain, runners={}))
+
+
+def test_an_http_index_is_refused_with_path_and_line():
+    text = BASE + "provision:\n  package: secretflow-lite\n  version: 1.10.0b1\n  ray_version: 2.9.3\n" \
+                  "  index_url: http://pypi.example/simple\n"
+    with pytest.raises(InventoryError) as e:
+        parse_inventory(text)
+    got = [(p.path, p.line) for p in e.value.problems if "plain http" in p.message]
+    assert got == [("provision.index_url", 7)], e.value.problems
+    assert "https://" in str(e.value)
+
+
+def test_the_inventory_names_a_lock_relative_to_itself(tmp_path):
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(BASE + "provision: {package: secretflow-lite, version: 1.10.0b1, ray_version: 2.9.3, "
+                          "index_url: 'https://idx.example/simple', lock: locks/sf.txt}\n")
+    from sfcluster.inventory import load_inventory
+    assert load_inventory(str(inv)).provision.lock == str(tmp_path / "locks" / "sf.txt")

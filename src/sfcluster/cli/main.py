@@ -8,7 +8,7 @@ from sfcluster.cli.ca import ca_cmd
 from sfcluster.cli.check import check_cmd
 from sfcluster.cli.data import data_cmd
 from sfcluster.cli.lifecycle import config_cmd, down_cmd, status_cmd, up_cmd
-from sfcluster.cli.provision import provision_cmd
+from sfcluster.cli.provision import provision_cmd, wheelhouse_cmd
 from sfcluster.cli.run import cancel_cmd, fetch_cmd, logs_cmd, run_cmd, runs_cmd
 from sfcluster.exitcodes import help_table
 
@@ -29,6 +29,7 @@ def cli() -> None:
     \b
     Simulation mode: one Ray cluster over several machines, one per party; exactly one driver, on the head.
       sfcluster provision -i inventory.yaml  each node's SecretFlow venv, as the inventory pins it
+      sfcluster wheelhouse -i inventory.yaml DIR   its wheels and hash lock, for the nodes' Python
       sfcluster check  -i inventory.yaml     preflight, with a fix for each problem
       sfcluster up     -i inventory.yaml     Ray head + workers over SSH, firewall scoped to peers
       sfcluster run    -i inventory.yaml train_lr.py   the single driver, on the head
@@ -41,8 +42,8 @@ def cli() -> None:
     """
 
 
-for _cmd in (provision_cmd, check_cmd, up_cmd, status_cmd, down_cmd, config_cmd, run_cmd, logs_cmd, cancel_cmd, runs_cmd, fetch_cmd, data_cmd,
-             ca_cmd):
+for _cmd in (provision_cmd, wheelhouse_cmd, check_cmd, up_cmd, status_cmd, down_cmd, config_cmd, run_cmd, logs_cmd, cancel_cmd,
+             runs_cmd, fetch_cmd, data_cmd, ca_cmd):
     _cmd.epilog = help_table()
     cli.add_command(_cmd)
 

@@ -14,6 +14,7 @@ from sfcluster.remote.group import fan_out
 from sfcluster.upplan import unfiltered_reason
 from sfcluster.tls.install import enabled as tls_enabled, inspect as inspect_tls, peer_cas
 from sfcluster.errors import ConnectError, HostKeyError, SfclusterError
+from sfcluster.firewall.addresses import UnresolvedHost, peer_addresses
 from sfcluster.facts import NodeFacts, gather_all, python_argv, spu_bind_address
 from sfcluster.inventory.model import Cluster, FirewallMode, Node
 from sfcluster.raycluster.resources import MIN_CPUS
@@ -343,7 +344,19 @@ def _privileges_and_firewall(cluster: Cluster, report: Report, facts: NodeFacts)
                    "run check as root or with passwordless sudo to see firewall rules")
     else:
         present = "present" if fw.rules_present else "not present"
-        report.add(facts.node, "firewall", Status.OK, f"backend {fw.backend}; sfcluster rules {present}")
+        try:
+            resolved = _resolved_hosts(cluster)
+        except UnresolvedHost as e:
+            report.add(facts.node, "firewall", Status.FAIL, e.message, e.hint)
+            return
+        report.add(facts.node, "firewall", Status.OK, f"backend {fw.backend}; sfcluster rules {present}{resolved}")
+
+
+def _resolved_hosts(cluster: Cluster) -> str:
+    """With firewall: open, the addresses the rules carry for the hosts that are names (resolved
+    once here, the same for every node), as a tail of the firewall row. Raises UnresolvedHost."""
+    shown = peer_addresses(cluster).shown() if cluster.firewall is FirewallMode.OPEN else ""
+    return f"; rules carry addresses resolved here: {shown}" if shown else ""
 
 
 def _resources(report: Report, facts: NodeFacts) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from sfcluster.errors import PrivilegeError, RemoteError
+from sfcluster.firewall.addresses import UnresolvedHost
 from sfcluster.firewall.names import rule_names
 from sfcluster.firewall.plan import FirewallPlan, plan_add, plan_remove
 from sfcluster.inventory.model import Cluster, Node
@@ -23,12 +24,14 @@ SECONDS_PER_COMMAND = 2  # ufw and firewall-cmd take ~0.3 s a call; the node bou
 @dataclass(frozen=True)
 class Outcome:
     """What the node did: removals from its record, from the fallback, or none; how many of them
-    removed a rule (`removed`) or found it gone (`gone`); how many rules it added."""
+    removed a rule (`removed`) or found it gone (`gone`); how many rules it added, and how many of
+    the plan's rules the site already had (`kept`: ufw, firewalld; left alone, never recorded)."""
 
     source: str
     removed: int
     gone: int
     added: int
+    kept: int = 0
 
 
 def apply_plan(runner: Runner, cluster: Cluster, node: Node, backend: str, fallback: FirewallPlan,
@@ -59,7 +62,13 @@ def cached_removal(cluster: Cluster, node_name: str, cached: Any, backend: str) 
     sfcluster cached, which kept the backend's name alone)."""
     if isinstance(cached, dict) and isinstance(cached.get("backend"), str) and isinstance(cached.get("remove"), list):
         return FirewallPlan(cached["backend"], tuple(tuple(str(a) for a in c) for c in cached["remove"]))
-    return plan_remove(cluster, node_name, cached if isinstance(cached, str) else backend)
+    backend = cached if isinstance(cached, str) else backend
+    try:
+        return plan_remove(cluster, node_name, backend)
+    except UnresolvedHost:
+        # ufw's and firewalld's removal names the addresses: without them, only the node's record
+        # (the usual case) says what to remove; a DNS failure must not keep `down` from using it
+        return FirewallPlan(backend, ())
 
 
 def _request(cluster: Cluster, action: str, fallback: FirewallPlan, sudo: bool) -> Dict[str, Any]:
@@ -76,7 +85,8 @@ def _run(runner: Runner, cluster: Cluster, node: Node, req: Dict[str, Any], comm
         res.check()  # no answer at all (no Python there, a crash): the exit code and stderr say why
         raise RemoteError(node.name, res.command, "the firewall step gave no answer", "run `sfcluster check`")
     if answer.get("ok"):
-        return Outcome(str(answer.get("from")), int(answer["removed"]), int(answer["gone"]), int(answer["added"]))
+        return Outcome(str(answer.get("from")), int(answer["removed"]), int(answer["gone"]), int(answer["added"]),
+                       int(answer.get("kept") or 0))
     kind, error, what = answer.get("kind"), str(answer.get("error")), "adding" if req["action"] == "apply" else "removing"
     record = f"~/.sfcluster/{cluster.name}/firewall.json"
     if kind == "no_privilege":

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
+from sfcluster.firewall.addresses import UnresolvedHost
 from sfcluster.firewall.names import rule_names
 from sfcluster.firewall.plan import FirewallPlan, allows_for, firewalld_rules, ufw_rules
 from sfcluster.inventory.model import Cluster, Node
@@ -14,12 +15,17 @@ NO_BACKEND = ("none", "unknown")  # none found / not visible without root
 
 
 def probe_fields(cluster: Cluster, node: Node) -> Dict[str, Any]:
-    """The firewall part of the probe's request."""
-    allows = allows_for(cluster, node.name)
+    """The firewall part of the probe's request. A host that does not resolve here leaves the
+    address-bound expectations out (never complete, nothing matched by rule text): `status` and
+    `down` still work, and `up` and `check` name the host (firewall/addresses.py)."""
+    fields = {"cluster": cluster.name, "firewall_backend": node.firewall_backend, **rule_names(cluster)}
+    try:
+        allows = allows_for(cluster, node.name)
+    except UnresolvedHost:
+        return dict(fields, ufw_expect=[-1, -1], firewalld_rules=[])
     ufw = ufw_rules(cluster, allows)
-    return {"cluster": cluster.name, "firewall_backend": node.firewall_backend, **rule_names(cluster),
-            "ufw_expect": [sum(1 for r in ufw if r[0] == "allow"), sum(1 for r in ufw if r[0] == "deny")],
-            "firewalld_rules": firewalld_rules(allows)}
+    return dict(fields, ufw_expect=[sum(1 for r in ufw if r[0] == "allow"), sum(1 for r in ufw if r[0] == "deny")],
+                firewalld_rules=firewalld_rules(allows))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from sfcluster.firewall.addresses import peer_addresses
 from sfcluster.firewall.names import iptables_chain, nft_table, ufw_comment
 from sfcluster.inventory.model import Cluster
 from sfcluster.ports import plan_ports
@@ -25,7 +26,7 @@ from sfcluster.ports import plan_ports
 class Allow:
     port: int
     port_end: int
-    sources: Tuple[str, ...]   # IPs allowed; everyone else is dropped
+    sources: Tuple[str, ...]   # IPv4 addresses allowed (never a name: firewall/addresses.py); everyone else is dropped
     purpose: str
 
 
@@ -43,10 +44,12 @@ class FirewallPlan:
 
 
 def allows_for(cluster: Cluster, node_name: str) -> List[Allow]:
-    node = cluster.node(node_name)
+    """For each planned port of the node: the addresses of the node itself and of the peers that
+    must reach it, from the one resolution of the cluster's hosts (raises UnresolvedHost)."""
+    addrs = peer_addresses(cluster)
     out = []
     for e in plan_ports(cluster).for_node(node_name):
-        srcs = [node.host] + [cluster.node(r).host for r in e.reachers]
+        srcs = [a for n in (node_name, *e.reachers) for a in addrs.of(n)]
         out.append(Allow(e.port, e.port_end, tuple(dict.fromkeys(srcs)), e.purpose))
     return out
 
@@ -91,8 +94,11 @@ def plan_add(cluster: Cluster, node_name: str, backend: str) -> FirewallPlan:
     allows = allows_for(cluster, node_name)
     if backend == "iptables":
         ch = iptables_chain(cluster)
-        cmds: List[Tuple[str, ...]] = [("iptables", "-w", "-N", ch), ("iptables", "-w", "-A", ch, "-i", "lo", "-j", "ACCEPT")]
+        cmds: List[Tuple[str, ...]] = [("iptables", "-w", "-N", ch)]
         for a in allows:
+            # loopback to this port only: INPUT jumps here first, so a bare `-i lo -j ACCEPT` would
+            # accept every loopback packet ahead of the site's own INPUT rules
+            cmds.append(("iptables", "-w", "-A", ch, "-i", "lo", "-p", "tcp", "--dport", _dport(a, ":"), "-j", "ACCEPT"))
             for s in a.sources:
                 cmds.append(("iptables", "-w", "-A", ch, "-s", f"{s}/32", "-p", "tcp", "--dport", _dport(a, ":"), "-j", "ACCEPT"))
             cmds.append(("iptables", "-w", "-A", ch, "-p", "tcp", "--dport", _dport(a, ":"), "-j", "DROP"))
@@ -112,7 +118,8 @@ def plan_add(cluster: Cluster, node_name: str, backend: str) -> FirewallPlan:
 
 
 def plan_remove(cluster: Cluster, node_name: str, backend: str) -> FirewallPlan:
-    allows = allows_for(cluster, node_name)
+    """What removes plan_add's rules; iptables and nftables by their own chain/table name alone
+    (no address needed), ufw and firewalld rule by rule."""
     if backend == "iptables":
         ch = iptables_chain(cluster)
         return FirewallPlan(backend, (("iptables", "-w", "-D", "INPUT", "-j", ch), ("iptables", "-w", "-F", ch),
@@ -120,7 +127,8 @@ def plan_remove(cluster: Cluster, node_name: str, backend: str) -> FirewallPlan:
     if backend == "nftables":
         return FirewallPlan(backend, (("nft", "delete", "table", "inet", nft_table(cluster)),))
     if backend == "ufw":
-        return FirewallPlan(backend, tuple(("ufw", "delete", *r) for r in ufw_rules(cluster, allows)))
+        return FirewallPlan(backend, tuple(("ufw", "delete", *r) for r in ufw_rules(cluster, allows_for(cluster, node_name))))
     if backend == "firewalld":
-        return FirewallPlan(backend, tuple(("firewall-cmd", f"--remove-rich-rule={r}") for r in firewalld_rules(allows)))
+        return FirewallPlan(backend, tuple(("firewall-cmd", f"--remove-rich-rule={r}")
+                                           for r in firewalld_rules(allows_for(cluster, node_name))))
     return FirewallPlan(backend, ())

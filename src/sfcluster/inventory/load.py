@@ -48,7 +48,8 @@ WORKER_KEYS = {"start", "count"}
 SPU_KEYS = {"protocol", "field"}
 NODE_KEYS = {"host", "ssh", "python", "cpus", "spu_port", "advertise", "bind", "data", "firewall_backend", "ray_user",
              "base_python", "root_python", "cross_silo_port", "keep_outputs", "ca_cert"}
-PROVISION_KEYS = {"package", "version", "ray_version", "base_python", "index_url", "index_credentials", "wheelhouse"}
+PROVISION_KEYS = {"package", "version", "ray_version", "base_python", "index_url", "index_credentials", "wheelhouse",
+                  "lock"}
 PACKAGES = ("secretflow-lite", "secretflow")
 VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!_-]{0,63}$")   # an exact PEP 440 version, no operators
 PYTHON_PATH = re.compile(r"^[A-Za-z0-9_./+-]{1,255}$")
@@ -511,7 +512,7 @@ def _ssh(doc: _Doc, raw: Any, path: Tuple[str, ...], base: SshSpec) -> SshSpec:
 
 def _provision(doc: _Doc, raw: Any, source: str, needs_ray: bool = True) -> Tuple[Optional[Provision], str]:
     """`provision:` (what `sfcluster provision` installs) and the default base_python of the nodes.
-    Controller paths (wheelhouse, index_credentials) are relative to the inventory's directory."""
+    Controller paths (wheelhouse, index_credentials, lock) are relative to the inventory's directory."""
     path = ("provision",)
     m = doc.mapping(raw, path, PROVISION_KEYS)
     base = doc.string(m, "base_python", path, DEFAULT_BASE_PYTHON, _check_python) or DEFAULT_BASE_PYTHON
@@ -528,6 +529,7 @@ def _provision(doc: _Doc, raw: Any, source: str, needs_ray: bool = True) -> Tupl
     index_url = doc.string(m, "index_url", path, None, _check_index_url)
     credentials = doc.string(m, "index_credentials", path, None)
     wheelhouse = doc.string(m, "wheelhouse", path, None)
+    lock = doc.string(m, "lock", path, None)
     if m.get("wheelhouse") and m.get("index_url"):
         doc.error(path + ("wheelhouse",), "set either wheelhouse (nodes install from it, without an index) or "
                                           "index_url, not both")
@@ -540,7 +542,7 @@ def _provision(doc: _Doc, raw: Any, source: str, needs_ray: bool = True) -> Tupl
     if not (package and version and (ray_version or not needs_ray)):
         return None, base
     return Provision(package=package, version=version, ray_version=ray_version, index_url=index_url,
-                     index_credentials=local(credentials), wheelhouse=local(wheelhouse)), base
+                     index_credentials=local(credentials), wheelhouse=local(wheelhouse), lock=local(lock)), base
 
 
 def _check_version(v: str) -> Optional[str]:
@@ -565,8 +567,11 @@ def _check_python(v: str) -> Optional[str]:
 
 
 def _check_index_url(v: str) -> Optional[str]:
-    if not re.match(r"^https?://[^\s]+$", v):
-        return f"'{v}' is not an http(s) URL"
+    if re.match(r"^http://", v, re.I):
+        return (f"'{v}' is plain http: anyone on the path could read the index password and serve other "
+                "packages; use the index's https:// URL")
+    if not re.match(r"^https://[^\s/]+[^\s]*$", v, re.I):
+        return f"'{v}' is not an https:// URL"
     if "@" in v.split("/", 3)[2]:
         return ("holds credentials: a command line and this file are no place for them; put USER:PASSWORD in a "
                 "0600 file and name it in provision.index_credentials")

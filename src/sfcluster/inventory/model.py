@@ -117,9 +117,10 @@ class Provision:
     package: str                        # secretflow or secretflow-lite
     version: str                        # its exact version
     ray_version: Optional[str]          # Ray's exact version (SecretFlow's own pin); None: no Ray (production mode)
-    index_url: Optional[str] = None     # the nodes' index; None: what pip is configured with there
+    index_url: Optional[str] = None     # the nodes' index (https); None: PyPI (pip.conf never applies)
     index_credentials: Optional[str] = None  # controller file (0600), one line USER:PASSWORD
     wheelhouse: Optional[str] = None    # controller directory of wheels: nodes install with --no-index
+    lock: Optional[str] = None          # controller file: name==version --hash=sha256:... for every wheel
 
     @property
     def requirements(self) -> Tuple[str, ...]:

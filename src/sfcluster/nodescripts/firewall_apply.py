@@ -12,13 +12,20 @@
 #  - apply: remove what the record (else the fallback) names: a re-plan after a peer's IP changed
 #    drops the old rules first; write the new record BEFORE the first add command (a plan that
 #    fails half-way is still removable); add in order, stopping at the first failure.
+#    ufw and firewalld: a rule the site already has is the site's, not ours: it is not added and
+#    its removal leaves the record (listed under "kept"), so `down` never removes it. firewalld:
+#    the rules `--list-rich-rules` shows before the first add; ufw (no query verb): a prepend that
+#    answers only "Skipping inserting existing rule" (ufw matches a rule whatever its comment);
+#    firewalld again for a rule it answers ALREADY_ENABLED to. The plan's removal must be exactly
+#    the counterpart of its adds for these two (what the record names is what was added).
 #  - remove: remove what the record (else the fallback) names, going on past a rule that is
 #    already gone (removing is idempotent); delete the record.
 # Every removal to run (recorded, or sent as the fallback where there is no record) is checked
 # before anything runs: the backend's own tool, a delete verb, this cluster's names only; anything
 # else is refused and nothing runs.
 # Prints one JSON object as its last line:
-#   {"ok", "from": "record" | "fallback" | "nothing", "removed", "gone", "added", "error", "kind"}
+#   {"ok", "from": "record" | "fallback" | "nothing", "removed", "gone", "added", "kept", "error", "kind"}
+# (kept: rules of the plan the site already had, left as they are and out of the record)
 # (removed/gone: removal commands that exited 0 / did not). Exit 0 when ok; 1 when a firewall
 # command failed (kind "command_failed") or sudo asks for a password ("no_privilege"); 3 when it
 # refused ("refused": a removal that is not ours; "state": the state dir or the record file is
@@ -31,6 +38,12 @@ RECORD = "firewall.json"
 TOOL = {"iptables": "iptables", "nftables": "nft", "ufw": "ufw", "firewalld": "firewall-cmd"}
 COMMAND_TIMEOUT = 30
 PLAN_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+IPV4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# exactly the two rich rules plan.firewalld_rules writes: an accept from one IPv4 address to one
+# port (or range), and the priority-32000 drop of one port (or range); nothing else is ours to remove
+FIREWALLD_OURS = re.compile(r'^--remove-rich-rule=rule (?:family="ipv4" source address="%s" (?=.* accept\Z)'
+                            r'|priority="32000" family="ipv4" (?=.* drop\Z))port port="([0-9]{1,5})(?:-([0-9]{1,5}))?" '
+                            r'protocol="tcp" (?:accept|drop)\Z' % IPV4)
 NAME_SHAPES = {"iptables_chain": r"^SFC-[A-Za-z0-9_-]{1,24}$", "nft_table": r"^sfc_[a-z0-9_]{1,31}$",
                "ufw_comment": r"^sfcluster:[a-z0-9_]{1,31}$"}
 
@@ -74,9 +87,33 @@ def removal_refused(argv, backend, names):
                 and argv[-2:] == ["comment", names["ufw_comment"]] and not any(a.startswith("-") for a in argv[2:-2])):
             return None
         return "not a delete of a rule with comment %s" % names["ufw_comment"]
-    if len(argv) == 2 and argv[1].startswith("--remove-rich-rule=rule ") and "\n" not in argv[1]:
+    m = FIREWALLD_OURS.match(argv[1]) if len(argv) == 2 else None
+    if m and all(0 < int(p) <= 65535 for p in m.groups() if p is not None):
         return None
-    return "not a --remove-rich-rule of one rich rule"
+    return "not a --remove-rich-rule of one of sfcluster's rich rules (an accept from one IPv4 address or the drop " \
+           "of one port)"
+
+
+def counterpart(argv):
+    """The removal of what an add of ufw or firewalld adds (None for a command that is not such an add)."""
+    if len(argv) > 2 and argv[:2] == ["ufw", "prepend"]:
+        return ["ufw", "delete"] + argv[2:]
+    if len(argv) == 2 and argv[0] == "firewall-cmd" and argv[1].startswith("--add-rich-rule="):
+        return ["firewall-cmd", "--remove-rich-rule=" + argv[1][len("--add-rich-rule="):]]
+    return None
+
+
+def already_there(backend, code, out):
+    """Whether an add that exited 0 found its rule already there (so added nothing)."""
+    if code != 0:
+        return False
+    if backend == "firewalld":
+        return "ALREADY_ENABLED" in out
+    lines = [l.strip() for l in out.splitlines() if l.strip()]
+    # ufw prints one result line per rule it makes (an IPv4 and an IPv6 one for a rule without an
+    # address): only when every one of them was skipped did it add nothing
+    return backend == "ufw" and bool(lines) and any(l.startswith("Skipping ") for l in lines) and \
+        not any(l.startswith("Rule") for l in lines)
 
 
 def checked_removals(backend, removals, names, what):
@@ -119,15 +156,25 @@ def read_record(path, names):
 
 
 def run(argv, sudo, stdin=None):
-    """(exit code, stderr) of one firewall command, as root when `sudo`."""
+    """(exit code, stderr, stdout) of one firewall command, as root when `sudo`; in the C locale,
+    as ufw's answers are read."""
     try:
         p = subprocess.run((["sudo", "-n", "--"] if sudo else []) + argv, input=stdin or "",
-                           capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
-        return p.returncode, p.stderr
+                           capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+                           env=dict(os.environ, LC_ALL="C", LANG="C", LANGUAGE=""))
+        return p.returncode, p.stderr, p.stdout
     except subprocess.TimeoutExpired:
-        return 124, "did not finish within %d s" % COMMAND_TIMEOUT
+        return 124, "did not finish within %d s" % COMMAND_TIMEOUT, ""
     except OSError as e:
-        return 127, str(e)
+        return 127, str(e), ""
+
+
+def without(removals, argv):
+    """`removals` without one occurrence of `argv`."""
+    out = list(removals)
+    if argv in out:
+        out.remove(argv)
+    return out
 
 
 def main(req, out):
@@ -150,6 +197,8 @@ def main(req, out):
                 or not isinstance(req.get("add_stdin") or "", str)
                 or not isinstance(plan, str) or not PLAN_DIGEST.match(plan)):
             raise Refused("the plan to add is not commands of %s with a digest" % TOOL[backend], "bad_request")
+        if backend in ("ufw", "firewalld") and sorted(undo) != sorted(counterpart(c) or [] for c in add):
+            raise Refused("the plan's removal is not exactly the removal of the rules it adds", "bad_request")
     state = state_dir(req.get("cluster"), create=action == "apply")
     path = os.path.join(state, RECORD) if state else None
     record = read_record(path, names) if path else None
@@ -157,7 +206,7 @@ def main(req, out):
                                                            names, "the controller's removal (no record here)")
     out["from"] = "record" if record else "fallback" if old else "nothing"
     if sudo and (old or action == "apply"):
-        code, err = run(["true"], True)
+        code, err, _ = run(["true"], True)
         if code != 0:
             raise Failed("`sudo -n true` failed (%s); nothing was changed" % (err.strip()[-200:] or "exit %d" % code),
                          "no_privilege")
@@ -168,16 +217,34 @@ def main(req, out):
         if record:
             os.unlink(path)
         return
-    write_private(path, json.dumps({"backend": backend, "remove": undo, "plan": plan}))
+    kept = []
+    if backend == "firewalld" and add:
+        code, err, listed = run(["firewall-cmd", "--list-rich-rules"], sudo)
+        if code != 0:
+            raise Failed("`firewall-cmd --list-rich-rules` exited %d: %s" % (code, err.strip()[-200:]))
+        have = set(l.strip() for l in listed.splitlines())
+        kept = [c for c in add if c[1][len("--add-rich-rule="):] in have]
+    for argv in kept:
+        undo = without(undo, counterpart(argv))
+    record = {"backend": backend, "remove": undo, "plan": plan, "kept": kept}
+    write_private(path, json.dumps(record))
     for argv in add:
-        code, err = run(argv, sudo, req.get("add_stdin"))
+        if argv in kept:
+            continue
+        code, err, said = run(argv, sudo, req.get("add_stdin"))
         if code != 0:
             tail = " | ".join(err.strip().splitlines()[-3:])
             raise Failed("`%s` exited %d%s" % (shlex.join(argv)[:300], code, ": " + tail if tail else ""))
+        if counterpart(argv) is not None and already_there(backend, code, said + "\n" + err):
+            kept.append(argv)  # the site's rule, not ours: out of the record before the next add
+            record["remove"] = without(record["remove"], counterpart(argv))
+            write_private(path, json.dumps(record))
+            continue
         out["added"] += 1
+    out["kept"] = len(kept)
 
 
-answer = {"ok": False, "from": "nothing", "removed": 0, "gone": 0, "added": 0, "error": None, "kind": None}
+answer = {"ok": False, "from": "nothing", "removed": 0, "gone": 0, "added": 0, "kept": 0, "error": None, "kind": None}
 try:
     try:
         request = json.loads(sys.stdin.read())

@@ -253,7 +253,8 @@ def firewall_record(cluster):
     """Backend and plan digest of what firewall_apply.py recorded it added here, in the SSH user's
     ~/.sfcluster/<cluster>/firewall.json (we may be root through sudo: SUDO_UID names the user);
     None when there is none. Read as root too: a regular file of that user only, never through a
-    link, never waiting on a FIFO, and only these two fields come out of it."""
+    link, never waiting on a FIFO, and only these two fields come out of it, with the counts of
+    the ufw allows and denies the site already had (left out of what `up` added: `kept`)."""
     if not re.match(r"^[a-z][a-z0-9_]{0,30}$", cluster or ""):
         return None
     uid = int(os.environ["SUDO_UID"]) if os.geteuid() == 0 and os.environ.get("SUDO_UID", "").isdigit() else os.getuid()
@@ -279,7 +280,10 @@ def firewall_record(cluster):
     if not isinstance(data, dict) or not isinstance(data.get("backend"), str) \
             or not re.match(r"^[0-9a-f]{64}$", str(data.get("plan"))):
         return {"error": "%s is not a record sfcluster wrote" % path}
-    return {"backend": data["backend"][:20], "plan": data["plan"]}
+    kept = data.get("kept") if isinstance(data.get("kept"), list) else []
+    # the ufw rules of the plan the site already had (firewall_apply.py): they carry the site's comment
+    kept_ufw = [sum(1 for c in kept if isinstance(c, list) and c[2:3] == [verb]) for verb in ("allow", "deny")]
+    return {"backend": data["backend"][:20], "plan": data["plan"], "kept_ufw": kept_ufw}
 
 
 def firewall(prefer, can_priv, chain, nft_table, ufw_comment, ufw_expect, firewalld_rules):
@@ -334,7 +338,9 @@ def firewall(prefer, can_priv, chain, nft_table, ufw_comment, ufw_expect, firewa
         ours = [l for l in ufw_status.splitlines() if l.rstrip().endswith("# " + ufw_comment)]
         info["rules_present"] = bool(ours)
         v4 = [l for l in ours if "(v6)" not in l]
-        info["rules_complete"] = [sum(1 for l in v4 if " ALLOW " in l), sum(1 for l in v4 if " DENY " in l)] == ufw_expect
+        kept = (info["record"] or {}).get("kept_ufw") or [0, 0]
+        info["rules_complete"] = [sum(1 for l in v4 if " ALLOW " in l) + kept[0],
+                                  sum(1 for l in v4 if " DENY " in l) + kept[1]] == ufw_expect
     elif backend == "firewalld":
         have = set(run(priv(["firewall-cmd", "--list-rich-rules"]))[1].splitlines())
         want = set(firewalld_rules)

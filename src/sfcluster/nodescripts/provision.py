@@ -9,21 +9,25 @@
 #     -> {"ok": true, "count"} | {"refused": why}
 #   {"action": "swap_in", "venv", "owner"}   as the Ray user, or as root when it cannot
 #     -> {"moved_aside": bool} | {"refused": why, "needs_root": bool}
-#   {"action": "build", "venv", "requirements", "check": {dist: version}, "source", "marker"}
+#   {"action": "build", "cluster", "venv", "requirements", "check": {dist: version}, "source",
+#    "lock": [[name, version, [sha256], marker]], "marker"}
 #     + stdin: USER:PASSWORD for a private index, or nothing        as the Ray user
-#     -> {"versions", "seconds"} | {"failed": why, "package", "stage"}
+#     -> {"versions", "seconds", "pip"} | {"failed": why, "package", "stage", "pip"}
+#     pip installs exactly `lock` (--require-hashes, wheels only), isolated from every pip.conf and
+#     PIP_* variable; each pin must be in the lock, and a wheelhouse wheel whose sha256 the lock
+#     does not list is refused before pip runs (stage "lock check", naming the package).
 #   {"action": "finish", "venv", "ok"}        as whoever ran swap_in
 #     -> {"restored": bool}
 # A venv is not relocatable, so it is built in place: what was at `venv` waits at venv+OLD_SUFFIX
 # until the new one imports its pins, and is put back when it does not; never half a venv where
-# the inventory's `python` points.
+# the inventory's `python` points. Importable (not __main__) for the unit tests of its pure parts.
 import hashlib
 import platform
 import shutil
 import subprocess
 import urllib.parse
 
-REQ = json.loads(sys.argv[1])
+REQ = json.loads(sys.argv[1]) if __name__ == "__main__" else {}
 USER = pwd.getpwuid(os.getuid()).pw_name
 CHUNK = 1 << 20
 
@@ -227,45 +231,131 @@ def tail(text, n=8):
 
 
 def failed_requirement(text):
-    """The requirement pip names in its error, if it names one."""
-    import re
-    for pattern in (r"No matching distribution found for (\S+)", r"satisfies the requirement (\S+)",
+    """The requirement pip names in its error, if it names one (a hash mismatch names the package
+    whose bytes differ from the lock; a dependency missing from the lock, the one pip wanted)."""
+    for pattern in (r"DO NOT MATCH THE HASHES.*?\n\s+(\S+) from ", r"must have their versions pinned with ==\. "
+                    r"These do not:\s*\n\s+(\S+)", r"but they are missing from some requirements.*?\n\s+(\S+)",
+                    r"No matching distribution found for (\S+)", r"satisfies the requirement (\S+)",
                     r"Cannot install (.+?) because", r"Failed to build (\S+)", r"ERROR: (\S+) has requirement"):
-        m = re.search(pattern, text)
+        m = re.search(pattern, text, re.S)
         if m:
             return m.group(1)
     return None
+
+
+LOCK_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+LOCK_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
+LOCK_MARKER_RE = re.compile(r"^[A-Za-z0-9_.<>=!~'\" ()-]*$")
+
+
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_lines(lock):
+    """The lock as pip's requirements lines; an entry that could smuggle a pip option in is refused."""
+    lines = []
+    for entry in lock:
+        name, version, hashes, marker = entry
+        if (not LOCK_NAME_RE.match(name) or not LOCK_VERSION_RE.match(version) or not hashes
+                or not all(isinstance(h, str) and re.match(r"^[0-9a-f]{64}$", h) for h in hashes)
+                or (marker and (not LOCK_MARKER_RE.match(marker) or re.search(r"(^|\s)-", marker)))):
+            raise UnsafeState("refusing a malformed lock entry %r" % (entry,))
+        lines.append("%s==%s%s %s" % (name, version, " ; " + marker if marker else "",
+                                       " ".join("--hash=sha256:" + h for h in hashes)))
+    return lines
+
+
+def lock_problem(lock, requirements, wheelhouse):
+    """Why pip must not run: a pin the lock lacks, or a wheel of the wheelhouse whose sha256 the
+    lock does not list ({"failed", "package", "stage": "lock check"}); None when they agree."""
+    locked = {canonical(e[0]): e for e in lock}
+    for req in requirements:
+        name, _, version = req.partition("==")
+        e = locked.get(canonical(name))
+        if e is None or e[1] != version:
+            return {"failed": "%s is not in the lock (it locks %s)" % (req, "%s==%s" % (e[0], e[1]) if e else
+                                                                         "no %s" % name),
+                    "package": req, "stage": "lock check"}
+    for name in sorted(os.listdir(wheelhouse) if wheelhouse else []):
+        if not name.endswith(".whl"):
+            continue
+        parts = name[:-4].split("-")
+        e = locked.get(canonical(parts[0]))
+        if e is None:
+            continue   # never installed: pip takes only what the lock names
+        path = os.path.join(wheelhouse, name)
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                h.update(block)
+        if h.hexdigest() not in e[2]:
+            return {"failed": "%s==%s: %s has sha256 %s, the lock says %s" % (e[0], parts[1], path, h.hexdigest()[:16],
+                                                                          ", ".join(x[:16] for x in e[2])),
+                    "package": e[0], "stage": "lock check"}
+    return None
+
+
+def pip_env(environ):
+    """pip's environment: no PIP_* nor PYTHON* variable of the node, and no pip.conf at all."""
+    env = {k: v for k, v in environ.items() if not k.startswith(("PIP_", "PYTHON"))}
+    env["PIP_CONFIG_FILE"] = os.devnull   # skips the global, user and site pip.conf (pip's own rule)
+    return env
+
+
+def pip_argv(py, source, requirements_file):
+    """`pip install` of exactly the lock: isolated, wheels only, every file checked by sha256."""
+    argv = [py, "-I", "-m", "pip", "install", "--isolated", "--no-input", "--disable-pip-version-check",
+            "--progress-bar", "off", "--only-binary=:all:", "--require-hashes"]
+    if source.get("wheelhouse"):
+        argv += ["--no-index", "--find-links", source["wheelhouse"]]
+    return argv + ["-r", requirements_file]
+
+
+def requirements_text(source, lock, secret):
+    """The requirements file: the index (credentials in it, never on a command line) and the lock."""
+    head = []
+    if not source.get("wheelhouse"):
+        url = source["index_url"]
+        if not url.startswith("https://"):
+            raise UnsafeState("refusing the index %s: only https" % url)
+        if secret:
+            user, _, password = secret.partition(":")
+            parts = urllib.parse.urlsplit(url)
+            netloc = "%s:%s@%s" % (urllib.parse.quote(user, safe=""), urllib.parse.quote(password, safe=""),
+                                   parts.netloc)
+            url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        head = ["--index-url " + url]
+    return "\n".join(head + lock_lines(lock)) + "\n"
 
 
 def build():
     venv = venv_path()
     py = os.path.join(venv, "bin", "python")
     started = time.monotonic()
+    source, lock = REQ["source"], REQ["lock"]
+    refused = lock_problem(lock, REQ["requirements"], source.get("wheelhouse"))
+    if refused:   # before the venv: nothing is built from wheels the lock does not vouch for
+        return refused
     os.umask(0o022)
     p = subprocess.run([sys.executable, "-m", "venv", venv], capture_output=True, text=True)
     if p.returncode != 0:
         return {"failed": "`%s -m venv %s` failed: %s" % (sys.executable, venv, tail(p.stderr + p.stdout, 3)),
                 "package": None, "stage": "venv"}
-    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    argv = [py, "-m", "pip", "install", "--progress-bar", "off"]
-    source = REQ["source"]
-    if source.get("wheelhouse"):
-        argv += ["--no-index", "--find-links", source["wheelhouse"]]
-    elif source.get("index_url"):
-        url = source["index_url"]
-        secret = sys.stdin.read().strip()
-        if secret:  # into pip's environment, never onto its command line (ps shows that to everyone)
-            user, _, password = secret.partition(":")
-            parts = urllib.parse.urlsplit(url)
-            netloc = "%s:%s@%s" % (urllib.parse.quote(user, safe=""), urllib.parse.quote(password, safe=""),
-                                   parts.netloc)
-            url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-        env["PIP_INDEX_URL"] = url
-    p = subprocess.run(argv + list(REQ["requirements"]), capture_output=True, text=True, env=env)
+    secret = "" if source.get("wheelhouse") else sys.stdin.read().strip()
+    # the requirements file holds the index password: 0600 in the private state dir, gone after pip
+    reqs = os.path.join(state_dir(REQ["cluster"]), "pip-lock.txt")
+    write_private(reqs, requirements_text(source, lock, secret))
+    argv = pip_argv(py, source, reqs)
+    shown = {"argv": argv, "config_file": os.devnull}
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, env=pip_env(os.environ))
+    finally:
+        os.unlink(reqs)
     if p.returncode != 0:
         text = p.stderr + p.stdout
         return {"failed": "pip install failed: %s" % tail(p.stderr or p.stdout, 6),
-                "package": failed_requirement(text), "stage": "pip"}
+                "package": failed_requirement(text), "stage": "pip", "pip": shown}
     check = REQ["check"]
     probe = ("import importlib.metadata as m, json, sys\n"
              "v = {d: m.version(d) for d in json.loads(sys.argv[1])}\n"
@@ -284,7 +374,7 @@ def build():
     marker = dict(REQ["marker"], versions=versions, built=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     with open(os.path.join(venv, VENV_MARKER), "w") as f:
         f.write(json.dumps(marker))
-    return {"versions": versions, "seconds": round(time.monotonic() - started, 1)}
+    return {"versions": versions, "seconds": round(time.monotonic() - started, 1), "pip": shown}
 
 
 def finish():
@@ -302,4 +392,5 @@ def finish():
 
 ACTIONS = {"inspect": inspect, "wheels": wheels, "wheels_put": wheels_put, "swap_in": swap_in, "build": build,
            "finish": finish}
-print_answer(ACTIONS[REQ["action"]])
+if __name__ == "__main__":
+    print_answer(ACTIONS[REQ["action"]])
