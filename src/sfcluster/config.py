@@ -54,7 +54,17 @@ def secretflow_config(cluster: Cluster, tls_dirs: Optional[Dict[str, str]] = Non
         "tls": cluster.tls.value,
         "temp_dir": cluster.temp_dir,
         "ports": plan_ports(cluster).to_json(),
+        **({"spu_gate": spu_gate(cluster)} if enabled(cluster) and tls_dirs else {}),
     }
+
+
+def spu_gate(cluster: Cluster) -> Dict[str, Any]:
+    """Simulation mode, tls on: where each party's TLS-only SPU gate listens (the SPU's own public
+    address: listen_address, else address) and the unix socket the SPU runtime listens on behind it,
+    in the cluster's temp root (0700, the Ray user's, on every node). runtime.load() puts the socket
+    in the cluster_def; brpc alone would serve clear text beside TLS on the public port (gate.py)."""
+    return {"root": cluster.temp_root, "socket": "spu.sock",
+            "listen": {n.name: [n.spu_bind or n.spu_advertise, n.spu_port] for n in cluster.nodes}}
 
 
 # Production mode's cross-silo link (SecretFlow's `brpc_link` backend, secretflow/distributed/fed/

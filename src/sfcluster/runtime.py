@@ -53,6 +53,14 @@ def load() -> Dict[str, Any]:
         for node in cfg["spu_cluster_def"]["nodes"]:
             if node["party"] == me and "spu" in gate:
                 node["listen_address"] = gate["spu"]
+    elif cfg.get("mode") != "production" and cfg.get("spu_gate"):
+        # simulation, tls on: every party's SPU runtime listens on a unix socket of the cluster's
+        # private temp root on its own node, behind a TLS-only gate on its public port that the
+        # driver starts as a Ray actor right after sf.init (gate.py; _open_spu_gates)
+        inner = "unix:" + os.path.join(cfg["spu_gate"]["root"], cfg["spu_gate"]["socket"])
+        for node in cfg["spu_cluster_def"]["nodes"]:
+            node["listen_address"] = inner
+        _guard_sf_init(cfg)
     return cfg
 
 
@@ -167,7 +175,10 @@ def _wrap_init(mod: Any, cfg: Dict[str, Any]) -> None:
     def init(*args: Any, **kwargs: Any) -> Any:
         if not _INSIDE_INIT[0]:
             _check_init_form(production, args, kwargs, cfg)
-        return original(*args, **kwargs)
+        result = original(*args, **kwargs)
+        if not production and cfg.get("spu_gate"):
+            _open_spu_gates(cfg)
+        return result
     init._sfcluster_checked = True  # type: ignore[attr-defined]
     init.__doc__ = original.__doc__
     mod.init = init
@@ -189,6 +200,43 @@ def _check_init_form(production: bool, args: tuple, kwargs: Dict[str, Any], cfg:
             f"'{cfg.get('cluster')}' runs in SIMULATION mode (one Ray cluster, this one driver on the head).\n"
             "  Call `cluster = runtime.init()`, or sf.init(parties=list(cfg['parties']), address=cfg['ray_address']); "
             "for production mode set `mode: production` in the inventory.")
+
+
+# Simulation mode, tls on: the parties' SPU gates (Ray actor handles, kept for the driver's life:
+# Ray ends an actor whose last handle is dropped, and every one with the driver's job).
+_SPU_GATES: List[Any] = []
+GATE_START_TIMEOUT = 60.0
+
+
+def _open_spu_gates(cfg: Dict[str, Any]) -> None:
+    """One TLS-only gate per party on its SPU port, as a Ray actor on that party's node (the party
+    resource pins it there; no CPU), before any SPU runtime listens: SPU's brpc would also answer
+    clear text on that port, to any local user of the node (gate.py). The gate's code travels by
+    value (gate.py's text, run in a namespace no worker could import it from). A party whose gate
+    cannot hold the port stops the driver here, naming party, port and why."""
+    if _SPU_GATES:
+        return
+    import ray
+
+    g = cfg["spu_gate"]
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gate.py")
+    ns: Dict[str, Any] = {"__name__": "sfcluster_gate_by_value"}
+    with open(path) as f:
+        exec(compile(f.read(), path, "exec"), ns)  # noqa: S102 - our own shipped file, beside this one
+    door = ray.remote(num_cpus=0)(ns["SpuDoor"])
+    doors = {party: door.options(resources={party: 0.001}).remote(party, bind, port, g["root"], g["socket"])
+             for party, (bind, port) in sorted(g["listen"].items())}
+    for party, handle in doors.items():
+        bind, port = g["listen"][party]
+        try:
+            ray.get(handle.where.remote(), timeout=GATE_START_TIMEOUT)
+        except Exception as e:  # noqa: BLE001 - Ray wraps the actor's OSError; its text names the cause
+            for h in doors.values():
+                ray.kill(h)
+            why = str(e).strip().splitlines()[-1][-300:] if str(e).strip() else type(e).__name__
+            raise GuardError(f"sfcluster: the TLS-only gate of party {party}'s SPU port {bind}:{port} "
+                             f"did not start: {why}") from None
+    _SPU_GATES.extend(doors.values())
 
 
 class Cluster:

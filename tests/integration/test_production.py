@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cli import ROOT, SCRIPTS, sfc, start, wait_for
-from tests.integration.test_tls import TLS_PROBE, _rogue_certs
+from tests.integration.test_tls import PLAIN_PUSH, TLS_PROBE, _rogue_certs
 
 CLUSTER = "prod"
 TLS_DIRS = {"alice": f"/root/.sfcluster/{CLUSTER}/tls", "bob": f"/home/sfops/.sfcluster/{CLUSTER}/tls",
@@ -19,21 +19,6 @@ TLS_DIRS = {"alice": f"/root/.sfcluster/{CLUSTER}/tls", "bob": f"/home/sfops/.sf
 XS = {"alice": 20200, "bob": 20201, "carol": 20202}
 IP = {"alice": "172.30.77.11", "bob": "172.30.77.12", "carol": "172.30.77.13"}
 
-
-# Clear text into a link, as another user of a peer node with no certificate would: brpc under both
-# links serves clear text beside TLS on the same port (200 to this Push, measured before the gate).
-PLAIN_PUSH = """
-import base64, http.client, json, sys
-body = json.dumps({"sender_rank": 1, "key": "root:P2P-1:1->0", "value": base64.b64encode(b"x").decode()})
-c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=15)
-try:
-    c.request("POST", "/org.interconnection.link.ReceiverService/Push", body=body,
-              headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    print("ANSWERED", r.status, r.read()[:100])
-except Exception as e:
-    print("REFUSED", type(e).__name__, e)
-"""
 
 LISTENER = """
 import socket, time

@@ -493,3 +493,58 @@ def _outputs_come_home(harness, cluster, tmp_path, temp, live, old_sessions):
     assert listed[:2] == [det_id, run_id], listed
     table = sfc("runs", "-i", str(cluster))
     assert table.returncode == 0 and det_id in table.stdout and "writes_output.py detached 8" in table.stdout
+
+
+# Issue 17, item 11: the watcher's gaps. Last in this file: the extra raylet leaves a dead node in
+# the GCS's table (the module's cluster goes down after).
+def test_a_driver_that_comes_and_goes_between_two_polls_still_stops_the_run(harness, cluster):
+    proc = start("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "120")
+    try:
+        wait_for(proc, "tick 1")
+        t0 = time.monotonic()
+        # connects, then leaves at once: well under the watcher's 2 s poll once connected
+        harness.docker_exec("bob", as_node("bob") + "/opt/sf/bin/python -c 'import ray; "
+                                   "ray.init(address=\"172.30.77.11:6379\"); print(\"FOREIGN UP\", flush=True); "
+                                   "ray.shutdown()' >/tmp/foreign.log 2>&1", user="sfops", check=False)
+        up = harness.docker_exec("bob", "cat /tmp/foreign.log").stdout
+        assert "FOREIGN UP" in up, up  # it really connected
+        out = proc.communicate(timeout=60)[0]
+        took = time.monotonic() - t0
+        assert proc.returncode == 76, out[-2000:]
+        last = out.strip().splitlines()[-1]
+        assert "another driver connected" in last and "172.30.77.12" in last and "already gone" in last, out[-2000:]
+        assert took < 30, f"the run stopped only after {took:.1f} s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not lock_free(harness):
+        time.sleep(0.5)
+    assert lock_free(harness)
+
+
+def test_an_extra_raylet_with_another_partys_resource_stops_the_run_naming_it(harness, cluster):
+    proc = start("run", "-i", str(cluster), str(SCRIPTS / "sleeper.py"), "--", "120")
+    rogue = "/tmp/rogue-ray"
+    try:
+        wait_for(proc, "tick 1")
+        # carol's Ray user (it holds carol's certificate) starts a second raylet there that says it is bob
+        p = harness.docker_exec("carol", as_node("carol") + f"timeout 60 /opt/sf/bin/ray start --address=172.30.77.11:6379 "
+                                f"--node-ip-address=172.30.77.13 --temp-dir={rogue} --resources='{{\"bob\": 1000}}' "
+                                "--num-cpus=1 --disable-usage-stats 2>&1 | tail -5", user="sfops", check=False)
+        out = proc.communicate(timeout=90)[0]
+        assert proc.returncode == 76, p.stdout + out[-2000:]
+        last = out.strip().splitlines()[-1]
+        assert "Ray node the inventory does not have" in last and "172.30.77.13" in last and "bob" in last, out[-2000:]
+        assert "done" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        harness.docker_exec("carol", f"pkill -f '{rogue}' || true", check=False)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not lock_free(harness):
+        time.sleep(0.5)
+    assert lock_free(harness)
+    # the rogue raylet is gone, carol's own was left alone
+    assert harness.docker_exec("carol", f"pgrep -f '[r]aylet.*{rogue}'", check=False).returncode == 1
+    assert harness.docker_exec("carol", "pgrep -f '[r]aylet.*/tmp/sfc-harness/'", check=False).returncode == 0

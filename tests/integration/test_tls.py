@@ -141,7 +141,25 @@ except (ssl.SSLError, OSError) as e:
 """
 
 
-def test_spu_port_refuses_a_client_without_a_certificate_of_the_cluster(harness, tls_cluster):
+# Clear text into a link, as another user of a peer node with no certificate would: brpc under
+# SPU's link (and the cross-silo link) serves clear text beside TLS on the same port (200 to this
+# Push, measured before the gates).
+PLAIN_PUSH = """
+import base64, http.client, json, sys
+body = json.dumps({"sender_rank": 1, "key": "root:P2P-1:1->0", "value": base64.b64encode(b"x").decode()})
+c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=15)
+try:
+    c.request("POST", "/org.interconnection.link.ReceiverService/Push", body=body,
+              headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    print("ANSWERED", r.status, r.read()[:100])
+except Exception as e:
+    print("REFUSED", type(e).__name__, e)
+"""
+SPU = {"alice": ("172.30.77.11", 20100), "bob": ("172.30.77.12", 20101), "carol": ("172.30.77.13", 20102)}
+
+
+def test_spu_ports_speak_only_mutual_tls_with_the_clusters_certificates(harness, tls_cluster):
     run = start("run", "-i", str(tls_cluster), str(SCRIPTS / "spu_idle.py"), "--", "60")
     try:
         wait_for(run, "spu up", timeout=180)
@@ -150,6 +168,23 @@ def test_spu_port_refuses_a_client_without_a_certificate_of_the_cluster(harness,
         p = harness.docker_exec("alice", f"/opt/sf/bin/python /tmp/tls_probe.py 172.30.77.12 20101 {TLS_DIRS['alice']}/ca.pem",
                                 check=False)
         assert p.stdout.startswith("REFUSED"), p.stdout + p.stderr
+        # clear text from another user (no certificate, no sudo) of a peer node, to every party's
+        # SPU port during the run: closed at the gate, brpc never answers
+        for node in ("bob", "alice"):
+            harness.docker_exec(node, f"cat > /tmp/plain_push.py <<'EOF'\n{PLAIN_PUSH}EOF\nchmod 644 /tmp/plain_push.py")
+        for party, (ip, port) in SPU.items():
+            src = "alice" if party == "bob" else "bob"
+            p = harness.docker_exec(src, f"/opt/sf/bin/python /tmp/plain_push.py {ip} {port}", user="sfstrict", check=False)
+            assert p.stdout.startswith("REFUSED"), (party, p.stdout + p.stderr)
+        # while alice's own certificate completes the handshake with bob's SPU, through the gate
+        good = harness.docker_exec(
+            "alice", f"echo Q | timeout 10 openssl s_client -connect {SPU['bob'][0]}:{SPU['bob'][1]} "
+                     f"-CAfile {TLS_DIRS['alice']}/ca.pem -cert {TLS_DIRS['alice']}/node.pem "
+                     f"-key {TLS_DIRS['alice']}/node.key 2>&1; true", check=False).stdout
+        assert "Verify return code: 0 (ok)" in good and "CN = bob" in good.replace("CN=bob", "CN = bob"), good[-3000:]
+        # the SPU itself listens on a unix socket in the cluster's temp root, which is the Ray user's alone
+        sock = harness.docker_exec("bob", "stat -c '%F %U %a' /tmp/sfc-harness /tmp/sfc-harness/spu.sock", check=False).stdout
+        assert sock.startswith("directory sfops 700\nsocket sfops "), sock
     finally:
         run.terminate()
         run.wait(60)

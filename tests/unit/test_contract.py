@@ -8,7 +8,7 @@ from pathlib import Path
 from sfcluster import runtime
 from sfcluster.exitcodes import Exit
 from sfcluster.nodescripts import contract as C
-from sfcluster.nodescripts import with_state
+from sfcluster.nodescripts import with_state, wrapper
 from sfcluster.run.driver import STOPPED_EXIT
 
 
@@ -31,6 +31,8 @@ def test_node_scripts_use_the_contract_not_literals():
                  C.ENV_CONFIG, C.ENV_RUN_TOKEN, C.ENV_LOCK_INFO, C.ENV_READY, C.ENV_GATE, C.ENV_NODE_HOME, C.WRAPPER_NAME}
         assert not strings & kinds, (name, strings & kinds)
     compile(with_state("driver_wrapper"), "driver_wrapper", "exec")
+    compile(wrapper(), "driver_wrapper", "exec")  # as shipped: with gate.py before it
+    assert "class Gate" in wrapper() and "class Gate" not in with_state("driver_wrapper")
 
 
 def _stall_clock():

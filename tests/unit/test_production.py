@@ -259,10 +259,32 @@ runtime.guard()
 import secretflow as sf          # imported after guard(): patched through the import hook
 try:
     eval(sys.argv[2])
-    print("CALLED", sf.calls)
+    print("CALLED", sf.calls, "GATES", json.dumps(sys.modules["ray"].gates if "ray" in sys.modules else None))
 except runtime.GuardError as e:
     print("REFUSED", e)
 """
+
+
+FAKE_RAY = """
+import types
+gates = []
+def remote(**kw):
+    def wrap(cls):
+        return types.SimpleNamespace(options=lambda **o: types.SimpleNamespace(
+            remote=lambda *a: (gates.append({"class": cls.__name__, "actor": kw, "options": o, "args": list(a)}),
+                               types.SimpleNamespace(where=types.SimpleNamespace(remote=lambda: a[0])))[1]))
+    return wrap
+def get(x, timeout=None):
+    return x
+def kill(h):
+    pass
+"""
+
+
+def _fake_ray(root: Path) -> None:
+    """A `ray` that records the actors runtime.py starts (the SPU gates), as the node's real Ray would run them."""
+    (root / "ray").mkdir(exist_ok=True)
+    (root / "ray" / "__init__.py").write_text(FAKE_RAY)
 
 
 @pytest.mark.parametrize("mode, call, refused, says", [
@@ -276,6 +298,7 @@ def test_the_guard_stops_sf_init_in_the_other_modes_form(tmp_path, mode, call, r
     fake = tmp_path / "fake"
     (fake / "secretflow").mkdir(parents=True)
     (fake / "secretflow" / "__init__.py").write_text("calls = []\ndef init(*a, **k):\n    calls.append(k)\n")
+    _fake_ray(fake)
     text = PROD if mode == "production" else PROD.replace("mode: production\n", "")
     c = parse_inventory(text.replace("10.0.0.1", "127.0.0.1"))
     cfg = production_config(c, "alice", "r1", TLS) if mode == "production" else secretflow_config(c, TLS)
@@ -289,6 +312,14 @@ def test_the_guard_stops_sf_init_in_the_other_modes_form(tmp_path, mode, call, r
                        env=env, timeout=30)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("REFUSED" if refused else "CALLED") and says in p.stdout, p.stdout
+    if not refused:  # simulation, tls on: a TLS-only gate per party on its SPU port, right after sf.init
+        gates = json.loads(p.stdout.split("GATES ", 1)[1])
+        assert [(g["class"], g["actor"], g["options"], g["args"][:3]) for g in gates] == [
+            ("SpuDoor", {"num_cpus": 0}, {"resources": {party: 0.001}}, [party, host, port])
+            # carol's gate holds her bind address (NAT), not the advertised one, as her SPU would
+            for party, host, port in (("alice", "127.0.0.1", 20100), ("bob", "10.0.0.2", 20101),
+                                      ("carol", "10.0.0.3", 20102))], gates
+        assert {tuple(g["args"][3:]) for g in gates} == {(c.temp_root, "spu.sock")}
 
 
 def test_provision_without_ray_only_in_production():
@@ -372,3 +403,23 @@ def test_runtime_init_of_a_party_passes_what_secretflow_reads(tmp_path):
     assert got["ssl"] is True and got["barriers"] == 1 and got["ready"] == "ready"
     assert got["self"] == "alice" and got["mode"] == "production"
     assert got["listen"] == gate["cross_silo"] and got["spu_listen"][0] == gate["spu"]
+
+
+def test_simulation_under_tls_puts_every_spu_behind_its_gate_and_only_then(tmp_path, monkeypatch):
+    sim = parse_inventory(PROD.replace("mode: production\n", ""))
+    # before `up` (no certificate dirs) and with tls off: no gate, the SPU listens where it did
+    assert "spu_gate" not in secretflow_config(sim)
+    off = parse_inventory(PROD.replace("mode: production\n", "").replace("tls: on", "tls: off"))
+    assert "spu_gate" not in secretflow_config(off, TLS)
+    cfg = secretflow_config(sim, TLS)
+    assert cfg["spu_gate"]["root"] == "/tmp/sfc-fed" and cfg["spu_gate"]["socket"] == "spu.sock"
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    monkeypatch.setenv(runtime.ENV_CONFIG, str(tmp_path / "cfg.json"))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))  # load() installs sf.init's check (gates after it)
+    loaded = runtime.load()
+    # what the driver hands sf.SPU: every party's runtime on the unix socket of its node's temp root,
+    # peers still dialling the public address (the gate there)
+    assert [(n["address"], n["listen_address"]) for n in loaded["spu_cluster_def"]["nodes"]] == [
+        ("10.0.0.1:20100", "unix:/tmp/sfc-fed/spu.sock"), ("10.0.0.2:20101", "unix:/tmp/sfc-fed/spu.sock"),
+        ("203.0.113.3:20102", "unix:/tmp/sfc-fed/spu.sock")]
+    assert all("tls_opts" in n for n in loaded["spu_cluster_def"]["nodes"])

@@ -44,6 +44,17 @@ def with_state(name: str) -> str:
     return source("contract") + "\n\n" + source("nodestate") + "\n\n" + source(name)
 
 
+GATE_FILE = HERE.parent / "gate.py"
+
+
+def wrapper() -> str:
+    """The run's wrapper (driver_wrapper.py) as shipped: with_state's text, and gate.py (the
+    TLS-only doors production mode's wrapper holds; simulation mode's driver runs the same file as
+    Ray actors, shipped beside runtime.py) before the script itself."""
+    return (source("contract") + "\n\n" + source("nodestate") + "\n\n" + GATE_FILE.read_text() + "\n\n"
+            + source("driver_wrapper"))
+
+
 # How a privileged node script starts (as root, or as the sudo-capable SSH user): with the node's
 # `root_python`, never the venv of the user Ray runs as (a .pth there ran as root once). Before it
 # runs, every component of the interpreter's real path must be root's and writable by nobody else;

@@ -25,7 +25,7 @@ from sfcluster.errors import ForeignDriver, SfclusterError, UnavailableError
 from sfcluster.exitcodes import Exit
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import contract as C
-from sfcluster.nodescripts import with_state
+from sfcluster.nodescripts import GATE_FILE, wrapper
 from sfcluster.raycluster.resources import MIN_CPUS
 from sfcluster.remote.group import fan_out
 from sfcluster.run import fetch as fetching
@@ -64,8 +64,9 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str, tls_dir
     head_members = files + [
         ("sfcluster/__init__.py", b'"""sfcluster runtime helper, shipped with the script."""\n', 0o644),
         ("sfcluster/runtime.py", RUNTIME_FILE.read_bytes(), 0o644),
+        ("sfcluster/gate.py", GATE_FILE.read_bytes(), 0o644),
         ("sfcluster.json", json.dumps(secretflow_config(cluster, tls_dirs), indent=2).encode(), 0o600),
-        (C.WRAPPER_NAME, with_state("driver_wrapper").encode(), 0o600),
+        (C.WRAPPER_NAME, wrapper().encode(), 0o600),
         (os.path.basename(opts.script), Path(opts.script).read_bytes(), 0o600),
     ]
     payload = {head.name: bundle(head_members, dirs=("files",))}

@@ -38,7 +38,7 @@ from sfcluster.errors import LockHeld, SfclusterError
 from sfcluster.exitcodes import Exit
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import contract as C
-from sfcluster.nodescripts import with_state
+from sfcluster.nodescripts import GATE_FILE, wrapper
 from sfcluster.remote.base import by_line
 from sfcluster.remote.group import fan_out
 from sfcluster.remote.transfer import bundle, push, unsafe_state
@@ -62,8 +62,9 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str,
     common = files + [
         ("sfcluster/__init__.py", b'"""sfcluster runtime helper, shipped with the script."""\n', 0o644),
         ("sfcluster/runtime.py", RUNTIME_FILE.read_bytes(), 0o644),
+        ("sfcluster/gate.py", GATE_FILE.read_bytes(), 0o644),
         ("sfcluster/launch.py", LAUNCH_FILE.read_bytes(), 0o644),
-        (C.WRAPPER_NAME, with_state("driver_wrapper").encode(), 0o600),
+        (C.WRAPPER_NAME, wrapper().encode(), 0o600),
         (os.path.basename(opts.script), Path(opts.script).read_bytes(), 0o600),
     ]
     payload = {n.name: bundle(common + [("sfcluster.json", json.dumps(
