@@ -40,7 +40,7 @@ MEANING: List[Tuple[Exit, str]] = [
     (Exit.DEGRADED, "status: degraded (a party is not up, or a foreign driver is connected)"),
     (Exit.NODE_LOST, "run stopped: a party's node died or was cut off"),
     (Exit.LOCKED, "the cluster-wide lock is held by another operation"),
-    (Exit.FOREIGN_DRIVER, "run refused or stopped: another driver is connected to Ray"),
+    (Exit.FOREIGN_DRIVER, "run refused or stopped: another driver, or a Ray node the inventory lacks, is connected to Ray"),
     (Exit.NO_PRIVILEGE, "needs root, and sudo asks for a password"),
     (Exit.CONFIG, "invalid inventory (each problem with its YAML path and line)"),
     (Exit.CANCELLED, "run stopped by Ctrl-C or `sfcluster cancel`"),

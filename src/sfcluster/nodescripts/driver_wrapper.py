@@ -178,24 +178,49 @@ def take_lock():
             time.sleep(0.5)
 
 
-def job_drivers(client):
-    """Drivers Ray's job table shows alive (anything connected to the cluster right now)."""
+def job_drivers(client, since=None):
+    """Drivers of Ray's job table: those alive (anything connected to the cluster right now), and
+    with `since` (the job ids the table held when this run began) every job that came after, dead
+    or alive: a driver that connects and leaves between two polls is still in the table, dead."""
     out = []
-    for _, info in client.get_all_job_info(timeout=5).items():
-        if not info.is_dead:
-            out.append({"ip": info.driver_ip_address, "pid": info.driver_pid,
+    for jid, info in client.get_all_job_info(timeout=5).items():
+        if not info.is_dead or (since is not None and jid not in since):
+            out.append({"ip": info.driver_ip_address, "pid": info.driver_pid, "dead": bool(info.is_dead),
                         "entrypoint": getattr(info, "entrypoint", "")})
     return out
 
 
 def live_drivers():
+    """(GCS client, the drivers alive now, the job ids of the table now)."""
     try:
         from ray._raylet import GcsClient
         c = GcsClient(address=R["ray_address"])
-        return c, job_drivers(c)
+        jobs = c.get_all_job_info(timeout=5)
+        return c, job_drivers(c), set(jobs)
     except Exception as e:  # noqa: BLE001
         ctl(NORAY, str(e))
         sys.exit(NORAY_EXIT)
+
+
+def foreign_nodes(client):
+    """Ray nodes that are not the inventory's (the GCS's resource view, every alive raylet): one at
+    an address no party has, one that carries another party's resource (SecretFlow places a party's
+    work by that label), or a second raylet at a party's address. [] when the GCS does not answer
+    (the node watch's business)."""
+    try:
+        batch = client.get_all_resource_usage(timeout=3).resource_usage_data.batch
+    except Exception:  # noqa: BLE001
+        return []
+    hosts = {party: p["host"] for party, p in R["parties"].items()}
+    seen, out = {}, []
+    for b in batch:
+        addr = b.node_manager_address
+        labels = sorted(k for k in b.resources_total if k in hosts)
+        owner = sorted(party for party, h in hosts.items() if h == addr)
+        seen[addr] = seen.get(addr, 0) + 1
+        if not owner or labels != owner or seen[addr] > 1:
+            out.append({"address": addr, "parties": labels, "inventory": owner})
+    return out
 
 
 def node_alive_by_gcs(client):
@@ -367,7 +392,7 @@ def main():
     # Production mode has no Ray to ask: one driver per party is the lock on each party's node, and
     # the controller watches every party (run/production.py).
     production = R.get("mode") == "production"
-    client, drivers = (None, []) if production else live_drivers()
+    client, drivers, jobs_before = (None, [], set()) if production else live_drivers()
     if drivers:
         ctl(FOREIGN, drivers)
         return FOREIGN_EXIT
@@ -430,7 +455,10 @@ def main():
         """ONE watcher on the head, every 2 s, for the run's whole life:
         - a party's node that dies or is cut off (GCS node table + TCP to its raylet, 3 misses);
         - a driver in Ray's job table that is not ours (a second driver is the failure sfcluster
-          exists to prevent): named (IP, pid, entrypoint) and the run stops;
+          exists to prevent), alive or already gone (a job that came after this run began):
+          named (IP, pid, entrypoint) and the run stops;
+        - a Ray node that is not the inventory's (an extra raylet, or one carrying another
+          party's resource, would be given that party's work): named and the run stops;
         - starvation: a resource demand pending while nothing of the run changes (Ray's GCS knows
           the demands; with one driver on the cluster, every demand is this run's)."""
         misses = {}
@@ -447,14 +475,22 @@ def main():
                     stop_for("node_lost", "party %s (%s) is down or cut off" % (party, host))
                     return
             try:
-                others = [d for d in job_drivers(client) if (d["ip"], d["pid"]) not in ours]
+                others = [d for d in job_drivers(client, jobs_before) if (d["ip"], d["pid"]) not in ours]
             except Exception:  # noqa: BLE001 - the GCS being away is the node watch's business
                 others = []
             if others:
                 d = others[0]
                 ctl(FOREIGN, others)
-                stop_for("foreign_driver", "another driver connected to the cluster mid-run: %s pid %s (%s)"
-                         % (d["ip"], d["pid"], (d["entrypoint"] or "?")[:200]))
+                stop_for("foreign_driver", "another driver connected to the cluster mid-run: %s pid %s (%s)%s"
+                         % (d["ip"], d["pid"], (d["entrypoint"] or "?")[:200], " (already gone)" if d["dead"] else ""))
+                return
+            strangers = foreign_nodes(client)
+            if strangers:
+                n = strangers[0]
+                stop_for("foreign_node", "a Ray node the inventory does not have joined the cluster mid-run: %s, "
+                         "carrying the resource of %s (the inventory's node there: %s)"
+                         % (n["address"], ", ".join(n["parties"]) or "no party",
+                            ", ".join(n["inventory"]) or "none"))
                 return
             snap = resource_snapshot(client) if starve_limit > 0 else None
             if snap is not None:

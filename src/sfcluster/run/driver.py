@@ -37,7 +37,8 @@ STARVE_SECONDS = 60
 HEAD_SILENCE = 30  # seconds without a word (output or the wrapper's 5 s beat) from the head
 # Why sfcluster ended a run (the wrapper's EXIT `kind`) -> the exit code `run` returns instead of
 # the driver's own (which is then only the driver reacting to being stopped).
-STOPPED_EXIT = {"node_lost": Exit.NODE_LOST, "foreign_driver": Exit.FOREIGN_DRIVER, "starved": Exit.STARVED,
+STOPPED_EXIT = {"node_lost": Exit.NODE_LOST, "foreign_driver": Exit.FOREIGN_DRIVER, "foreign_node": Exit.FOREIGN_DRIVER,
+                "starved": Exit.STARVED,
                 "cancelled": Exit.CANCELLED, "interrupted": Exit.CANCELLED, "controller_gone": Exit.CANCELLED}
 assert set(STOPPED_EXIT) == set(C.STOP_KINDS), "every way the wrapper stops a run has its exit code"
 
@@ -92,7 +93,7 @@ def _request(cluster: Cluster, opts: RunOptions, run_id: str, dirs: Dict[str, st
         "wait_seconds": opts.wait_seconds if opts.wait else 0, "detach": opts.detach,
         "token": secrets.token_hex(16), "user": getpass.getuser(), "controller": socket.gethostname(),
         "watch": {w.name: [w.host, cluster.ray.node_manager] for w in cluster.workers},
-        "head_host": head.host, "parties": {n.name: {"cpus": n.cpus} for n in cluster.nodes},
+        "head_host": head.host, "parties": {n.name: {"cpus": n.cpus, "host": n.host} for n in cluster.nodes},
         "min_cpus": MIN_CPUS, "starve_seconds": opts.starve_seconds,
     }
 
@@ -217,7 +218,8 @@ FOREIGN_FIX = ("stop it on that host (kill <pid>), then retry; only `sfcluster r
 
 
 def _drivers(payload: str) -> str:
-    return "; ".join(f"{d['ip']} pid {d['pid']} ({(d.get('entrypoint') or '?')[:120]})" for d in json.loads(payload))
+    return "; ".join(f"{d['ip']} pid {d['pid']} ({(d.get('entrypoint') or '?')[:120]})"
+                     f"{' (already gone)' if d.get('dead') else ''}" for d in json.loads(payload))
 
 
 def outcome(control: dict, code: int, interrupted: bool, note: Callable[[str], None]) -> int:
