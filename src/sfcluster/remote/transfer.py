@@ -55,4 +55,22 @@ def push(runner: Runner, cluster: str, dest: str, payload: bytes, mode: str = "f
     if kind != "DIR" or not res.ok:
         res.check()
         raise SfclusterError(f"[{runner.name}] copying files there gave no answer: {res.stdout[-300:]}")
+    return checked_dir(runner.name, cluster, dest, value)
+
+
+def checked_dir(node: str, cluster: str, dest: str, value: str) -> str:
+    """A directory path a node answered, as the controller will use it (in every worker's
+    PYTHONPATH, in the wrapper's request): absolute, normal (no `.`/`..`, no `//`), ending in
+    /.sfcluster/<cluster>/<dest>, and free of what would make it another path or several there (the
+    path separator `:`, control characters). Anything else is the node's lie or a home dir
+    sfcluster cannot use, and is refused naming the node."""
+    import posixpath
+    ok = (value.startswith("/") and posixpath.normpath(value) == value and not value.startswith("//")
+          and value.endswith(f"/.sfcluster/{cluster}/{dest}") and ":" not in value
+          and not any(ord(c) < 0x20 or ord(c) == 0x7f for c in value))
+    if not ok:
+        raise SfclusterError(f"[{node}] answered {value[:200]!r} as its run dir: not an absolute, plain path "
+                             f"ending in /.sfcluster/{cluster}/{dest} (no ':' and no control characters)",
+                             "the home dir of the user Ray runs as there must be a plain absolute path "
+                             "without ':'; or the node's shell altered what sfcluster's script printed")
     return value
