@@ -16,6 +16,7 @@ case "$2" in
 case "$3" in fresh|replace) ;; *) echo "ERROR bad mode $3"; exit 3;; esac
 home=${SFCLUSTER_NODE_HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}  # the variable: for the unit tests
 [ -n "$home" ] || home=$HOME
+home=${home%/}  # a passwd entry "/home/x/": the dir answered is a normal path (the controller checks it)
 st="$home/.sfcluster/$1"
 parent=$(dirname "$st/$2")
 for d in "$home/.sfcluster" "$st" "$st/runs" "$parent"; do
