@@ -38,7 +38,11 @@ from sfcluster.tls.install import ray_tls_env
 # same party resource sfcluster gives (a label of PARTY_RESOURCE units)
 CPUS = MIN_CPUS
 BENCH_VENV = ROOT / "build" / "bench" / "venv"
-NODE_HOME = "/root"  # the bench nodes' user (bench_inventory: root): sfcluster's state dir is NODE_HOME/.sfcluster
+# sfcluster runs Ray as the bench nodes' `ray_user` sfray (the node image makes it, without sudo; `check`
+# fails a Ray user that can become root), logging in as root: its state dir is NODE_HOME/.sfcluster.
+# The bare and `ray up` contenders run Ray as root, as their users do.
+BENCH_RAY_USER = "sfray"
+NODE_HOME = f"/home/{BENCH_RAY_USER}"
 
 
 class Launched:
@@ -139,7 +143,7 @@ def bench_inventory(nodes: BenchNodes, cluster_name: str, path: Path, tls: TlsMo
     ssh_config.write_text("# sfcluster bench: no Host sections (keeps ~/.ssh/config out of the measurement)\n")
     out = [f"cluster: {cluster_name}", f"head: {s.names[0]}", f"known_hosts: {s.known_hosts}",
            f"ssh_config: {ssh_config}", f"python: {NODE_PYTHON}", f"cpus: {CPUS}", "firewall: open",
-           f"tls: {tls.value}",
+           f"tls: {tls.value}", f"ray_user: {BENCH_RAY_USER}",
            "ssh:", "  user: root", "  port: 22", f"  identity_file: {s.key}", "nodes:"]
     for name, ip in zip(s.names, s.ips):
         out += [f"  {name}:", f"    host: {ip}"]

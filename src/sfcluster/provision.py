@@ -26,9 +26,8 @@ from typing import BinaryIO, Callable, Dict, List, Optional, Tuple
 from sfcluster.connect import Nodes
 from sfcluster.errors import PrivilegeError, RemoteError, SfclusterError
 from sfcluster.exitcodes import Exit
-from sfcluster.facts import PRIVILEGED_EXEC
 from sfcluster.inventory.model import Cluster, Node, Provision
-from sfcluster.nodescripts import answer, with_state
+from sfcluster.nodescripts import answer, privileged_argv, with_state
 from sfcluster.nodescripts.contract import PROVISION_PYTHON, SYSTEM_DIRS
 from sfcluster.remote.base import Result, Runner
 from sfcluster.remote.group import fan_out
@@ -160,10 +159,19 @@ def _argv(node: Node, req: dict) -> List[str]:
 
 
 def _ask(runner: Runner, node: Node, req: dict, timeout: float, stdin: object = None, privileged: bool = False) -> dict:
-    argv = _argv(node, req)
+    """One action of nodescripts/provision.py: as the Ray user with the node's base Python; or,
+    `privileged` (making the venv's directory where only root may), as root with the node's
+    root_python in isolated mode, like every privileged node script (never an interpreter another
+    user could change: base_python may be anyone's)."""
     if privileged:
-        argv = ["sh", "-c", PRIVILEGED_EXEC, "sh", *argv]
+        argv = privileged_argv(node, with_state("provision"), json.dumps(req))
+    else:
+        argv = _argv(node, req)
     res: Result = runner.run(argv, timeout=timeout, stdin=stdin)  # type: ignore[arg-type]
+    if privileged and not res.stdout.strip() and res.exit_code in (126, 127):
+        raise ProvisionError(node.name, res.stderr.strip()[-300:] or f"root_python {node.root_python} cannot run",
+                             f"set nodes.{node.name}.root_python to a Python 3 that root alone owns and can write "
+                             "(default /usr/bin/python3)")
     if not res.stdout.strip() and (res.exit_code == 127 or "command not found" in res.stderr
                                    or "No such file" in res.stderr):
         raise ProvisionError(node.name, f"no Python {PROVISION_PYTHON} at {node.base_python!r}: the venv is made from "

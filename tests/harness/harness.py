@@ -45,6 +45,22 @@ NODES: Dict[str, HarnessNode] = {
     "mallory": HarnessNode("mallory", "172.30.77.20", "root", 22, party=False),
 }
 PARTIES = [n for n in NODES.values() if n.party]
+# The user Ray, the wrapper and the driver run as on every party's node (entrypoint.sh makes it: no
+# sudo rights). `check` fails when Ray would run as a user that can become root, as the SSH users
+# here can (root; sfops with passwordless sudo): every harness inventory names it unless a test
+# says otherwise.
+RAY_USER = "sfray"
+RAY_HOME = f"/home/{RAY_USER}"
+
+
+def state_dir(cluster: str = "harness") -> str:
+    """A cluster's private state on a node (~/.sfcluster/<cluster> of the Ray user: lock, run dirs,
+    certificates); the same path on every node."""
+    return f"{RAY_HOME}/.sfcluster/{cluster}"
+
+
+def tls_dir(cluster: str = "harness") -> str:
+    return f"{state_dir(cluster)}/tls"
 
 
 def log(msg: str) -> None:
@@ -208,9 +224,10 @@ def recreate(firewalls: Dict[str, str]) -> None:
 DATA_NAME = "breast_cancer"   # data/breast_cancer/<party>.csv, the template's default data name
 
 
-def data_path(name: str) -> str:
-    """Where a party's demo CSV lives on its node: the SSH user's home (Ray runs as that user)."""
-    home = "/root" if NODES[name].user == "root" else f"/home/{NODES[name].user}"
+def data_path(name: str, ray_user: Optional[str] = RAY_USER) -> str:
+    """Where a party's demo CSV lives on its node: the home of the user Ray runs as."""
+    user = ray_user or NODES[name].user
+    home = "/root" if user == "root" else f"/home/{user}"
     return f"{home}/data/{DATA_NAME}.csv"
 
 
@@ -227,9 +244,10 @@ def push_data(inventory: Path, names: Optional[List[str]] = None) -> None:
 
 def inventory_text(cluster: str = "harness", firewall: str = "open", nodes: Optional[List[str]] = None,
                    extra_node: Optional[Dict[str, Dict[str, str]]] = None, extra_top: str = "",
-                   data: bool = False) -> str:
+                   data: bool = False, ray_user: Optional[str] = RAY_USER) -> str:
     """An inventory for the harness; tests tweak it through the arguments. data: each party's
-    demo CSV is named (`push_data` puts it there)."""
+    demo CSV is named (`push_data` puts it there). ray_user None: Ray runs as the SSH user (which
+    `check` fails here: they can all become root)."""
     names = nodes or [n.name for n in PARTIES]
     out = [
         f"cluster: {cluster}",
@@ -239,6 +257,7 @@ def inventory_text(cluster: str = "harness", firewall: str = "open", nodes: Opti
         f"python: {NODE_PYTHON}",
         "cpus: 2",
         f"firewall: {firewall}",
+        *([f"ray_user: {ray_user}"] if ray_user else []),
         "ssh:",
         f"  identity_file: {BUILD / 'id_ed25519'}",
     ]
@@ -249,7 +268,7 @@ def inventory_text(cluster: str = "harness", firewall: str = "open", nodes: Opti
         n = NODES[name]
         out += [f"  {name}:", f"    host: {n.ip}", "    ssh:", f"      user: {n.user}", f"      port: {n.port}"]
         if data:
-            out.append(f"    data: {{{DATA_NAME}: {data_path(name)}}}")
+            out.append(f"    data: {{{DATA_NAME}: {data_path(name, ray_user)}}}")
         for k, v in (extra_node or {}).get(name, {}).items():
             out.append(f"    {k}: {v}")
     return "\n".join(out) + "\n"

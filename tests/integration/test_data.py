@@ -44,7 +44,7 @@ def test_push_reaches_only_that_party_private_and_idempotent(harness, inv, tmp_p
     assert got["sha256"] == want and got["unchanged"] is False and got["path"] == harness.data_path("bob"), got
     path = harness.data_path("bob")
     st = harness.docker_exec("bob", f"stat -c '%a %U' {path} && sha256sum {path}").stdout.split()
-    assert st[:3] == ["600", "sfops", want], st
+    assert st[:3] == ["600", harness.RAY_USER, want], st
     for other in ("alice", "carol"):   # bob's file went to bob only
         assert harness.docker_exec(other, "ls /root/data /home/*/data 2>/dev/null | grep -c csv", check=False).stdout.strip() in ("", "0")
     again = sfc("data", "push", "-i", str(inv), "bob", "breast_cancer", str(local))
@@ -64,13 +64,13 @@ def test_push_refuses_unknown_party_or_name_and_a_link_at_the_target(harness, in
     p = sfc("data", "push", "-i", str(inv), "carol", "iris", str(DATA / "carol.csv"))
     assert p.returncode == 1 and "party carol has no data named 'iris'" in p.stderr + p.stdout, p.stdout + p.stderr
     path = harness.data_path("carol")
-    harness.docker_exec("carol", f"mkdir -p $(dirname {path}) && ln -sf /etc/passwd {path}", user="sfops")
+    harness.docker_exec("carol", f"mkdir -p $(dirname {path}) && ln -sf /etc/passwd {path}", user=harness.RAY_USER)
     try:
         p = sfc("data", "push", "-i", str(inv), "carol", "breast_cancer", str(DATA / "carol.csv"))
         assert p.returncode == 1 and "link" in p.stderr + p.stdout, p.stdout + p.stderr
         assert "root:x:0:0" in harness.docker_exec("carol", "head -1 /etc/passwd").stdout
     finally:
-        harness.docker_exec("carol", f"rm -f {path}", user="sfops")
+        harness.docker_exec("carol", f"rm -f {path}", user=harness.RAY_USER)
 
 
 def test_check_shows_each_file_size_and_digest_once_pushed(harness, inv):
@@ -88,6 +88,6 @@ def test_check_shows_each_file_size_and_digest_once_pushed(harness, inv):
     harness.docker_exec("bob", f"chmod 000 {harness.data_path('bob')}")
     try:
         rows = {r["node"]: r for r in data_rows(sfc("check", "-i", str(inv), "--json", "--no-reach"))}
-        assert rows["bob"]["status"] == "FAIL" and "not readable by sfops" in rows["bob"]["detail"], rows["bob"]
+        assert rows["bob"]["status"] == "FAIL" and f"not readable by {harness.RAY_USER}" in rows["bob"]["detail"], rows["bob"]
     finally:
         harness.docker_exec("bob", f"chmod 600 {harness.data_path('bob')}")

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.harness import tls_dir
 from tests.integration.cli import ROOT, SCRIPTS, SFC
 
 CLUSTER = "fedr"
 ORGS = ("alice", "bob")
 PEER = {"alice": "bob", "bob": "alice"}
-TLS_DIR = {"alice": f"/root/.sfcluster/{CLUSTER}/tls", "bob": f"/home/sfops/.sfcluster/{CLUSTER}/tls"}
+TLS_DIR = {n: tls_dir(CLUSTER) for n in ("alice", "bob")}  # the Ray user's, on every node
 
 
 def rules(harness, node: str) -> str:

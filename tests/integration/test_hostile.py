@@ -6,12 +6,14 @@ import json
 
 import pytest
 
+from tests.harness.harness import RAY_USER, state_dir
 from tests.integration.cli import SCRIPTS, sfc
 
-# bob heads this cluster: Ray and the driver run as sfops there, not root (root may open any
-# process's descriptors, dumpable or not: a driver running as root owns the node anyway)
+# Ray and the driver run as the harness's ray_user (sfray: no sudo), never root (root may open any
+# process's descriptors, dumpable or not: a driver running as root owns the node anyway; `check`
+# fails there). bob heads this cluster.
 HEAD = "bob"
-STATE = "/home/sfops/.sfcluster/harness"
+STATE = state_dir("harness")
 
 
 def as_nobody(h, node, cmd, check=True):
@@ -26,6 +28,8 @@ def test_up_refuses_a_temp_dir_another_user_planted_and_leaves_nothing(harness, 
     """Another local user got Ray's sockets by planting /tmp/sfc-<cluster> before `up` (item 3):
     a link to its own dir on carol, a dir of its own on alice. `up` refuses both, naming them."""
     inv = harness.write_inventory(tmp_path / "inv.yaml", firewall="check", nodes=["bob", "alice", "carol"])
+    for n in ("alice", "carol"):  # an earlier module's cluster of this name keeps its Ray logs there after `down`
+        harness.docker_exec(n, "rm -rf /tmp/sfc-harness")
     as_nobody(harness, "carol", "mkdir -p /tmp/nobody-ray && ln -s /tmp/nobody-ray /tmp/sfc-harness")
     as_nobody(harness, "alice", "mkdir -m 777 /tmp/sfc-harness")
     try:
@@ -79,8 +83,7 @@ def test_nothing_a_driver_detaches_keeps_the_lock(harness, cluster):
 def test_ray_s_temp_dir_is_closed_to_other_local_users(harness, cluster):
     """Ray makes its temp dir and sockets 0777 without the sticky bit: they sit inside a 0700
     directory of the user Ray runs as, so no other local user reaches them (item 3)."""
-    owners = {"bob": "sfops", "alice": "root", "carol": "sfops"}
-    for n, user in owners.items():
+    for n, user in {n: RAY_USER for n in ("bob", "alice", "carol")}.items():
         st = harness.docker_exec(n, "stat -c '%U %a %F' /tmp/sfc-harness").stdout.strip()
         assert st == f"{user} 700 directory", (n, st)
     assert harness.docker_exec("bob", "test -S /tmp/sfc-harness/r/session_latest/sockets/raylet", check=False).returncode == 0

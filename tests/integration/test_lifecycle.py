@@ -72,7 +72,7 @@ def test_lifecycle_idempotent_and_repairs(harness, open_inventory):
     assert ruleset(harness, "alice") == rules["alice"]
     assert status(inv)[0] == 0
 
-    harness.docker_exec("carol", "/opt/sf/bin/ray stop --force", user="sfops")
+    harness.docker_exec("carol", "/opt/sf/bin/ray stop --force", user=harness.RAY_USER)
     deadline = time.monotonic() + 60
     while True:
         code, st = status(inv)
@@ -203,7 +203,7 @@ def test_two_ups_at_once_one_wins_the_other_fails_naming_it_and_changes_nothing(
     # an `up` that waits: queued behind a `down`, then brings the cluster up again
     down = subprocess.Popen([*SFC, "down", "-i", inv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 30
-    while harness.docker_exec("alice", "flock -n /root/.sfcluster/harness true", check=False).returncode == 0:
+    while harness.docker_exec("alice", f"flock -n {harness.state_dir('harness')} true", check=False).returncode == 0:
         assert time.monotonic() < deadline and down.poll() is None, "down never held the cluster lock"
         time.sleep(0.1)
     p = sfc("up", "-i", inv, "--wait", "--wait-timeout", "120")
@@ -264,7 +264,9 @@ def test_clusters_demo_and_demo2_side_by_side_down_touches_only_its_own(harness,
 
 def test_password_sudo_stops_before_any_change(harness, tmp_path):
     inv = tmp_path / "inv.yaml"
-    inv.write_text(harness.inventory_text(firewall="open").replace("user: sfops\n      port: 2222", "user: sfstrict\n      port: 2222"))
+    # Ray as the SSH users (--skip-check: `check` would fail on root and sfops as the Ray user)
+    inv.write_text(harness.inventory_text(firewall="open", ray_user=None).replace("user: sfops\n      port: 2222",
+                                                                                  "user: sfstrict\n      port: 2222"))
     before = {n: ruleset(harness, n) for n in ("alice", "bob", "carol")}
     p = sfc("up", "-i", str(inv), "--skip-check")
     if p.returncode == 0:

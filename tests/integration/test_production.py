@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.harness import RAY_USER, state_dir, tls_dir
 from tests.integration.cli import ROOT, SCRIPTS, sfc, start, wait_for
 from tests.integration.test_tls import PLAIN_PUSH, TLS_PROBE, _rogue_certs
 
 CLUSTER = "prod"
-TLS_DIRS = {"alice": f"/root/.sfcluster/{CLUSTER}/tls", "bob": f"/home/sfops/.sfcluster/{CLUSTER}/tls",
-            "carol": f"/home/sfops/.sfcluster/{CLUSTER}/tls"}
+TLS_DIRS = {n: tls_dir(CLUSTER) for n in ("alice", "bob", "carol")}  # the Ray user's, on every node
 XS = {"alice": 20200, "bob": 20201, "carol": 20202}
 IP = {"alice": "172.30.77.11", "bob": "172.30.77.12", "carol": "172.30.77.13"}
 
@@ -143,17 +143,17 @@ def test_the_cross_silo_link_is_mutual_tls_on_the_wire_and_one_run_per_party(har
         # a driver started by hand on bob, as the Ray user, with this run's own files: without the
         # run's token refused by the guard; with a made-up one, refused naming the run that holds
         # bob's lock; and bypassing the helper, it cannot take bob's port (the gate holds it)
-        rd = harness.docker_exec("bob", f"ls -td /home/sfops/.sfcluster/{CLUSTER}/runs/*/ | head -1", user="sfops").stdout.strip()
+        rd = harness.docker_exec("bob", f"ls -td {state_dir(CLUSTER)}/runs/*/ | head -1", user=RAY_USER).stdout.strip()
         hand = (f"cd {rd} && SFCLUSTER_CONFIG={rd}sfcluster.json /opt/sf/bin/python -c "
                 "'from sfcluster import runtime; runtime.guard(); print(\"PASSED GUARD\")'")
-        p = harness.docker_exec("bob", hand, user="sfops", check=False)
+        p = harness.docker_exec("bob", hand, user=RAY_USER, check=False)
         assert p.returncode != 0 and "PASSED GUARD" not in p.stdout and "not started by `sfcluster run`" in p.stderr, p.stderr
         p = harness.docker_exec("bob", hand.replace("SFCLUSTER_CONFIG=", f"SFCLUSTER_RUN_TOKEN=made-up SFCLUSTER_LOCK_INFO="
-                                                    f"/home/sfops/.sfcluster/{CLUSTER}/lock.json SFCLUSTER_CONFIG="),
-                                user="sfops", check=False)
+                                                    f"{state_dir(CLUSTER)}/lock.json SFCLUSTER_CONFIG="),
+                                user=RAY_USER, check=False)
         assert p.returncode != 0 and "another run holds the driver lock (spu_idle.py" in p.stderr, p.stderr
         p = harness.docker_exec("bob", f"/opt/sf/bin/python -c 'import socket; socket.socket().bind((\"0.0.0.0\", "
-                                       f"{XS['bob']}))' 2>&1 || true", user="sfops", check=False)
+                                       f"{XS['bob']}))' 2>&1 || true", user=RAY_USER, check=False)
         assert "Address already in use" in p.stdout, p.stdout
         # a second run is refused while this one holds a party's lock, naming it
         second = sfc("run", "-i", str(prod), str(SCRIPTS / "spu_idle.py"), "--", "1")

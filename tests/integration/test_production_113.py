@@ -7,10 +7,11 @@ import json
 
 import pytest
 
+from tests.harness.harness import RAY_HOME
 from tests.integration.cli import ROOT, sfc
 
 PARTIES = ("alice", "bob", "carol")
-HOME = {"alice": "/root", "bob": "/home/sfops", "carol": "/home/sfops"}
+HOME = {n: RAY_HOME for n in ("alice", "bob", "carol")}  # the Ray user's, on every node
 VERSION = "1.13.0b0"
 
 

@@ -10,12 +10,13 @@ import time
 
 import pytest
 
+from tests.harness.harness import RAY_USER
 from tests.integration.cli import ROOT, sfc
 
 PARTIES = ("alice", "bob", "carol")
 VENV = "/opt/sf"
 HIDDEN = "/opt/sf.image"
-OWNER = {"alice": "root", "bob": "sfops", "carol": "sfops"}   # the SSH user: Ray runs as it here
+OWNER = {n: RAY_USER for n in PARTIES}   # the venv belongs to the user Ray runs as
 TIMES = ROOT / "build" / "provision-times.json"
 
 
@@ -124,7 +125,7 @@ def test_no_python_310_is_a_clear_error(harness, bare):
 def test_without_rights_to_make_the_venv_it_refuses_naming_the_fix(harness, bare):
     # sfstrict cannot write /opt and its sudo asks for a password
     text = harness.inventory_text(cluster="prov", firewall="check", extra_node={"carol": {"python": "/opt/sfx/bin/python"}},
-                                  extra_top=pins(bare["base"], str(bare["wheelhouse"])))
+                                  extra_top=pins(bare["base"], str(bare["wheelhouse"])), ray_user=None)
     inv = bare["dir"] / "strict.yaml"
     inv.write_text(text.replace("user: sfops\n      port: 2222", "user: sfstrict\n      port: 2222"))
     assert "sfstrict" in inv.read_text()

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.harness import RAY_USER, state_dir, tls_dir
 from tests.integration.cli import ENV, ROOT, SCRIPTS, SFC, STATE_DIR, sfc, start, wait_for
 
-STATE = "/root/.sfcluster/harness"  # the cluster's private state on the head (alice logs in as root)
+STATE = state_dir("harness")  # the cluster's private state on the head (the Ray user's)
 
 
 def remote_left(h, node):
@@ -25,7 +26,7 @@ def as_node(node):
     """A command prefix that gives a hand-started process the node's own certificate (tls: on, the
     default): what a local user who can read the Ray user's files (the Ray user itself, root) has.
     TLS keeps everyone else out (test_tls.py); these are the drivers the job-table watch is for."""
-    d = "/root/.sfcluster/harness/tls" if node == "alice" else "/home/sfops/.sfcluster/harness/tls"
+    d = tls_dir("harness")
     return f"env RAY_USE_TLS=1 RAY_TLS_SERVER_CERT={d}/node.pem RAY_TLS_SERVER_KEY={d}/node.key RAY_TLS_CA_CERT={d}/ca.pem "
 
 
@@ -136,7 +137,7 @@ def test_guard_stops_a_driver_started_by_hand_on_bob(harness, cluster):
 
 def test_foreign_driver_makes_run_refuse(harness, cluster):
     harness.docker_exec("bob", "setsid -f " + as_node("bob") + "/opt/sf/bin/python -c 'import ray,time; "
-                               "ray.init(address=\"172.30.77.11:6379\"); time.sleep(60)' >/tmp/foreign.log 2>&1", user="sfops")
+                               "ray.init(address=\"172.30.77.11:6379\"); time.sleep(60)' >/tmp/foreign.log 2>&1", user=RAY_USER)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -166,7 +167,7 @@ def test_foreign_driver_mid_run_stops_the_run_naming_it(harness, cluster):
         t0 = time.monotonic()
         harness.docker_exec("bob", "setsid -f " + as_node("bob") + "/opt/sf/bin/python -c 'import ray,time; "
                                    "ray.init(address=\"172.30.77.11:6379\"); print(\"FOREIGN UP\", flush=True); time.sleep(60)' "
-                                   ">/tmp/foreign.log 2>&1", user="sfops")
+                                   ">/tmp/foreign.log 2>&1", user=RAY_USER)
         out = proc.communicate(timeout=60)[0]
         took = time.monotonic() - t0
         up = harness.docker_exec("bob", "cat /tmp/foreign.log").stdout
@@ -287,16 +288,16 @@ def test_lock_and_run_state_are_private_and_the_token_is_on_no_command_line(harn
     try:
         wait_for(proc, "tick 1")
         assert harness.docker_exec("alice", f"stat -c '%a %U' {STATE} {STATE}/runs").stdout.split() == \
-            ["700", "root", "700", "root"]
+            ["700", RAY_USER, "700", RAY_USER]
         info = json.loads(harness.docker_exec("alice", f"cat {STATE}/lock.json").stdout)
         assert harness.docker_exec("alice", f"stat -c '%a' {STATE}/lock.json").stdout.strip() == "600"
         # another local user can neither lock, nor read, nor delete anything of it
         for cmd in (f"flock -n {STATE} true", f"cat {STATE}/lock.json", f"rm -rf {STATE}/runs", f"ls {STATE}"):
-            p = harness.docker_exec("alice", cmd, user="sfops", check=False)
+            p = harness.docker_exec("alice", cmd, user="sfstrict", check=False)
             assert p.returncode != 0 and "denied" in p.stderr, (cmd, p.stderr)
         # Ray's world-writable temp dir holds nothing of ours
         assert harness.docker_exec("alice", "ls -a /tmp/sfc-harness | grep -c -E 'lock|runs' || true").stdout.strip() == "0"
-        ps = harness.docker_exec("alice", "ps -eo args", user="sfops").stdout
+        ps = harness.docker_exec("alice", "ps -eo args", user="sfstrict").stdout
         assert info["token"] not in ps and '"token"' not in ps and "sfc_wrapper.py" in ps
         assert proc.poll() is None  # the run went on through all of that
     finally:
@@ -505,7 +506,7 @@ def test_a_driver_that_comes_and_goes_between_two_polls_still_stops_the_run(harn
         # connects, then leaves at once: well under the watcher's 2 s poll once connected
         harness.docker_exec("bob", as_node("bob") + "/opt/sf/bin/python -c 'import ray; "
                                    "ray.init(address=\"172.30.77.11:6379\"); print(\"FOREIGN UP\", flush=True); "
-                                   "ray.shutdown()' >/tmp/foreign.log 2>&1", user="sfops", check=False)
+                                   "ray.shutdown()' >/tmp/foreign.log 2>&1", user=RAY_USER, check=False)
         up = harness.docker_exec("bob", "cat /tmp/foreign.log").stdout
         assert "FOREIGN UP" in up, up  # it really connected
         out = proc.communicate(timeout=60)[0]
@@ -531,7 +532,7 @@ def test_an_extra_raylet_with_another_partys_resource_stops_the_run_naming_it(ha
         # carol's Ray user (it holds carol's certificate) starts a second raylet there that says it is bob
         p = harness.docker_exec("carol", as_node("carol") + f"timeout 60 /opt/sf/bin/ray start --address=172.30.77.11:6379 "
                                 f"--node-ip-address=172.30.77.13 --temp-dir={rogue} --resources='{{\"bob\": 1000}}' "
-                                "--num-cpus=1 --disable-usage-stats 2>&1 | tail -5", user="sfops", check=False)
+                                "--num-cpus=1 --disable-usage-stats 2>&1 | tail -5", user=RAY_USER, check=False)
         out = proc.communicate(timeout=90)[0]
         assert proc.returncode == 76, p.stdout + out[-2000:]
         last = out.strip().splitlines()[-1]

@@ -1,6 +1,7 @@
 """Ray as a non-root service user (inventory `ray_user`): Ray, the lock, the run's wrapper, the
 driver and the node's private state and certificates belong to that user on every node, reached
-from the SSH user with `sudo -n -u`; `check` warns when Ray would run as root."""
+from the SSH user with `sudo -n -u`; `check` fails, and `up` refuses, when Ray would run as a user
+that is root or becomes root without a password."""
 from __future__ import annotations
 
 import json
@@ -30,8 +31,8 @@ def service_user(harness):
 
 
 def test_ray_the_driver_and_the_state_run_as_the_service_user(harness, service_user, tmp_path):
-    inv = harness.write_inventory(tmp_path / "inv.yaml", cluster="svc", firewall="open",
-                                  extra_top=f"tls: on\nray_user: {service_user}")
+    inv = harness.write_inventory(tmp_path / "inv.yaml", cluster="svc", firewall="open", extra_top="tls: on",
+                                  ray_user=service_user)
     checks = json.loads(sfc("check", "-i", str(inv), "--json").stdout)["checks"]
     rows = {c["node"]: c for c in checks if c["name"] == "ray_user"}
     assert all(rows[n]["status"] == "OK" and "sfray" in rows[n]["detail"] for n in PARTIES), rows
@@ -57,8 +58,25 @@ def test_ray_the_driver_and_the_state_run_as_the_service_user(harness, service_u
         assert harness.docker_exec(n, "test -e /home/sfray/.sfcluster/svc/tls && echo left || true").stdout.strip() == ""
 
 
-def test_check_warns_when_ray_would_run_as_root(harness, tmp_path):
-    inv = harness.write_inventory(tmp_path / "inv.yaml", firewall="check")
-    checks = json.loads(sfc("check", "-i", str(inv), "--json").stdout)["checks"]
-    warn = [c for c in checks if c["name"] == "ray_user" and c["status"] == "WARN"]
-    assert [c["node"] for c in warn] == ["alice"] and "root" in warn[0]["detail"], warn  # alice logs in as root
+def test_check_fails_and_up_refuses_when_ray_would_run_as_a_user_that_can_become_root(harness, tmp_path):
+    # no ray_user: Ray would run as the SSH users, root on alice and sfops (passwordless sudo) on bob, carol
+    inv = harness.write_inventory(tmp_path / "inv.yaml", cluster="svcroot", firewall="check", ray_user=None)
+    p = sfc("check", "-i", str(inv), "--json")
+    assert p.returncode == 65, p.stdout[-2000:]
+    rows = {c["node"]: c for c in json.loads(p.stdout)["checks"] if c["name"] == "ray_user"}
+    assert {n: r["status"] for n, r in rows.items()} == {n: "FAIL" for n in PARTIES}, rows
+    assert "as root here" in rows["alice"]["detail"], rows["alice"]
+    assert "sfops, who becomes root without a password" in rows["bob"]["detail"], rows["bob"]
+    assert all("set ray_user: <a user without sudo rights>" in r["fix"] for r in rows.values()), rows
+    # a ray_user that itself has passwordless sudo is no better
+    inv2 = harness.write_inventory(tmp_path / "inv2.yaml", cluster="svcroot", firewall="check", ray_user="sfops",
+                                   nodes=["alice", "bob"])
+    p = sfc("check", "-i", str(inv2), "--json")
+    rows = {c["node"]: c for c in json.loads(p.stdout)["checks"] if c["name"] == "ray_user"}
+    assert p.returncode == 65 and rows["alice"]["status"] == "FAIL", rows
+    assert "ray_user sfops becomes root without a password" in rows["alice"]["detail"], rows["alice"]
+    # up refuses before anything starts
+    p = sfc("up", "-i", str(inv))
+    assert p.returncode == 65 and "ray_user" in p.stdout + p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
+    for n in PARTIES:
+        assert harness.docker_exec(n, "pgrep -f '[r]aylet.*sfc-svcroot' || true").stdout.strip() == "", n

@@ -50,6 +50,6 @@ def test_cpus_below_the_minimum_fail_check_and_a_starved_run_ends_naming_the_par
                 break
             time.sleep(0.5)
         assert not any(left.values()), f"left after the starved run: {left}"
-        assert harness.docker_exec("alice", "flock -n /root/.sfcluster/starve true", check=False).returncode == 0
+        assert harness.docker_exec("alice", f"flock -n {harness.state_dir('starve')} true", check=False).returncode == 0
     finally:
         assert sfc("down", "-i", str(inv), "--force").returncode == 0

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.harness import RAY_USER, tls_dir
 from tests.integration.cli import ROOT, SCRIPTS, STATE_DIR, sfc, start, wait_for
 
 STATE = STATE_DIR
-TLS_DIRS = {"alice": "/root/.sfcluster/harness/tls", "bob": "/home/sfops/.sfcluster/harness/tls",
-            "carol": "/home/sfops/.sfcluster/harness/tls"}
+TLS_DIRS = {n: tls_dir("harness") for n in ("alice", "bob", "carol")}  # the Ray user's, on every node
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,7 @@ def test_up_installs_private_certificates_and_ray_runs_with_tls(harness, tls_clu
     for n, d in TLS_DIRS.items():
         ls = harness.docker_exec(n, f"stat -c '%n %a %U' {d} {d}/node.key {d}/node.pem {d}/ca.pem").stdout
         modes = {line.split()[0].rsplit("/", 1)[-1]: line.split()[1:] for line in ls.strip().splitlines()}
-        user = "root" if n == "alice" else "sfops"
-        assert modes["tls"] == ["700", user] and modes["node.key"] == ["600", user], (n, ls)
+        assert modes["tls"] == ["700", RAY_USER] and modes["node.key"] == ["600", RAY_USER], (n, ls)
         env = harness.docker_exec(n, "cat /proc/$(pgrep -x raylet | head -1)/environ | tr '\\0' '\\n'").stdout
         assert "RAY_USE_TLS=1" in env and f"RAY_TLS_SERVER_CERT={d}/node.pem" in env, n
     code = sfc("status", "-i", str(tls_cluster), "--json")
@@ -184,7 +183,7 @@ def test_spu_ports_speak_only_mutual_tls_with_the_clusters_certificates(harness,
         assert "Verify return code: 0 (ok)" in good and "CN = bob" in good.replace("CN=bob", "CN = bob"), good[-3000:]
         # the SPU itself listens on a unix socket in the cluster's temp root, which is the Ray user's alone
         sock = harness.docker_exec("bob", "stat -c '%F %U %a' /tmp/sfc-harness /tmp/sfc-harness/spu.sock", check=False).stdout
-        assert sock.startswith("directory sfops 700\nsocket sfops "), sock
+        assert sock.startswith(f"directory {RAY_USER} 700\nsocket {RAY_USER} "), sock
     finally:
         run.terminate()
         run.wait(60)

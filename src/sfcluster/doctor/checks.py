@@ -106,25 +106,43 @@ def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = Tr
 
 
 def _ray_user(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -> None:
-    """Who Ray (and the driver) runs as on each node: never root without a warning; an inventory
-    `ray_user` must exist there and be reachable with `sudo -n -u` from the SSH user."""
+    """Who Ray (and the driver) runs as on each node. It runs whatever code a driver sends, and in
+    simulation mode whatever a peer's driver sends through Ray; in production mode the cross-silo
+    link unpickles what peers send. So that user must not be root, nor able to become root
+    without a password (sudo -n): FAIL, naming the fix (a `ray_user` without sudo rights). An
+    inventory `ray_user` must exist there and be reachable with `sudo -n -u` from the SSH user."""
     nodes = Nodes(cluster, runners=runners)
+
+    def fix(n: str, ssh_user: str) -> str:
+        return (f"set ray_user: <a user without sudo rights> (nodes.{n}.ray_user or top level), and let {ssh_user} run "
+                f"commands as it without a password (sudoers: {ssh_user} ALL=(<that user>) NOPASSWD: ALL); "
+                "sfcluster does not create users (runbook section 7)")
 
     def one(n: str) -> None:
         f = report.facts[n]
         user = cluster.node(n).ray_user or f.user
         who = "Ray, the wrapper and the driver" if cluster.mode.runs_ray else "the wrapper and this party's driver"
+        danger = "any code a driver runs, or a peer sends, would run as root on this node"
         if user == "root":
-            report.add(n, "ray_user", Status.WARN, f"{who} would run as root here: any code "
-                       "the driver runs, runs as root on this node", f"set ray_user: <an existing non-root user> "
-                       f"(nodes.{n}.ray_user or top level); sfcluster does not create users")
+            report.add(n, "ray_user", Status.FAIL, f"{who} would run as root here: {danger}", fix(n, f.user))
             return
         if user == f.user:
-            report.add(n, "ray_user", Status.OK, f"{who} run as the SSH user {user}")
+            if f.sudo == "nopasswd":
+                report.add(n, "ray_user", Status.FAIL, f"{who} would run as the SSH user {user}, who becomes root "
+                           f"without a password (sudo -n): {danger}", fix(n, f.user))
+            else:
+                report.add(n, "ray_user", Status.OK, f"{who} run as the SSH user {user} (no passwordless sudo)")
             return
-        res = nodes.ray(n).run(["id", "-un"], timeout=15)
-        if res.ok and res.stdout.strip() == user:
-            report.add(n, "ray_user", Status.OK, f"{who} run as {user} (sudo -n -u from {f.user})")
+        res = nodes.ray(n).run(["sh", "-c", "id -un; sudo -n true </dev/null >/dev/null 2>&1 && echo SUDO-NOPASSWD; true"],
+                               timeout=15)
+        said = res.stdout.split()
+        if res.ok and said[:1] == [user]:
+            if "SUDO-NOPASSWD" in said:
+                report.add(n, "ray_user", Status.FAIL, f"ray_user {user} becomes root without a password (sudo -n): "
+                           f"{danger}", fix(n, f.user).replace("<a user without sudo rights>", f"<a user without sudo "
+                                                                   f"rights, not {user}>"))
+            else:
+                report.add(n, "ray_user", Status.OK, f"{who} run as {user} (sudo -n -u from {f.user}; no passwordless sudo)")
         else:
             report.add(n, "ray_user", Status.FAIL, f"cannot run as ray_user {user} from {f.user}: "
                        f"{(res.stderr or res.stdout).strip()[-200:] or 'exit %d' % res.exit_code}",

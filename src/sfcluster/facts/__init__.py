@@ -13,11 +13,6 @@ from sfcluster.ports import plan_ports
 from sfcluster.remote.base import Runner
 from sfcluster.remote.group import GroupResult, fan_out
 
-PRIVILEGED_EXEC = ('if [ "$(id -u)" = 0 ]; then exec "$@"; '
-                   'elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then exec sudo -n -- "$@"; '
-                   'else exec "$@"; fi')
-
-
 @dataclass
 class BusyPort:
     port: int

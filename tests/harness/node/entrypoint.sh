@@ -17,6 +17,9 @@ if ! id sfstrict >/dev/null 2>&1; then
   echo "sfstrict:$(head -c 18 /dev/urandom | base64)" | chpasswd
   echo 'sfstrict ALL=(ALL) ALL' >/etc/sudoers.d/sfstrict
 fi
+# The user Ray runs as (inventory `ray_user`), as a site makes it: no sudo rights, no SSH login; the
+# SSH users reach it with `sudo -n -u sfray` (root and sfops: their sudo covers it).
+id sfray >/dev/null 2>&1 || useradd -m -s /bin/bash sfray
 chmod 0440 /etc/sudoers.d/*
 for u in root sfops sfstrict; do
   home="$(getent passwd "$u" | cut -d: -f6)"
