@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from sfcluster.connect import Nodes
 from sfcluster.errors import SfclusterError
 from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import answer, with_state
+from sfcluster.nodescripts import contract as C
+from sfcluster.remote.base import Result, Runner
 from sfcluster.remote.group import fan_out
 
 PUSH_TIMEOUT = 3600  # bytes over SSH: an hour for the largest file anyone should push this way
 CHECK_TIMEOUT = 600  # the first digest of a large file reads all of it
+# The node script beats every DATA_BEAT_EVERY s while it reads or receives (contract.py): this long
+# without a byte from it, the node (its sshd, its disk, its session) is stuck, not busy, and the
+# command ends naming it (69) instead of waiting for CHECK_TIMEOUT or PUSH_TIMEOUT.
+DATA_IDLE = 60
 
 
 @dataclass
@@ -61,7 +68,7 @@ def check(cluster: Cluster, nodes: Nodes, parties: Optional[List[str]] = None) -
     def one(p: str) -> List[DataFile]:
         node = cluster.node(p)
         req = {"cluster": cluster.name, "action": "check", "files": node.data_paths}
-        res = nodes.ray(p).run(python_argv(node, "data_files", req, text=with_state("data_files")), timeout=CHECK_TIMEOUT)
+        res = _ask(nodes.ray(p), python_argv(node, "data_files", req, text=with_state("data_files")), CHECK_TIMEOUT)
         files = answer(res, "its data files").get("files", {})
         return [DataFile(p, name, f.get("path", ""), f.get("size"), f.get("sha256"), bool(f.get("cached")), f.get("error"))
                 for name, f in sorted(files.items())]
@@ -90,19 +97,31 @@ def push(cluster: Cluster, nodes: Nodes, party: str, name: str, local_file: str)
     req = {"cluster": cluster.name, "action": "put", "name": name, "path": path, "size": size, "sha256": digest}
     argv = python_argv(node, "data_files", req, text=with_state("data_files"))
     # first ask with no bytes: a file already there with this digest costs no transfer
-    res = runner.run(python_argv(node, "data_files", dict(req, probe=True), text=with_state("data_files")),
-                     timeout=CHECK_TIMEOUT)
+    res = _ask(runner, python_argv(node, "data_files", dict(req, probe=True), text=with_state("data_files")),
+               CHECK_TIMEOUT)
     data = answer(res, f"data {name!r}")
     if data.get("refused"):
         raise SfclusterError(f"[{party}] data {name!r} at {path}: {data['refused']}")
     if not same_file(data, size, digest):
         with open(local_file, "rb") as f:   # streamed, never the whole file in memory
-            res = runner.run(argv, timeout=PUSH_TIMEOUT, stdin=f)
+            res = _ask(runner, argv, PUSH_TIMEOUT, stdin=f)
         data = answer(res, f"data {name!r}")
         if data.get("refused"):
             raise SfclusterError(f"[{party}] data {name!r} at {path}: {data['refused']}")
     return {"party": party, "name": name, "path": path, "size": size, "sha256": digest,
             "unchanged": bool(data.get("unchanged")), "node": node.host}
+
+
+def _ask(runner: Runner, argv: List[str], timeout: float, stdin: Any = None) -> Result:
+    """One data_files.py command, bounded by `timeout` and by DATA_IDLE s of silence (the script
+    beats while it works); its beat lines are not part of what it said."""
+    out, err = bytearray(), bytearray()
+    start = time.monotonic()
+    code = runner.stream(argv, on_stdout=out.extend, on_stderr=err.extend, stdin=stdin, timeout=timeout,
+                         idle_timeout=DATA_IDLE)
+    said = "".join(line for line in err.decode(errors="replace").splitlines(keepends=True)
+                   if line.rstrip("\n") != C.DATA_BEAT)
+    return Result(runner.name, "data_files", code, out.decode(errors="replace"), said, time.monotonic() - start)
 
 
 def same_file(probe: dict, size: int, digest: str) -> bool:

@@ -7,13 +7,15 @@ import sys
 import time
 from pathlib import Path
 
+from tests.integration.cli import ENV
 
 SFC = [sys.executable, "-m", "sfcluster.cli.main"]
 
 
 def check(inv: Path, *extra: str):
     start = time.monotonic()
-    p = subprocess.run([*SFC, "check", "-i", str(inv), "--json", *extra], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([*SFC, "check", "-i", str(inv), "--json", *extra], capture_output=True, text=True, timeout=120,
+                       env=ENV)  # the suite's controller state: the CA of a cluster an earlier module left up
     took = time.monotonic() - start
     assert p.stdout, p.stderr
     return p.returncode, json.loads(p.stdout), took

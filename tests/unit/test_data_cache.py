@@ -34,6 +34,14 @@ class LocalRunner:
                            env=self.env)
         return Result(self.name, "data_files", p.returncode, p.stdout.decode(), p.stderr.decode())
 
+    def stream(self, argv, *, on_stdout=None, on_stderr=None, stdin=None, timeout: Optional[float] = None,
+               idle_timeout: Optional[float] = None, **kw) -> int:
+        res = self.run(argv, timeout=timeout, stdin=stdin)
+        for sink, text in ((on_stdout, res.stdout), (on_stderr, res.stderr)):
+            if sink:
+                sink(text.encode())
+        return res.exit_code
+
     def close(self) -> None:
         pass
 

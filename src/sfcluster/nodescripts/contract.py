@@ -28,6 +28,9 @@ STARVED = "STARVED"      # {message}: a party's resources are starved (the run s
 STOPPING = "STOPPING"    # why the wrapper is stopping the driver
 EXIT = "EXIT"            # {code, why, kind}: the driver ended; kind is one of STOP_KINDS or ""
 # Why the wrapper stopped the driver (EXIT's kind); the controller returns its own exit code for these.
+# data_files.py writes this line to stderr every DATA_BEAT_EVERY s while it works (hashing or
+# receiving a large file): the controller ends a data command that stays silent DATA_IDLE s.
+DATA_BEAT, DATA_BEAT_EVERY = "sfcluster-data-beat", 5
 STOP_KINDS = ("node_lost", "foreign_driver", "foreign_node", "starved", "cancelled", "interrupted", "controller_gone")
 # What the wrapper's detaching parent returns for the first control line that decides the run's start.
 START_OUTCOMES = ((STARTED, 0), (LOCKED, HELD_EXIT), (NORAY, NORAY_EXIT), (FOREIGN, FOREIGN_EXIT))
