@@ -4,6 +4,7 @@ go before the script and an unknown one is a usage error; `runs` with no history
 the loader's error, with its YAML path and line, before any SSH."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,3 +65,32 @@ def test_a_relative_data_path_is_the_loaders_error():
     with pytest.raises(InventoryError) as ei:
         parse_inventory(INV.replace("alice: {host: 10.0.0.1}", "alice: {host: 10.0.0.1, data: {bc: alice.csv}}"))
     assert "nodes.alice.data.bc (line 3): expected an absolute path on alice's node, got 'alice.csv'" in str(ei.value)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["status", "--jsn", "--json"], "Did you mean '--json'"),
+    (["data", "push", "--json", "bob"], "Missing argument 'NAME'"),
+    (["check", "--json", "--party"], "requires an argument"),
+])
+def test_a_usage_error_asked_for_json_prints_its_one_json_object(tmp_path, args, says):
+    p = cli(tmp_path, *args)
+    assert p.returncode == 2, p.stderr
+    got = json.loads(p.stdout)
+    assert got["ok"] is False and got["exit_code"] == 2 and says in got["error"] and "--help" in got["fix"], got
+    assert "Error:" in p.stderr  # and the terminal still gets click's own message
+
+
+def test_a_usage_error_without_json_prints_no_json_and_a_script_s_json_flag_is_the_script_s(tmp_path, files):
+    p = cli(tmp_path, "status", "--jsn")
+    assert p.returncode == 2 and p.stdout == "" and "No such option" in p.stderr
+    p = cli(tmp_path, "run", "--json", str(files / "s.py"))  # run has no --json: a usage error, no JSON
+    assert p.returncode == 2 and p.stdout == "", p.stdout
+
+
+def test_the_exit_code_table_is_shown_once_in_sfcluster_help(tmp_path):
+    top = cli(tmp_path, "--help")
+    assert top.returncode == 0 and "Exit codes" in top.stdout and "run refused or stopped" in top.stdout
+    for cmd in (["status"], ["run"], ["data", "push"], ["up"]):
+        p = cli(tmp_path, *cmd, "--help")
+        assert p.returncode == 0 and "run refused or stopped" not in p.stdout, cmd
+        assert "Exit codes: `sfcluster --help`" in p.stdout, (cmd, p.stdout[-500:])

@@ -1,6 +1,9 @@
 """Entry point: `sfcluster <command>`."""
 from __future__ import annotations
 
+import sys
+from typing import List, Optional, Tuple
+
 import click
 
 from sfcluster import __version__
@@ -10,7 +13,8 @@ from sfcluster.cli.data import data_cmd
 from sfcluster.cli.lifecycle import config_cmd, down_cmd, status_cmd, up_cmd
 from sfcluster.cli.provision import provision_cmd, wheelhouse_cmd
 from sfcluster.cli.run import cancel_cmd, fetch_cmd, logs_cmd, run_cmd, runs_cmd
-from sfcluster.exitcodes import help_table
+from sfcluster.cli.common import emit_json
+from sfcluster.exitcodes import Exit, help_table
 
 ENVIRONMENT = """\b
 Environment:
@@ -42,14 +46,54 @@ def cli() -> None:
     """
 
 
+# The exit-code table is shown once, in `sfcluster --help` (and the README); each command points there.
+EXIT_POINTER = "Exit codes: `sfcluster --help` (one table for every command)."
 for _cmd in (provision_cmd, wheelhouse_cmd, check_cmd, up_cmd, status_cmd, down_cmd, config_cmd, run_cmd, logs_cmd, cancel_cmd,
              runs_cmd, fetch_cmd, data_cmd, ca_cmd):
-    _cmd.epilog = help_table()
+    for _c in [_cmd, *getattr(_cmd, "commands", {}).values()]:  # a group's subcommands too (data push)
+        _c.epilog = EXIT_POINTER
     cli.add_command(_cmd)
 
 
-def main() -> None:
-    cli(prog_name="sfcluster")
+def _wants_json(args: List[str]) -> bool:
+    """--json among the options (before a `--`, which hands the rest to a script)."""
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+def _command_of(args: List[str]) -> Tuple[Optional[click.Command], str]:
+    """The (sub)command `args` name, for an error click raised before it made that command's
+    context (an option's missing value)."""
+    cmd: click.Command = cli
+    path = "sfcluster"
+    for a in args:
+        if a == "--":
+            break
+        sub = cmd.get_command(click.Context(cmd), a) if isinstance(cmd, click.Group) and not a.startswith("-") else None
+        if sub is not None:
+            cmd, path = sub, f"{path} {a}"
+    return (None if cmd is cli else cmd), path
+
+
+def main(args: Optional[List[str]] = None) -> None:
+    """click's own run, except that a usage error (exit 2) of a command that has `--json`, asked
+    for with it, also prints its one JSON object on stdout, as every other outcome does."""
+    args = list(sys.argv[1:] if args is None else args)
+    try:
+        code = cli.main(args=args, prog_name="sfcluster", standalone_mode=False)
+    except click.UsageError as e:
+        cmd, path = (e.ctx.command, e.ctx.command_path) if e.ctx is not None else _command_of(args)
+        if _wants_json(args) and cmd is not None and any("--json" in p.opts for p in cmd.params):
+            emit_json({"ok": False, "exit_code": int(Exit.USAGE), "error": e.format_message(),
+                       "fix": f"see `{path} --help`", "problems": []})
+        e.show()
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
