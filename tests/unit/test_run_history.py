@@ -18,7 +18,8 @@ from click.testing import CliRunner
 
 from sfcluster.cli.main import cli
 from sfcluster.connect import Nodes
-from sfcluster.errors import SfclusterError
+from sfcluster.errors import ConnectError, SfclusterError
+from sfcluster.exitcodes import Exit
 from sfcluster.inventory import parse_inventory
 from sfcluster.nodescripts import contract as C
 from sfcluster.nodescripts import with_state
@@ -493,3 +494,21 @@ def test_the_head_refuses_more_output_files_than_the_controller_takes_whole_and_
     s = summary_of(p)
     assert "5 files, above the limit of 4 files" in s["refused"]
     assert s["files"] == 0 and set(names_in(p)) == {C.LOG_NAME, C.RESULT_NAME}
+
+
+class Unreachable(LocalRunner):
+    """A head whose SSH connection cannot be made."""
+
+    def stream(self, argv, **kw) -> int:
+        self.calls += 1
+        raise ConnectError("a", "ssh", "connection refused")
+
+
+def test_fetch_from_a_head_that_cannot_be_reached_exits_69_at_once_and_leaves_no_entry(state, tmp_path):
+    runner = Unreachable(tmp_path / "home")
+    t0 = time.monotonic()
+    with pytest.raises(ConnectError) as ei:
+        fetch_locally(tmp_path, runner)
+    assert ei.value.exit_code == Exit.UNAVAILABLE and str(ei.value).startswith("[a]")
+    assert runner.calls == 1 and time.monotonic() - t0 < fetching.RETRY_PAUSE  # no retry against a dead head
+    assert not (state / "demo" / "runs" / RUN_ID).exists()  # no empty entry in `runs`

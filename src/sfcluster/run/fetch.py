@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from sfcluster.connect import Nodes
-from sfcluster.errors import SfclusterError
+from sfcluster.errors import ConnectError, HostKeyError, SfclusterError, UnavailableError
+from sfcluster.exitcodes import Exit
 from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import answer, with_state
@@ -113,13 +114,16 @@ def _fetch(cluster: Cluster, nodes: Nodes, run_id: str, max_bytes: int, home: Pa
             incoming.mkdir(mode=0o700)
             history.extract(tar_path, incoming, max_bytes + LOG_BYTES + 65536, run_id=run_id)
             break
-        except (UnsafeArchive, KeyboardInterrupt):
+        except (UnsafeArchive, KeyboardInterrupt, ConnectError, HostKeyError):
+            # a head that cannot be reached (or whose host key is wrong) is not retried: its own
+            # error, with its node and exit 69, is the answer (a cut transfer is what the retry is for)
             shutil.rmtree(incoming, ignore_errors=True)
             raise
         except (SfclusterError, OSError, tarfile.TarError, EOFError) as e:
             if attempt == 2:
-                raise SfclusterError(f"fetching run {run_id} failed twice: {getattr(e, 'message', e)}",
-                                     f"retry later: sfcluster fetch {run_id}") from None
+                err = UnavailableError if getattr(e, "exit_code", None) == Exit.UNAVAILABLE else SfclusterError
+                raise err(f"fetching run {run_id} failed twice: {getattr(e, 'message', e)}",
+                          f"retry later: sfcluster fetch {run_id}") from None
             note(f"fetching run {run_id} failed ({getattr(e, 'message', e)}); retrying once in {RETRY_PAUSE} s")
             time.sleep(RETRY_PAUSE)
         finally:
