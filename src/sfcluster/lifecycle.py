@@ -48,6 +48,7 @@ class PreflightFailed(PlanError):
 
     def __init__(self, report: Report) -> None:
         self.report = report
+        self.exit_code = report.exit_code  # 77 when sudo asking for a password is all that failed
         super().__init__(f"preflight found {len(report.failed)} problem(s); nothing was changed",
                          "fix them (see the table), or run `sfcluster check` for details")
 

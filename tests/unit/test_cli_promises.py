@@ -94,3 +94,17 @@ def test_the_exit_code_table_is_shown_once_in_sfcluster_help(tmp_path):
         p = cli(tmp_path, *cmd, "--help")
         assert p.returncode == 0 and "run refused or stopped" not in p.stdout, cmd
         assert "Exit codes: `sfcluster --help`" in p.stdout, (cmd, p.stdout[-500:])
+
+
+def test_sudo_asking_for_a_password_is_77_whichever_path_finds_it():
+    from sfcluster.doctor.checks import Report, Status
+    from sfcluster.exitcodes import Exit
+    from sfcluster.lifecycle import PreflightFailed
+
+    r = Report()
+    r.add("bob", "ssh", Status.OK, "")
+    assert r.exit_code == Exit.OK
+    r.add("bob", "sudo", Status.FAIL, "user sfops needs root for firewall rules but `sudo -n` asks for a password")
+    assert r.exit_code == Exit.NO_PRIVILEGE == PreflightFailed(r).exit_code  # check, and up's preflight: as --skip-check
+    r.add("carol", "ports_free", Status.FAIL, "port 6379 is in use")
+    assert r.exit_code == Exit.PREFLIGHT == PreflightFailed(r).exit_code  # more than that: a preflight failure

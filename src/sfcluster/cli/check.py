@@ -10,7 +10,6 @@ from rich.table import Table
 from sfcluster.cli.common import console, emit_result, handle_errors, inventory_option, json_option, load, party_option
 from sfcluster.connect import Nodes
 from sfcluster.doctor import Report, Status, run_checks
-from sfcluster.exitcodes import Exit
 
 STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red"}
 
@@ -41,15 +40,15 @@ def check_cmd(inventory_path: str, parties: tuple, as_json: bool, no_reach: bool
     everywhere; every planned port free (naming the process that holds it); SPU address bindable
     (else use listen_address); Ray already running (this cluster's or a foreign one); sudo and
     firewall backend; memory and disk; and a reachability matrix of every port a peer must reach.
-    Exit 0 only when nothing FAILs, 65 when something does (see `sfcluster --help` for every
-    code). A running cluster of the same inventory passes.
+    Exit 0 only when nothing FAILs, 65 when something does, 77 when all that fails is sudo asking
+    for a password (as `up` exits then; see `sfcluster --help` for every code). A running cluster of the same inventory passes.
     With --party (production mode, a federation): only that party's node, and no reachability matrix
     (the peers' nodes are their operators').
     """
     cluster = load(inventory_path, parties)
     with Nodes(cluster) as nodes:
         report = run_checks(cluster, nodes.runners, reach=not no_reach)
-    code = Exit.OK if report.ok else Exit.PREFLIGHT
+    code = report.exit_code
     if as_json:
         emit_result(report.to_json(), code)
     else:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Dict, List, Optional, Tuple
 
+from sfcluster.exitcodes import Exit
 from sfcluster.connect import Nodes
 from sfcluster.remote.group import fan_out
 from sfcluster.upplan import unfiltered_reason
@@ -56,6 +57,14 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    @property
+    def exit_code(self) -> int:
+        """0; 77 when the only problems are sudo asking for a password (the code `up --skip-check`
+        gives for the same outcome: one outcome, one code, whichever path finds it); else 65."""
+        if self.ok:
+            return int(Exit.OK)
+        return int(Exit.NO_PRIVILEGE if all(c.name == "sudo" for c in self.failed) else Exit.PREFLIGHT)
 
     def problems(self) -> List[dict]:
         """The failed checks as `--json` problems: path = the node, with the check's fix."""
