@@ -107,9 +107,19 @@ def push(cluster: Cluster, nodes: Nodes, party: str, name: str, local_file: str)
             res = _ask(runner, argv, PUSH_TIMEOUT, stdin=f)
         data = answer(res, f"data {name!r}")
         if data.get("refused"):
-            raise SfclusterError(f"[{party}] data {name!r} at {path}: {data['refused']}")
+            raise SfclusterError(f"[{party}] data {name!r} at {path}: {data['refused']}", _refusal_fix(party, name, data))
     return {"party": party, "name": name, "path": path, "size": size, "sha256": digest,
             "unchanged": bool(data.get("unchanged")), "node": node.host}
+
+
+def _refusal_fix(party: str, name: str, data: dict) -> Optional[str]:
+    """What to do when the user Ray runs as may not write where the file goes."""
+    if not data.get("denied_dir"):
+        return None
+    d, user = data["denied_dir"], data.get("user", "the user Ray runs as")
+    make = (f"give {user} a directory it may write, on {party}" if data.get("dir_exists") else
+            f"make the directory once, on {party}: sudo install -d -o {user} -m 0700 {d}")
+    return f"{make}; or point nodes.{party}.data.{name} at a path under {user}'s home"
 
 
 def _ask(runner: Runner, argv: List[str], timeout: float, stdin: Any = None) -> Result:

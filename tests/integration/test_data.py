@@ -91,3 +91,22 @@ def test_check_shows_each_file_size_and_digest_once_pushed(harness, inv):
         assert rows["bob"]["status"] == "FAIL" and f"not readable by {harness.RAY_USER}" in rows["bob"]["detail"], rows["bob"]
     finally:
         harness.docker_exec("bob", f"chmod 600 {harness.data_path('bob')}")
+
+
+def test_push_where_the_ray_user_may_not_make_the_directory_says_what_to_do(harness, tmp_path):
+    where = "/srv/sfc-denied/bob.csv"  # /srv is root's: the Ray user cannot make sfc-denied there
+    inv = harness.write_inventory(tmp_path / "inv.yaml", firewall="check",
+                                  extra_node={"bob": {"data": f"{{breast_cancer: {where}}}"}})
+    harness.docker_exec("bob", "rm -rf /srv/sfc-denied")
+    p = sfc("data", "push", "-i", str(inv), "bob", "breast_cancer", str(DATA / "bob.csv"), "--json")
+    got = json.loads(p.stdout)
+    assert p.returncode == 1 and "Permission denied" in got["error"] and harness.RAY_USER in got["error"], got
+    assert got["fix"].startswith(f"make the directory once, on bob: sudo install -d -o {harness.RAY_USER} -m 0700 "
+                                 "/srv/sfc-denied"), got
+    # followed literally, it works
+    harness.docker_exec("bob", f"install -d -o {harness.RAY_USER} -m 0700 /srv/sfc-denied")
+    try:
+        p = sfc("data", "push", "-i", str(inv), "bob", "breast_cancer", str(DATA / "bob.csv"))
+        assert p.returncode == 0, p.stdout + p.stderr
+    finally:
+        harness.docker_exec("bob", "rm -rf /srv/sfc-denied")

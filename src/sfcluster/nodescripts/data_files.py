@@ -155,7 +155,11 @@ def put_or_refuse():
     except UnsafeState:
         raise
     except OSError as e:
-        return {"refused": "%s: %s (as %s)" % (e.filename or REQ.get("path"), e.strerror or e, USER)}
+        out = {"refused": "%s: %s (as %s)" % (e.filename or REQ.get("path"), e.strerror or e, USER)}
+        if isinstance(e, PermissionError):  # what to do: the file's dir, which the Ray user may not make or write
+            parent = os.path.dirname(REQ["path"])
+            out.update(denied_dir=parent, dir_exists=os.path.isdir(parent), user=USER)
+        return out
 
 
 USER = pwd.getpwuid(os.getuid()).pw_name
