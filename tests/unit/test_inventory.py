@@ -346,7 +346,7 @@ BAD = [
           bob:
             host: 10.0.0.2
             hots: 10.0.0.3
-    """), ["nodes.bob.hots (line 7): unknown key 'hots' (allowed: advertise, base_python, bind, ca_cert, cpus, cross_silo_port, data,"]),
+    """), ["nodes.bob.hots (line 7): unknown key 'hots' (did you mean 'host'? allowed: advertise, base_python, bind, ca_cert, cpus, cross_silo_port, data,"]),
 
     ("unknown_ssh_key", y("""
         cluster: demo
@@ -476,7 +476,8 @@ BAD = [
         nodes:
           alice: {host: 10.0.0.1}
           bob: {host: 10.0.0.1}
-    """), ["port 6380 on 10.0.0.1 is planned twice: alice:node_manager and bob:node_manager"]),
+    """), ["nodes.bob.host (line 4): parties alice and bob are both on host 10.0.0.1, and port 6380 (node_manager) "
+           "is planned for each"]),
 
     ("unsafe_party_name", y("""
         cluster: demo
@@ -856,3 +857,31 @@ def test_error_exit_code_and_message():
     assert ei.value.exit_code == 78  # EX_CONFIG
     assert str(ei.value) == ("inv.yaml: invalid inventory (1 problem(s)):\n"
                              "  nodes (line 2): a SecretFlow cluster needs at least two parties")
+
+
+def test_an_unknown_key_near_a_known_one_says_which_was_meant():
+    problems = problems_of(y("""
+        cluster: demo
+        firewal: open
+        nodes:
+          alice: {host: 10.0.0.1, cpu: 2}
+          bob: {host: 10.0.0.2}
+    """))
+    assert any(p.startswith("firewal (line 2): unknown key 'firewal' (did you mean 'firewall'? allowed:") for p in problems), problems
+    assert any("unknown key 'cpu' (did you mean 'cpus'?" in p for p in problems), problems
+    far = problems_of(y("""
+        cluster: demo
+        zebra: 1
+        nodes:
+          alice: {host: 10.0.0.1}
+          bob: {host: 10.0.0.2}
+    """))
+    assert any("unknown key 'zebra' (allowed:" in p for p in far), far  # nothing near: no guess
+
+
+def test_a_missing_inventory_file_says_how_to_name_one(tmp_path):
+    from sfcluster.inventory import load_inventory
+    with pytest.raises(InventoryError) as ei:
+        load_inventory(str(tmp_path / "inventory.yaml"))
+    assert ei.value.exit_code == 78 and "cannot read" in ei.value.problems[0]
+    assert "-i PATH" in ei.value.hint and "inventory.example.yaml" in ei.value.hint

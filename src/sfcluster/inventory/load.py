@@ -2,6 +2,7 @@
 else (no SSH, no remote step) happens until the file is valid."""
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from dataclasses import replace
 import os
@@ -213,7 +214,9 @@ class _Doc:
             return {}
         for key in value:
             if key not in allowed:
-                self.error(path + (key,), f"unknown key '{key}' (allowed: {', '.join(sorted(allowed))})")
+                near = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.75)
+                hint = f"did you mean '{near[0]}'? " if near else ""
+                self.error(path + (key,), f"unknown key '{key}' ({hint}allowed: {', '.join(sorted(allowed))})")
         return value
 
     def integer(self, m: Dict[str, Any], key: str, path: Tuple[str, ...], default: Optional[int],
@@ -325,7 +328,11 @@ def load_inventory(path: str) -> Cluster:
                 raise InventoryError(path, [_too_big(size)])
             data = f.read(MAX_INVENTORY_BYTES + 1)  # a pipe or a device has no size to check first
     except OSError as e:
-        raise InventoryError(path, [Problem("", None, f"cannot read: {e.strerror}")]) from e
+        err = InventoryError(path, [Problem("", None, f"cannot read: {e.strerror}")])
+        if isinstance(e, FileNotFoundError):
+            err.hint = ("pass the inventory with -i PATH (or set SFCLUSTER_INVENTORY); inventory.example.yaml "
+                        "documents every key")
+        raise err from e
     if len(data) > MAX_INVENTORY_BYTES:
         raise InventoryError(path, [_too_big(len(data))])
     try:
@@ -594,6 +601,12 @@ def _check_ports(doc: _Doc, cluster: Cluster) -> None:
                 # point at a key the file actually has: the later entry's, else the earlier one's
                 onode, opurpose = other.split(":", 1)
                 paths = _port_paths(entry.node, entry.purpose) + _port_paths(onode, opurpose)
+                if onode != entry.node:  # two parties on one host: most often the host is a typo
+                    path = next((q for q in [("nodes", entry.node, "host"), *paths] if q in doc.lines), ("ports",))
+                    doc.error(path, f"parties {onode} and {entry.node} are both on host {host}, and port {port} "
+                                    f"({opurpose}) is planned for each: give each party its own host (a copy-paste "
+                                    f"slip?), or, for two parties on one machine, ports that do not overlap")
+                    return
                 path = next((q for q in paths if q in doc.lines), ("ports",))
                 doc.error(path, f"port {port} on {host} is planned twice: {other} and {entry.node}:{entry.purpose}")
                 return
