@@ -38,6 +38,7 @@ class DataFile:
     sha256: Optional[str] = None
     cached: bool = False
     error: Optional[str] = None
+    unchecked: bool = False   # the node could not be asked at all (`error` says why): nothing is known of the file
 
 
 def local_digest(path: str) -> tuple:
@@ -80,7 +81,7 @@ def check(cluster: Cluster, nodes: Nodes, parties: Optional[List[str]] = None) -
             out[p] = g.results[p]
         else:
             err = g.errors[p]
-            out[p] = [DataFile(p, name, path, error=str(getattr(err, "message", err)))
+            out[p] = [DataFile(p, name, path, error=str(getattr(err, "message", err)), unchecked=True)
                       for name, path in sorted(cluster.node(p).data_paths.items())]
     return out
 

@@ -128,3 +128,22 @@ def test_push_hashes_the_target_even_when_the_cache_entry_matches_exactly(node, 
 ])
 def test_the_controller_skips_the_bytes_only_for_a_file_read_through_just_now(probe, same):
     assert party_data.same_file(probe, 14, "ab" * 32) is same
+
+
+def test_a_node_that_cannot_be_asked_leaves_its_files_not_checked_never_a_wrong_fix(node):
+    from sfcluster.doctor.checks import Report, Status, _data
+    from sfcluster.errors import ConnectError
+
+    cluster, nodes, runner, target = node
+
+    class Down(LocalRunner):
+        def stream(self, argv, **kw):
+            raise ConnectError("alice", "ssh", "sudo: a password is required")
+    down = Down(runner.env["SFCLUSTER_NODE_HOME"])
+    got = party_data.check(cluster, Nodes(cluster, runners={"alice": down, "bob": down}))
+    assert [(f.unchecked, f.error) for f in got["alice"]] == [(True, "[alice] sudo: a password is required")]
+    report = Report()
+    report.facts["alice"] = object()  # its SSH row answered; the data command did not
+    _data(cluster, {"alice": down, "bob": down}, report)
+    (row,) = report.checks
+    assert row.status is Status.WARN and "not checked" in row.detail and "regular file" not in row.fix, row

@@ -169,7 +169,10 @@ def _data(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -> No
     reachable = [n for n in cluster.party_names if n in report.facts]
     for party, files in data.check(cluster, Nodes(cluster, runners=runners), reachable).items():
         for f in files:
-            if f.error:
+            if f.unchecked:  # the cause has its own row (ssh, ray_user); nothing is known of the file
+                report.add(party, "data", Status.WARN, f"{f.name}: {f.path}: not checked: {f.error}",
+                           f"fix what {party}'s other rows name, then check again")
+            elif f.error:
                 report.add(party, "data", Status.FAIL, f"{f.name}: {f.path}: {f.error}",
                            f"put the file there from this controller: sfcluster data push {party} {f.name} "
                            f"LOCAL_FILE (it goes to {party}'s node only)" if f.error == "missing" else
