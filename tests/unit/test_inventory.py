@@ -798,17 +798,21 @@ def test_bad_file_ids_are_unique():
     assert len(ids) == len(set(ids))
 
 
-@pytest.mark.parametrize("text, line", [
-    ("cluster: demo\nnodes: [alice,\n", 3),                                  # unclosed flow sequence
-    ("cluster: demo\nnodes:\n  alice: {host: 10.0.0.1\n  bob: {}\n", 4),       # unclosed flow mapping
-    ("cluster: demo\n  firewall: open\n", 2),                                # bad indentation
-    ("cluster: demo\n\tnodes: {}\n", 2),                                     # tab
-    ("cluster: demo\n---\ncluster: again\n", 2),                            # two documents
+@pytest.mark.parametrize("text, line, says", [
+    ("cluster: demo\nnodes: [alice,\n", 3, "not closed"),                              # unclosed flow sequence
+    ("cluster: demo\nnodes:\n  alice: {host: 10.0.0.1\n  bob: {}\n", 4,
+     "a {...} or [...] opened on line 3 is not closed"),                                 # unclosed flow mapping
+    ("cluster: demo\n  firewall: open\n", 2, "a ': ' inside a value"),                    # bad indentation
+    ("cluster: demo\nnodes:\n  alice:\n    host: 1\n   bob: {}\n", 5, "indentation"),  # a line one space off
+    ("cluster: demo\n\tnodes: {}\n", 2, "YAML indents with spaces only"),                 # tab
+    ("cluster: demo\n---\ncluster: again\n", 2, "document"),                            # two documents
 ])
-def test_invalid_yaml(text, line):
+def test_invalid_yaml(text, line, says):
     problems = problems_of(text)
     assert len(problems) == 1
-    assert problems[0].startswith(f"(line {line}): not valid YAML: ")
+    assert problems[0].startswith(f"(line {line}): not valid YAML at column "), problems[0]
+    assert says in problems[0], problems[0]
+    assert "the line reads:" in problems[0] or "the file ends" in problems[0], problems[0]
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n", "- a\n- b\n", "just a string\n"])

@@ -122,7 +122,7 @@ class _Doc:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             what = getattr(e, "problem", e)
-            message = what if isinstance(e, _LimitExceeded) else f"not valid YAML: {what}"
+            message = what if isinstance(e, _LimitExceeded) else _yaml_message(e, text)
             raise InventoryError(source, [Problem("", mark.line + 1 if mark else None, message)]) from e
         self.data = self._convert(node, ()) if node is not None else None
 
@@ -317,6 +317,32 @@ def _one_of(choices: Tuple[str, ...]) -> Callable[[str], Optional[str]]:
 def _too_big(size: int) -> Problem:
     return Problem("", None, f"the file is {size} bytes, an inventory is at most {MAX_INVENTORY_BYTES}: "
                              f"is it the right file?")
+
+
+def _yaml_message(e: yaml.YAMLError, text: str) -> str:
+    """PyYAML's syntax error in words a reader of the file can act on: the column, the text there,
+    and for the usual slips what they most likely are (PyYAML's own words stay, in parentheses)."""
+    mark, ctx = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
+    problem, context = str(getattr(e, "problem", "") or e), str(getattr(e, "context", "") or "")
+    likely = ""
+    if "<stream end>" in problem:
+        likely = "the file ends inside a {...} or [...]: one is not closed"
+    elif "expected <block end>" in problem or ("could not find expected ':'" in problem):
+        likely = "the indentation of this line does not match the lines above it (YAML counts the spaces)"
+    elif "flow mapping" in context or "flow sequence" in context:
+        opened = f" opened on line {ctx.line + 1}" if ctx is not None else ""
+        likely = f"a {{...}} or [...]{opened} is not closed (or a ',' is missing) before this"
+    elif "mapping values are not allowed" in problem:
+        likely = "a ': ' inside a value: put the value in quotes"
+    elif "found character '\\t'" in problem:
+        likely = "a tab: YAML indents with spaces only"
+    where = ""
+    if mark is not None:
+        lines = text.splitlines()
+        excerpt = lines[mark.line].strip() if mark.line < len(lines) else ""
+        where = f" at column {mark.column + 1}" + (f" (the line reads: {excerpt[:80]!r})" if excerpt else "")
+    core = f"{likely} ({problem})" if likely else problem
+    return f"not valid YAML{where}: {core}"
 
 
 def load_inventory(path: str) -> Cluster:
