@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from sfcluster.connect import Nodes
 from sfcluster.errors import SfclusterError
+from sfcluster.exitcodes import Exit
 from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import answer, with_state
@@ -50,14 +51,21 @@ def local_digest(path: str) -> tuple:
     return size, h.hexdigest()
 
 
+class NotInInventory(SfclusterError):
+    """A party or data name the command line gives that the inventory lacks: 78, as `--party` of
+    an unknown party is (the inventory and the command disagree; nothing is contacted)."""
+
+    exit_code = Exit.CONFIG
+
+
 def target(cluster: Cluster, party: str, name: str) -> str:
     """The path `name` has at `party` in the inventory; errors name what is missing and where."""
     if party not in cluster.party_names:
-        raise SfclusterError(f"no party {party!r} in the inventory (parties: {', '.join(cluster.party_names)})")
+        raise NotInInventory(f"no party {party!r} in the inventory (parties: {', '.join(cluster.party_names)})")
     paths = cluster.node(party).data_paths
     if name not in paths:
         known = ", ".join(sorted(paths)) or "none"
-        raise SfclusterError(f"party {party} has no data named {name!r} in the inventory (its data: {known})",
+        raise NotInInventory(f"party {party} has no data named {name!r} in the inventory (its data: {known})",
                              f"add it: nodes.{party}.data.{name}: /absolute/path/on/{party}/file.csv")
     return paths[name]
 

@@ -42,7 +42,7 @@ MEANING: List[Tuple[Exit, str]] = [
     (Exit.LOCKED, "the cluster-wide lock is held by another operation"),
     (Exit.FOREIGN_DRIVER, "run refused or stopped: another driver, or a Ray node the inventory lacks, is connected to Ray"),
     (Exit.NO_PRIVILEGE, "needs root, and sudo asks for a password"),
-    (Exit.CONFIG, "invalid inventory (each problem with its YAML path and line)"),
+    (Exit.CONFIG, "invalid inventory (each problem with its YAML path and line), or a party or data name it lacks"),
     (Exit.CANCELLED, "run stopped by Ctrl-C or `sfcluster cancel`"),
 ]
 

@@ -60,9 +60,9 @@ def test_push_reaches_only_that_party_private_and_idempotent(harness, inv, tmp_p
 
 def test_push_refuses_unknown_party_or_name_and_a_link_at_the_target(harness, inv, tmp_path):
     p = sfc("data", "push", "-i", str(inv), "mallory", "breast_cancer", str(DATA / "bob.csv"))
-    assert p.returncode == 1 and "no party 'mallory'" in p.stderr + p.stdout, p.stdout + p.stderr
+    assert p.returncode == 78 and "no party 'mallory'" in p.stderr + p.stdout, p.stdout + p.stderr
     p = sfc("data", "push", "-i", str(inv), "carol", "iris", str(DATA / "carol.csv"))
-    assert p.returncode == 1 and "party carol has no data named 'iris'" in p.stderr + p.stdout, p.stdout + p.stderr
+    assert p.returncode == 78 and "party carol has no data named 'iris'" in p.stderr + p.stdout, p.stdout + p.stderr
     path = harness.data_path("carol")
     harness.docker_exec("carol", f"mkdir -p $(dirname {path}) && ln -sf /etc/passwd {path}", user=harness.RAY_USER)
     try:

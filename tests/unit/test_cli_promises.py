@@ -108,3 +108,9 @@ def test_sudo_asking_for_a_password_is_77_whichever_path_finds_it():
     assert r.exit_code == Exit.NO_PRIVILEGE == PreflightFailed(r).exit_code  # check, and up's preflight: as --skip-check
     r.add("carol", "ports_free", Status.FAIL, "port 6379 is in use")
     assert r.exit_code == Exit.PREFLIGHT == PreflightFailed(r).exit_code  # more than that: a preflight failure
+
+
+def test_a_party_or_data_name_the_inventory_lacks_is_78_before_any_connection(tmp_path, files):
+    for args, says in ((["mallory", "x"], "no party 'mallory'"), (["bob", "iris"], "party bob has no data named 'iris'")):
+        p = cli(tmp_path, "data", "push", "-i", str(files / "inv.yaml"), *args, str(files / "s.py"), "--json")
+        assert p.returncode == 78 and says in json.loads(p.stdout)["error"], p.stdout + p.stderr
