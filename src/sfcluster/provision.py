@@ -312,7 +312,7 @@ def provision(cluster: Cluster, nodes: Nodes, parties: Optional[List[str]] = Non
     if prov is None:
         raise SfclusterError(f"{cluster.source}: no `provision:` section: nothing says what to install",
                              "add provision: {package: secretflow-lite, version: 1.10.0b1, ray_version: 2.9.3} "
-                             "(see inventory.example.yaml)")
+                             "(`sfcluster init --example` documents it)")
     names = list(parties or cluster.party_names)
     for n in names:
         venv_dir(cluster.node(n))

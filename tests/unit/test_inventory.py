@@ -888,4 +888,4 @@ def test_a_missing_inventory_file_says_how_to_name_one(tmp_path):
     with pytest.raises(InventoryError) as ei:
         load_inventory(str(tmp_path / "inventory.yaml"))
     assert ei.value.exit_code == 78 and "cannot read" in ei.value.problems[0]
-    assert "-i PATH" in ei.value.hint and "inventory.example.yaml" in ei.value.hint
+    assert "-i PATH" in ei.value.hint and "sfcluster init" in ei.value.hint

@@ -47,7 +47,7 @@ err_console = _console(sys.stderr, stderr=True)
 inventory_option = click.option(
     "-i", "--inventory", "inventory_path", default="inventory.yaml", show_default=True,
     envvar="SFCLUSTER_INVENTORY", show_envvar=True, type=click.Path(dir_okay=False),
-    help="Inventory YAML describing the cluster (see inventory.example.yaml).")
+    help="Inventory YAML describing the cluster (`sfcluster init` writes one; `sfcluster init --example`: every key).")
 json_option = click.option(
     "--json", "as_json", is_flag=True,
     help="Print one JSON object on stdout, on every outcome: at least `ok` and `exit_code`, and on "

@@ -10,6 +10,7 @@ from sfcluster import __version__
 from sfcluster.cli.ca import ca_cmd
 from sfcluster.cli.check import check_cmd
 from sfcluster.cli.data import data_cmd
+from sfcluster.cli.init import init_cmd
 from sfcluster.cli.lifecycle import config_cmd, down_cmd, status_cmd, up_cmd
 from sfcluster.cli.provision import provision_cmd, wheelhouse_cmd
 from sfcluster.cli.run import cancel_cmd, fetch_cmd, logs_cmd, run_cmd, runs_cmd
@@ -32,6 +33,7 @@ def cli() -> None:
 
     \b
     Simulation mode: one Ray cluster over several machines, one per party; exactly one driver, on the head.
+      sfcluster init alice=HOST bob=USER@HOST   a short inventory to start from (--template train_lr: the script)
       sfcluster provision -i inventory.yaml  each node's SecretFlow venv, as the inventory pins it
       sfcluster wheelhouse -i inventory.yaml DIR   its wheels and hash lock, for the nodes' Python
       sfcluster check  -i inventory.yaml     preflight, with a fix for each problem
@@ -48,7 +50,7 @@ def cli() -> None:
 
 # The exit-code table is shown once, in `sfcluster --help` (and the README); each command points there.
 EXIT_POINTER = "Exit codes: `sfcluster --help` (one table for every command)."
-for _cmd in (provision_cmd, wheelhouse_cmd, check_cmd, up_cmd, status_cmd, down_cmd, config_cmd, run_cmd, logs_cmd, cancel_cmd,
+for _cmd in (init_cmd, provision_cmd, wheelhouse_cmd, check_cmd, up_cmd, status_cmd, down_cmd, config_cmd, run_cmd, logs_cmd, cancel_cmd,
              runs_cmd, fetch_cmd, data_cmd, ca_cmd):
     for _c in [_cmd, *getattr(_cmd, "commands", {}).values()]:  # a group's subcommands too (data push)
         _c.epilog = EXIT_POINTER

@@ -5,7 +5,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import click
 from rich.markup import escape
@@ -63,6 +63,26 @@ def _write(stream) -> _Terminal:  # noqa: ANN001
     return _Terminal(stream)
 
 
+
+class ScriptOrTemplate(click.ParamType):
+    """SCRIPT: a file here, or the name of a packaged template (`sfcluster run train_lr`)."""
+
+    name = "script"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> str:
+        from sfcluster.cli.init import template_names, template_path
+        p = Path(value)
+        if p.is_file():
+            return str(value)
+        if p.is_dir():
+            self.fail(f"{value!r} is a directory, not a script", param, ctx)
+        packaged = template_path(value) if "/" not in str(value) else None
+        if packaged is not None:
+            return str(packaged)
+        self.fail(f"file {value!r} does not exist, and it is not one of sfcluster's templates "
+                  f"({', '.join(template_names())}: `sfcluster run train_lr`, or `sfcluster init --template train_lr` "
+                  "copies it here)", param, ctx)
+
 # Options before SCRIPT are sfcluster's (an unknown one is a usage error: `run --detatch s.py` used
 # to take "--detatch" for the script); everything after SCRIPT is the script's, with or without `--`.
 @click.command("run", context_settings={"allow_interspersed_args": False})
@@ -86,7 +106,7 @@ def _write(stream) -> _Terminal:  # noqa: ANN001
 @click.option("-v", "--verbose", is_flag=True,
               help="Show the INFO logging of SecretFlow, SPU, brpc and Ray on the terminal too (it is always in the "
                    "run's log; by default the terminal shows the driver's own output, warnings and errors).")
-@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.argument("script", type=ScriptOrTemplate())
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeout: float, detach: bool,

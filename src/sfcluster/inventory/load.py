@@ -356,8 +356,8 @@ def load_inventory(path: str) -> Cluster:
     except OSError as e:
         err = InventoryError(path, [Problem("", None, f"cannot read: {e.strerror}")])
         if isinstance(e, FileNotFoundError):
-            err.hint = ("pass the inventory with -i PATH (or set SFCLUSTER_INVENTORY); inventory.example.yaml "
-                        "documents every key")
+            err.hint = ("pass the inventory with -i PATH (or set SFCLUSTER_INVENTORY), or write one: sfcluster init "
+                        "alice=HOST bob=USER@HOST (`sfcluster init --example` documents every key)")
         raise err from e
     if len(data) > MAX_INVENTORY_BYTES:
         raise InventoryError(path, [_too_big(len(data))])

@@ -1,0 +1,131 @@
+"""`sfcluster init`: a short, commented inventory for the hosts on the command line, and the
+packaged templates (training scripts, the full example inventory) copied out."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import click
+from rich.markup import escape
+
+from sfcluster.cli.common import console, handle_errors
+from sfcluster.errors import InventoryError, SfclusterError
+from sfcluster.inventory import parse_inventory
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"   # shipped in the package (the wheel too)
+EXAMPLE = TEMPLATES / "inventory.example.yaml"
+HOST_SPEC = re.compile(r"^(?P<party>[^=\s]+)=(?:(?P<user>[^@\s]+)@)?(?P<host>[^:@\s]+)(?::(?P<port>[0-9]{1,5}))?$")
+
+
+def template_names() -> List[str]:
+    """The training scripts sfcluster ships (`run NAME` takes one by name)."""
+    return sorted(p.stem for p in TEMPLATES.glob("*.py") if not p.name.startswith("_"))
+
+
+def template_path(name: str) -> Optional[Path]:
+    stem = name[:-3] if name.endswith(".py") else name
+    return TEMPLATES / f"{stem}.py" if stem in template_names() else None
+
+
+def parse_host(spec: str) -> Tuple[str, Optional[str], str, Optional[int]]:
+    """PARTY=[USER@]HOST[:PORT] -> (party, user, host, port)."""
+    m = HOST_SPEC.match(spec)
+    if not m:
+        raise click.BadParameter(f"{spec!r} is not PARTY=[USER@]HOST[:PORT] (e.g. bob=ops@10.0.0.2:2222)")
+    port = int(m["port"]) if m["port"] else None
+    if port is not None and not 0 < port < 65536:
+        raise click.BadParameter(f"{spec!r}: port {port} is not 1-65535")
+    return m["party"], m["user"], m["host"], port
+
+
+def inventory_text(cluster: str, hosts: List[Tuple[str, Optional[str], str, Optional[int]]],
+                   ray_user: Optional[str]) -> str:
+    """A minimal inventory that validates, each choice commented where a newcomer needs to act."""
+    out = [
+        "# sfcluster inventory, written by `sfcluster init`. Every key, documented: `sfcluster init --example`.",
+        f"cluster: {cluster}",
+        f"head: {hosts[0][0]}              # the party whose node runs Ray's head and the one driver",
+        "tls: on                  # mutual TLS between the parties; the CA stays on this controller",
+        "firewall: open           # only the peers reach the cluster's ports (the SSH user needs passwordless sudo)",
+    ]
+    if ray_user:
+        out += [
+            "# Ray and the driver run as this user on every node. It must have NO sudo rights (`check` fails",
+            "# otherwise: a driver's code would become root). Make it once on each node:",
+            f"#   sudo useradd -m -s /bin/bash {ray_user}",
+            f"ray_user: {ray_user}",
+        ]
+    out += [
+        "# Host keys are always checked. Add each node's key to known_hosts first (compare the",
+        "# fingerprint out of band):  ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts",
+        "# known_hosts: ~/.ssh/known_hosts",
+        "nodes:",
+    ]
+    for party, user, host, port in hosts:
+        out += [f"  {party}:", f"    host: {host}"]
+        ssh = ", ".join(x for x in (f"user: {user}" if user else "", f"port: {port}" if port else "") if x)
+        if ssh:
+            out.append(f"    ssh: {{{ssh}}}")
+        home = f"/home/{ray_user}" if ray_user else "/srv"
+        out.append(f"    # data: {{breast_cancer: {home}/data/breast_cancer.csv}}   "
+                   f"# then: sfcluster data push {party} breast_cancer FILE")
+    return "\n".join(out) + "\n"
+
+
+@click.command("init")
+@click.argument("hosts", nargs=-1, metavar="PARTY=[USER@]HOST[:PORT]...")
+@click.option("-o", "--output", default="inventory.yaml", show_default=True, type=click.Path(dir_okay=False),
+              help="Where to write the inventory.")
+@click.option("--cluster", default="demo", show_default=True, help="The cluster's name.")
+@click.option("--ray-user", default="sfray", show_default=True,
+              help="The user Ray runs as on every node (no sudo rights); '' to run Ray as the SSH user.")
+@click.option("--template", "templates", multiple=True, metavar="NAME",
+              help="Also copy a packaged training script here (e.g. train_lr); repeatable.")
+@click.option("--example", is_flag=True, help="Print the full, documented example inventory and exit.")
+@click.option("--force", is_flag=True, help="Replace files that exist.")
+@handle_errors
+def init_cmd(hosts: Tuple[str, ...], output: str, cluster: str, ray_user: str, templates: Tuple[str, ...],
+             example: bool, force: bool) -> None:
+    """Write a short inventory for the hosts given, and copy out packaged templates.
+
+    \b
+      sfcluster init alice=10.0.0.1 bob=ops@10.0.0.2:2222        # -> inventory.yaml
+      sfcluster init --template train_lr                          # -> train_lr.py
+      sfcluster init --example > inventory.full.yaml               # every key, documented
+    The first party is the head. The inventory is checked as `check` would load it; nothing is
+    contacted. Next: `sfcluster check -i inventory.yaml`.
+    """
+    if example:
+        sys.stdout.write(EXAMPLE.read_text())
+        return
+    if not hosts and not templates:
+        raise click.UsageError("give the parties' hosts (PARTY=[USER@]HOST[:PORT], two or more) and/or --template NAME")
+    for name in templates:  # before anything is written: a bad name changes nothing
+        if template_path(name) is None:
+            raise click.BadParameter(f"no template {name!r} (templates: {', '.join(template_names())})",
+                                     param_hint="--template")
+    text = None
+    if hosts:
+        parsed = [parse_host(h) for h in hosts]
+        if len(parsed) < 2:
+            raise click.BadParameter("a cluster has two or more parties", param_hint="PARTY=HOST")
+        text = inventory_text(cluster, parsed, ray_user or None)
+        try:
+            parse_inventory(text, source=output)
+        except InventoryError as e:  # a party name or host the loader refuses: said in its words
+            raise click.BadParameter("; ".join(p.message for p in e.problems), param_hint="PARTY=HOST") from None
+    targets = ([Path(output)] if text is not None else []) + [Path(Path(template_path(t)).name) for t in templates]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not force:
+        raise SfclusterError(f"{', '.join(existing)} exists: nothing was written", "pass --force to replace it")
+    if text is not None:
+        Path(output).write_text(text)
+        console.print(escape(f"wrote {output} ({len(hosts)} parties, head {parsed[0][0]}); "
+                             f"next: sfcluster check -i {output}"))
+    for name in templates:
+        src = template_path(name)
+        assert src is not None
+        Path(src.name).write_text(src.read_text())
+        console.print(escape(f"wrote {src.name}; run it: sfcluster run -i {output} {src.name}"))
