@@ -336,8 +336,9 @@ def test_cancel_signals_only_a_verified_wrapper(harness, cluster):
     real = harness.docker_exec("alice", f"cat {STATE}/lock.json").stdout
     try:
         forged = dict(json.loads(real), pid=int(victim), log="/etc/shadow")
+        # as the Ray user (a hostile driver has its uid): sfcluster reads only a lock info of that user
         harness.docker_exec("alice", f"cat > {STATE}/lock.json.f <<'EOF'\n{json.dumps(forged)}\nEOF\n"
-                                     f"mv {STATE}/lock.json.f {STATE}/lock.json")
+                                     f"mv {STATE}/lock.json.f {STATE}/lock.json", user=RAY_USER)
         c = sfc("cancel", "-i", str(cluster))
         assert c.returncode == 1 and "nothing was signalled" in c.stderr, c.stderr
         lg = sfc("logs", "-i", str(cluster))
@@ -345,7 +346,7 @@ def test_cancel_signals_only_a_verified_wrapper(harness, cluster):
         assert harness.docker_exec("alice", f"kill -0 {victim}", check=False).returncode == 0
         assert not lock_free(harness)  # the real run goes on
         harness.docker_exec("alice", f"cat > {STATE}/lock.json.f <<'EOF'\n{real}\nEOF\n"
-                                     f"mv {STATE}/lock.json.f {STATE}/lock.json")
+                                     f"mv {STATE}/lock.json.f {STATE}/lock.json", user=RAY_USER)
         c = sfc("cancel", "-i", str(cluster))
         assert c.returncode == 0, c.stderr
     finally:
@@ -424,10 +425,11 @@ def test_outputs_come_home_runs_and_logs_list_them_and_the_head_is_cleaned(harne
     temp = "/tmp/sfc-harness/r"
     live = harness.docker_exec("alice", f"readlink -f {temp}/session_latest").stdout.strip()
     old_sessions = [f"{temp}/session_2020-01-01_00-00-0{i}_000000_1" for i in range(4)]
-    harness.docker_exec("alice", "mkdir -p " + " ".join(f"{s}/logs" for s in old_sessions))
+    harness.docker_exec("alice", "mkdir -p " + " ".join(f"{s}/logs" for s in old_sessions), user=RAY_USER)
     # leftovers of earlier runs, fetched long ago (the cleanup keeps the newest 5 run dirs)
     old_runs = [f"{STATE}/runs/20200101-00000{i}-000000" for i in range(7)]
-    harness.docker_exec("alice", " && ".join(f"mkdir -m 700 -p {r} && touch {r}/driver.log {r}/.fetched" for r in old_runs))
+    harness.docker_exec("alice", " && ".join(f"mkdir -m 700 -p {r} && touch {r}/driver.log {r}/.fetched" for r in old_runs),
+                        user=RAY_USER)
     try:
         _outputs_come_home(harness, cluster, tmp_path, temp, live, old_sessions)
     finally:  # what the cleanup was right to keep of the planted leftovers

@@ -103,12 +103,15 @@ def test_firewalld_rich_rules_match_on_removal(cluster):
 
 def test_ray_start_argv_pins_every_port_and_names_the_party(cluster):
     head = head_start_argv(cluster)
-    assert head[:4] == ["timeout", "-k", "5", "60"] and head[4] == "/opt/sf/bin/ray"
+    # in the cluster's temp root (the Ray user's): the workers keep that cwd, and SPU writes spu.log there
+    assert head[:2] == ["env", "--chdir=/tmp/sfc-demo"]
+    assert head[2:6] == ["timeout", "-k", "5", "60"] and head[6] == "/opt/sf/bin/ray"
     assert "--head" in head and "--port=6379" in head and "--temp-dir=/tmp/sfc-demo/r" in head
     assert "--include-dashboard=false" in head and "--disable-usage-stats" in head
     # the party resource is a label of PARTY_RESOURCE units, never the CPU count (that starves runs)
     assert f"--resources={json.dumps({'alice': PARTY_RESOURCE})}" in head and "--num-cpus=2" in head
     w = worker_start_argv(cluster, cluster.node("carol"))
+    assert w[:2] == ["env", "--chdir=/tmp/sfc-demo"]
     assert "--address=10.0.0.1:6379" in w and "--num-cpus=4" in w and '--resources={"carol": 1000}' in w
     assert PARTY_RESOURCE >= 16  # SecretFlow's deployment docs: 16 or more
     assert not any(a.startswith("--temp-dir") for a in w)  # honoured on the head only (ray 2.9.3)

@@ -40,18 +40,28 @@ def _common(cluster: Cluster, node: Node) -> List[str]:
     ]
 
 
+def _in_temp_root(cluster: Cluster) -> List[str]:
+    """`ray start` runs in the cluster's temp root (0700, the Ray user's, made before Ray starts):
+    Ray's workers keep the raylet's working directory, and SPU's runtime writes `spu.log` into it
+    (secretflow 1.10, device/spu.py setup_logging). Started from the SSH user's home, a `ray_user`
+    could not write there and every SPU actor died at once ("Failed opening file spu.log for
+    writing: Permission denied", then "'SPURuntime' object has no attribute 'id'"); and the log
+    had landed in the SSH user's home. GNU env's --chdir (coreutils 8.28+)."""
+    return ["env", f"--chdir={cluster.temp_root}"]
+
+
 def head_start_argv(cluster: Cluster) -> List[str]:
     head = cluster.head
     r = cluster.ray
     dash = ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={r.dashboard}"] \
         if r.dashboard else ["--include-dashboard=false"]
-    return ["timeout", "-k", "5", str(START_TIMEOUT), ray_executable(head), "start", "--head",
+    return [*_in_temp_root(cluster), "timeout", "-k", "5", str(START_TIMEOUT), ray_executable(head), "start", "--head",
             f"--port={r.gcs}", f"--ray-client-server-port={r.client_server}", f"--temp-dir={cluster.temp_dir}",
             *dash, *_common(cluster, head)]
 
 
 def worker_start_argv(cluster: Cluster, node: Node) -> List[str]:
-    return ["timeout", "-k", "5", str(START_TIMEOUT), ray_executable(node), "start",
+    return [*_in_temp_root(cluster), "timeout", "-k", "5", str(START_TIMEOUT), ray_executable(node), "start",
             f"--address={cluster.ray_address}", *_common(cluster, node)]
 
 
