@@ -64,7 +64,7 @@ def spu_gate(cluster: Cluster) -> Dict[str, Any]:
     in the cluster's temp root (0700, the Ray user's, on every node). runtime.load() puts the socket
     in the cluster_def; brpc alone would serve clear text beside TLS on the public port (gate.py)."""
     return {"root": cluster.temp_root, "socket": "spu.sock",
-            "listen": {n.name: [n.spu_bind or n.spu_advertise, n.spu_port] for n in cluster.nodes}}
+            "listen": {n.name: [n.link_bind, n.spu_port] for n in cluster.nodes}}
 
 
 # Production mode's cross-silo link (SecretFlow's `brpc_link` backend, secretflow/distributed/fed/
@@ -96,7 +96,7 @@ def production_config(cluster: Cluster, party: str, run_id: str,
     parties: Dict[str, Dict[str, str]] = {}
     for n in cluster.nodes:
         parties[n.name] = {"address": f"{n.spu_advertise}:{n.cross_silo_port}"}
-    parties[party]["listen_addr"] = f"{me.spu_bind or me.spu_advertise}:{me.cross_silo_port}"
+    parties[party]["listen_addr"] = f"{me.link_bind}:{me.cross_silo_port}"
     cfg = secretflow_config(cluster, tls_dirs)
     del cfg["ray_address"], cfg["temp_dir"]
     own_tls = (tls_dirs or {}).get(party) if enabled(cluster) else None

@@ -108,27 +108,27 @@ def push(cluster: Cluster, nodes: Nodes, party: str, name: str, local_file: str)
     # first ask with no bytes: a file already there with this digest costs no transfer
     res = _ask(runner, python_argv(node, "data_files", dict(req, probe=True), text=with_state("data_files")),
                CHECK_TIMEOUT)
-    data = answer(res, f"data {name!r}")
-    if data.get("refused"):
-        raise SfclusterError(f"[{party}] data {name!r} at {path}: {data['refused']}")
+    data = _accepted(answer(res, f"data {name!r}"), party, name, path)
     if not same_file(data, size, digest):
         with open(local_file, "rb") as f:   # streamed, never the whole file in memory
             res = _ask(runner, argv, PUSH_TIMEOUT, stdin=f)
-        data = answer(res, f"data {name!r}")
-        if data.get("refused"):
-            raise SfclusterError(f"[{party}] data {name!r} at {path}: {data['refused']}", _refusal_fix(party, name, data))
+        data = _accepted(answer(res, f"data {name!r}"), party, name, path)
     return {"party": party, "name": name, "path": path, "size": size, "sha256": digest,
             "unchanged": bool(data.get("unchanged")), "node": node.host}
 
 
-def _refusal_fix(party: str, name: str, data: dict) -> Optional[str]:
-    """What to do when the user Ray runs as may not write where the file goes."""
-    if not data.get("denied_dir"):
-        return None
-    d, user = data["denied_dir"], data.get("user", "the user Ray runs as")
-    make = (f"give {user} a directory it may write, on {party}" if data.get("dir_exists") else
-            f"make the directory once, on {party}: sudo install -d -o {user} -m 0700 {d}")
-    return f"{make}; or point nodes.{party}.data.{name} at a path under {user}'s home"
+def _accepted(data: dict, party: str, name: str, path: str) -> dict:
+    """The node's answer, unless it refused (the probe or the put): then the error, and where the
+    user Ray runs as may not write where the file goes, what to do about it."""
+    if not data.get("refused"):
+        return data
+    fix = None
+    if data.get("denied_dir"):
+        d, user = data["denied_dir"], data.get("user", "the user Ray runs as")
+        make = (f"give {user} a directory it may write, on {party}" if data.get("dir_exists") else
+                f"make the directory once, on {party}: sudo install -d -o {user} -m 0700 {d}")
+        fix = f"{make}; or point nodes.{party}.data.{name} at a path under {user}'s home"
+    raise SfclusterError(f"[{party}] data {name!r} at {path}: {data['refused']}", fix)
 
 
 def _ask(runner: Runner, argv: List[str], timeout: float, stdin: Any = None) -> Result:

@@ -16,7 +16,7 @@ from sfcluster.upplan import unfiltered_reason
 from sfcluster.tls.install import enabled as tls_enabled, inspect as inspect_tls, peer_cas
 from sfcluster.errors import ConnectError, HostKeyError, SfclusterError
 from sfcluster.firewall.addresses import UnresolvedHost, peer_addresses
-from sfcluster.facts import NodeFacts, gather_all, python_argv, spu_bind_address
+from sfcluster.facts import NodeFacts, gather_all, python_argv
 from sfcluster.inventory.model import Cluster, FirewallMode, Node
 from sfcluster.raycluster.resources import MIN_CPUS
 from sfcluster.ports import PortEntry, plan_ports, spu_clashes_with_ray_defaults
@@ -122,8 +122,9 @@ def _ray_user(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -
     inventory `ray_user` must exist there and be reachable with `sudo -n -u` from the SSH user."""
     nodes = Nodes(cluster, runners=runners)
 
-    def fix(n: str, ssh_user: str) -> str:
-        return (f"set ray_user: <a user without sudo rights> (nodes.{n}.ray_user or top level), and let {ssh_user} run "
+    def fix(n: str, ssh_user: str, not_this: str = "") -> str:
+        user = f"<a user without sudo rights, not {not_this}>" if not_this else "<a user without sudo rights>"
+        return (f"set ray_user: {user} (nodes.{n}.ray_user or top level), and let {ssh_user} run "
                 f"commands as it without a password (sudoers: {ssh_user} ALL=(<that user>) NOPASSWD: ALL); "
                 "sfcluster does not create users (runbook section 7)")
 
@@ -148,8 +149,7 @@ def _ray_user(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -
         if res.ok and said[:1] == [user]:
             if "SUDO-NOPASSWD" in said:
                 report.add(n, "ray_user", Status.FAIL, f"ray_user {user} becomes root without a password (sudo -n): "
-                           f"{danger}", fix(n, f.user).replace("<a user without sudo rights>", f"<a user without sudo "
-                                                                   f"rights, not {user}>"))
+                           f"{danger}", fix(n, f.user, not_this=user))
             else:
                 report.add(n, "ray_user", Status.OK, f"{who} run as {user} (sudo -n -u from {f.user}; no passwordless sudo)")
         else:
@@ -411,7 +411,7 @@ def _dial_address(cluster: Cluster, e: PortEntry) -> str:
 
 def _listen_address(cluster: Cluster, e: PortEntry) -> str:
     node = cluster.node(e.node)
-    return spu_bind_address(node) if e.purpose == "spu" else node.host
+    return node.link_bind if e.purpose == "spu" else node.host
 
 
 def _reachability(cluster: Cluster, runners: Dict[str, SshRunner], report: Report, timeout: float = 2.0) -> None:

@@ -78,14 +78,10 @@ class NodeFacts:
         return sorted({p["cluster"] for p in self.ray_processes if not p["ours"] and p.get("cluster")})
 
 
-def spu_bind_address(node: Node) -> str:
-    return node.spu_bind or node.spu_advertise
-
-
 def probe_request(cluster: Cluster, node: Node) -> Dict[str, Any]:
     ports = []
     for e in plan_ports(cluster).for_node(node.name):
-        bind = spu_bind_address(node) if e.purpose in ("spu", "cross_silo") else "0.0.0.0"
+        bind = node.link_bind if e.purpose in ("spu", "cross_silo") else "0.0.0.0"
         ports.append([e.port, e.port_end, e.purpose, bind])
     return {"ports": ports, "temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address, "python": node.python,
             **probe_fields(cluster, node)}

@@ -78,6 +78,12 @@ class Node:
     def data_paths(self) -> dict:
         return dict(self.data)
 
+    @property
+    def link_bind(self) -> str:
+        """The address this node's SPU and cross-silo links (and their TLS-only gates) bind:
+        `bind` where the advertised address is not local (NAT), else the advertised one."""
+        return self.spu_bind or self.spu_advertise
+
 
 @dataclass(frozen=True)
 class RayPorts:

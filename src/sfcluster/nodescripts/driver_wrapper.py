@@ -178,12 +178,13 @@ def take_lock():
             time.sleep(0.5)
 
 
-def job_drivers(client, since=None):
-    """Drivers of Ray's job table: those alive (anything connected to the cluster right now), and
-    with `since` (the job ids the table held when this run began) every job that came after, dead
-    or alive: a driver that connects and leaves between two polls is still in the table, dead."""
+def job_drivers(client, since=None, table=None):
+    """Drivers of Ray's job table (`table`: one already read): those alive (anything connected to
+    the cluster right now), and with `since` (the job ids the table held when this run began) every
+    job that came after, dead or alive: a driver that connects and leaves between two polls is
+    still in the table, dead."""
     out = []
-    for jid, info in client.get_all_job_info(timeout=5).items():
+    for jid, info in (table if table is not None else client.get_all_job_info(timeout=5)).items():
         if not info.is_dead or (since is not None and jid not in since):
             out.append({"ip": info.driver_ip_address, "pid": info.driver_pid, "dead": bool(info.is_dead),
                         "entrypoint": getattr(info, "entrypoint", "")})
@@ -191,12 +192,13 @@ def job_drivers(client, since=None):
 
 
 def live_drivers():
-    """(GCS client, the drivers alive now, the job ids of the table now)."""
+    """(GCS client, the drivers alive now, the job ids of the table now), from ONE read of the
+    table: a job that starts between two reads can be neither in the baseline nor seen alive."""
     try:
         from ray._raylet import GcsClient
         c = GcsClient(address=R["ray_address"])
         jobs = c.get_all_job_info(timeout=5)
-        return c, job_drivers(c), set(jobs)
+        return c, job_drivers(c, table=jobs), set(jobs)
     except Exception as e:  # noqa: BLE001
         ctl(NORAY, str(e))
         sys.exit(NORAY_EXIT)

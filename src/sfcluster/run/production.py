@@ -95,8 +95,8 @@ def _request(cluster: Cluster, opts: RunOptions, run_id: str, party: str, run_di
         "watch": {}, "head_host": node.host, "parties": {party: {"cpus": node.cpus}}, "min_cpus": 0,
         "starve_seconds": 0,
         # tls on: the wrapper holds both public ports behind TLS-only gates (driver_wrapper.Gate)
-        "gate": {"cross_silo": [node.spu_bind or node.spu_advertise, node.cross_silo_port],
-                 "spu": [node.spu_bind or node.spu_advertise, node.spu_port]} if tls_enabled(cluster) else {},
+        "gate": {"cross_silo": [node.link_bind, node.cross_silo_port],
+                 "spu": [node.link_bind, node.spu_port]} if tls_enabled(cluster) else {},
         # a federation: the peers' cross-silo addresses, which the wrapper watches (watch_peers)
         # because no controller here sees their drivers end
         "peers": {n.name: [n.spu_advertise, n.cross_silo_port] for n in cluster.nodes
