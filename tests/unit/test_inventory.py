@@ -889,3 +889,38 @@ def test_a_missing_inventory_file_says_how_to_name_one(tmp_path):
         load_inventory(str(tmp_path / "inventory.yaml"))
     assert ei.value.exit_code == 78 and "cannot read" in ei.value.problems[0]
     assert "-i PATH" in ei.value.hint and "sfcluster init" in ei.value.hint
+
+
+def test_load_inventory_names_controller_files_it_cannot_read(tmp_path):
+    """identity_file, known_hosts and ssh_config are files on this controller: a missing one is
+    the loader's error (78, YAML path and line), before any SSH; parse_inventory of a text is not
+    about this machine's files."""
+    key = tmp_path / "id_ed25519"
+    key.write_text("k")
+    text = dedent(f"""\
+        cluster: c
+        known_hosts: {tmp_path}/known_hosts
+        ssh_config: {tmp_path}
+        ssh: {{identity_file: {key}}}
+        nodes:
+          alice: {{host: 10.0.0.1}}
+          bob: {{host: 10.0.0.2, ssh: {{identity_file: {tmp_path}/bob_key}}}}
+        """)
+    f = tmp_path / "inv.yaml"
+    f.write_text(text)
+    with pytest.raises(InventoryError) as e:
+        load_inventory(str(f))
+    assert e.value.exit_code == 78
+    got = [(p.path, p.line, p.message) for p in e.value.problems]
+    assert got == [
+        ("known_hosts", 2, f"cannot read {tmp_path}/known_hosts: No such file or directory (fill it as the runbook "
+                           "says: ssh-keyscan, fingerprints compared out of band)"),
+        ("ssh_config", 3, f"cannot read {tmp_path}: Is a directory"),
+        ("nodes.bob.ssh.identity_file", 7, f"cannot read {tmp_path}/bob_key: No such file or directory "
+                                           "(the private key SSH logs in with)"),
+    ]
+    parse_inventory(text)  # the same text, not loaded from this controller: no file is looked at
+    (tmp_path / "known_hosts").write_text("")
+    (tmp_path / "bob_key").write_text("k")
+    f.write_text(text.replace(f"ssh_config: {tmp_path}\n", ""))
+    assert load_inventory(str(f)).node("bob").ssh.identity_file == f"{tmp_path}/bob_key"

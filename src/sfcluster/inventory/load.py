@@ -7,6 +7,7 @@ import ipaddress
 from dataclasses import replace
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -107,6 +108,7 @@ class _Doc:
 
     def __init__(self, text: str, source: str) -> None:
         self.source = source
+        self.controller_files = False            # parse_inventory(controller_files=): check them too
         self.lines: Dict[Tuple[str, ...], int] = {}
         self.problems: List[Problem] = []
         self._visited = 0                        # nodes converted, aliases expanded (MAX_YAML_NODES)
@@ -367,13 +369,18 @@ def load_inventory(path: str) -> Cluster:
         line = data.count(b"\n", 0, e.start) + 1
         raise InventoryError(path, [Problem("", line, f"not UTF-8: byte 0x{data[e.start]:02x} at byte offset "
                                                       f"{e.start}; save the file as UTF-8")]) from e
-    return parse_inventory(text, source=path)
+    return parse_inventory(text, source=path, controller_files=True)
 
 
-def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
+def parse_inventory(text: str, source: str = "<inventory>", controller_files: bool = False) -> Cluster:
+    """The inventory in `text`; every problem found, with its YAML path and line, in one
+    InventoryError. controller_files: also check that the files it names on this controller
+    (identity_file, known_hosts, ssh_config) can be read: a loaded inventory's are, a text's
+    (`init`, the unit tests) need not exist here."""
     if len(text) > MAX_INVENTORY_BYTES:
         raise InventoryError(source, [_too_big(len(text.encode("utf-8", "replace")))])
     doc = _Doc(text, source)
+    doc.controller_files = controller_files
     top = doc.mapping(doc.data, (), TOP_KEYS)
     if not isinstance(doc.data, dict):
         raise InventoryError(source, doc.problems or [Problem("", 1, "the inventory must be a YAML mapping")])
@@ -501,9 +508,48 @@ def parse_inventory(text: str, source: str = "<inventory>") -> Cluster:
     )
     if not doc.problems:
         _check_ports(doc, cluster)
+    if doc.controller_files:
+        _check_controller_files(doc, top)
     if doc.problems:
         raise InventoryError(source, doc.problems)
     return cluster
+
+
+def _readable_file(path: str) -> Optional[str]:
+    """Why `path` (as SSH reads it: ~ expanded, relative to the working directory) cannot be
+    read as a file, or None."""
+    full = os.path.expanduser(path)
+    try:
+        with open(full, "rb"):
+            pass
+    except OSError as e:
+        shown = full if full == path else f"{path} ({full})"
+        return f"cannot read {shown}: {e.strerror or e}"
+    return None if os.path.isfile(full) else f"{path} is not a file"
+
+
+def _check_controller_files(doc: _Doc, top: Dict[str, Any]) -> None:
+    """The files on this controller the inventory names: found now, with their YAML path, not as
+    an SSH failure per node later (a missing identity_file reads as 'authentication failed', a
+    missing known_hosts as every host key unknown)."""
+    for key in ("known_hosts", "ssh_config"):
+        raw = top.get(key)
+        if isinstance(raw, str):
+            for p in (shlex.split(raw) if key == "known_hosts" and " " in raw else [raw]):
+                why = _readable_file(p)
+                if why:
+                    doc.error((key,), why + (" (fill it as the runbook says: ssh-keyscan, fingerprints compared "
+                                             "out of band)" if key == "known_hosts" else ""))
+                    break
+    nodes = top.get("nodes") if isinstance(top.get("nodes"), dict) else {}
+    places = [(("ssh",), top.get("ssh"))] + [(("nodes", str(p), "ssh"), m.get("ssh"))
+                                            for p, m in nodes.items() if isinstance(m, dict)]
+    for path, m in places:
+        raw = m.get("identity_file") if isinstance(m, dict) else None
+        if isinstance(raw, str):
+            why = _readable_file(raw)
+            if why:
+                doc.error(path + ("identity_file",), why + " (the private key SSH logs in with)")
 
 
 def _ca_cert(doc: _Doc, nm: Dict[str, Any], np_: Tuple[str, ...], source: str, mode: Mode) -> Optional[str]:
