@@ -31,6 +31,12 @@ def status(inv):
     return p.returncode, json.loads(p.stdout)
 
 
+def dry_run(inv):
+    p = sfc("up", "-i", str(inv), "--dry-run", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    return json.loads(p.stdout)
+
+
 @pytest.fixture
 def open_inventory(harness, tmp_path):
     inv = harness.write_inventory(tmp_path / "inv.yaml", firewall="open")
@@ -41,8 +47,22 @@ def open_inventory(harness, tmp_path):
 def test_lifecycle_idempotent_and_repairs(harness, open_inventory):
     inv = open_inventory
     before = {n: ruleset(harness, n) for n in ("alice", "bob", "carol")}
+    # --dry-run: the plan of this up (every node's firewall commands, which Ray starts how, the
+    # certificates), from the same checks; nothing changed anywhere
+    plan = dry_run(inv)
+    assert plan["dry_run"] is True and plan["changes"] is True
+    assert sorted(plan["start"]) == ["alice", "bob", "carol"] and "--head" in plan["start"]["alice"]
+    assert {f["node"]: f["action"] for f in plan["firewall"]} == {"alice": "add", "bob": "add", "carol": "add"}
+    alice_fw = [f for f in plan["firewall"] if f["node"] == "alice"][0]
+    assert any("SFC-harness" in c for c in alice_fw["commands"][0]), alice_fw
+    assert sorted(plan["certificates"]) == ["alice", "bob", "carol"]
+    assert {n: ruleset(harness, n) for n in before} == before
+    assert not any(raylet_pids(harness, n) for n in before)
     p = sfc("up", "-i", str(inv))
     assert p.returncode == 0, p.stdout + p.stderr
+    plan = dry_run(inv)
+    assert plan["changes"] is False and plan["running"] == ["alice", "bob", "carol"], plan
+    assert all(v.startswith("keep") for v in plan["certificates"].values()), plan
     code, st = status(inv)
     assert code == 0 and st["health"] == "healthy"
     # the party resource is a label (PARTY_RESOURCE units), whatever `cpus` is
@@ -64,6 +84,7 @@ def test_lifecycle_idempotent_and_repairs(harness, open_inventory):
     # the INPUT jump to our chain is lost (a site script, `iptables -D`): the chain alone lets
     # everyone in. status names it; up repairs it and leaves the ruleset as up made it.
     harness.docker_exec("alice", "iptables -w -D INPUT -j SFC-harness")
+    assert [(f["node"], f["action"]) for f in dry_run(inv)["firewall"]] == [("alice", "repair")]
     code, st = status(inv)
     assert code == 71 and any("alice" in x["message"] and "INPUT" in x["message"] for x in st["problems"]), st
     assert [r["firewall"] for r in st["nodes"] if r["party"] == "alice"] == ["iptables: INCOMPLETE"]

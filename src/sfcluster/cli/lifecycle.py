@@ -7,7 +7,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from sfcluster import lifecycle
+from sfcluster import dryrun, lifecycle
 from sfcluster import provision as provisioning
 from sfcluster.cli.check import render
 from sfcluster.cli.common import (console, emit_json, emit_result, err_console, handle_errors, inventory_option,
@@ -15,6 +15,7 @@ from sfcluster.cli.common import (console, emit_json, emit_result, err_console, 
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
 from sfcluster.exitcodes import Exit
+from sfcluster.inventory import Cluster
 from sfcluster.tls.install import recorded_dirs
 
 HEALTH_EXIT = {"healthy": Exit.OK, "degraded": Exit.DEGRADED, "down": Exit.UNAVAILABLE}
@@ -39,11 +40,14 @@ def _progress(node: str, msg: str) -> None:
 @click.option("--provision", "provision_first", is_flag=True,
               help="First `sfcluster provision`: each node's venv as the inventory's `provision:` pins it "
                    "(a no-op in seconds where it already is).")
+@click.option("--dry-run", is_flag=True,
+              help="Show what `up` would do (firewall commands per node, which Ray starts with which argv, which "
+                   "certificates are issued) from the same checks and facts; change nothing anywhere.")
 @wait_options
 @json_option
 @handle_errors
 def up_cmd(inventory_path: str, parties: tuple, skip_check: bool, keep_on_failure: bool, join_timeout: float, rotate_certs: bool,
-           provision_first: bool, wait: bool, wait_timeout: float, as_json: bool) -> None:
+           provision_first: bool, dry_run: bool, wait: bool, wait_timeout: float, as_json: bool) -> None:
     """Start the cluster: preflight, firewall rules scoped to peers, Ray head, then workers.
 
     \b
@@ -59,6 +63,10 @@ def up_cmd(inventory_path: str, parties: tuple, skip_check: bool, keep_on_failur
     party's own; `sfcluster ca` prints it for the peers), trusting the peers' CAs (ca_cert).
     """
     cluster = load(inventory_path, parties)
+    if dry_run:
+        if provision_first or rotate_certs:
+            raise click.UsageError("--dry-run shows the plan of a plain `up`: without --provision or --rotate-certs")
+        return _dry_run(cluster, skip_check, as_json)
     with Nodes(cluster) as nodes:
         if provision_first:
             provisioning.provision(cluster, nodes, progress=_progress)
@@ -97,6 +105,35 @@ def up_cmd(inventory_path: str, parties: tuple, skip_check: bool, keep_on_failur
                   % inventory_path)
     console.print_json(data={k: config[k] for k in ("parties", "ray_address", "spu_cluster_def")})
     console.print("run a driver: `sfcluster run -i %s SCRIPT`" % inventory_path)
+
+
+def _dry_run(cluster: Cluster, skip_check: bool, as_json: bool) -> None:
+    with Nodes(cluster) as nodes:
+        try:
+            p = dryrun.plan(cluster, nodes, skip_check=skip_check)
+        except lifecycle.PreflightFailed as e:
+            if not as_json:
+                render(e.report)
+            raise
+    if as_json:
+        emit_result({"dry_run": True, **p.to_json()}, Exit.OK)
+        return
+    console.print(f"[bold]up --dry-run[/]: cluster '{escape(cluster.name)}' ({p.mode} mode); nothing was changed")
+    for w in p.warnings:
+        console.print(f"  [yellow]warning[/] {escape(w)}")
+    if p.new_ca:
+        console.print(f"  controller  a new CA for cluster '{escape(cluster.name)}' (its key stays on this controller)")
+    for n, what in p.certificates.items():
+        console.print(f"  {escape(n):>10}  certificate: {escape(what)}")
+    for f in p.firewall:
+        console.print(f"  {escape(f.node):>10}  firewall {f.action} ({escape(f.backend)}): " + escape(
+            "; ".join(" ".join(c) for c in f.commands)) + (" (ruleset on stdin)" if f.ruleset else ""))
+    for n, argv in p.start.items():
+        console.print(f"  {escape(n):>10}  start Ray: {escape(' '.join(argv))}")
+    for n in p.running:
+        console.print(f"  {escape(n):>10}  Ray of this cluster is running: left as it is")
+    if not p.changes:
+        console.print("[green]the cluster is up with this plan: `up` would change nothing[/]")
 
 
 @click.command("down")
