@@ -72,3 +72,23 @@ def test_run_takes_a_packaged_template_by_name(tmp_path, script, ok):
     else:
         with pytest.raises(click.BadParameter, match="not one of sfcluster's templates"):
             ScriptOrTemplate().convert(script, None, None)
+
+
+def test_init_sample_data_writes_one_share_per_party_named_in_the_inventory(tmp_path):
+    """--sample-data: the packaged CSVs (the label share to the head's party), each party's data
+    path in the inventory, and the data push that takes it there."""
+    p = sfc(tmp_path, "init", "lab=10.0.0.1", "bank=10.0.0.2", "--sample-data")
+    assert p.returncode == 0, p.stderr
+    c = load_inventory(str(tmp_path / "inventory.yaml"))
+    assert {n: c.node(n).data_paths for n in c.party_names} == {
+        "lab": {"breast_cancer": "/home/sfray/data/breast_cancer.csv"},
+        "bank": {"breast_cancer": "/home/sfray/data/breast_cancer.csv"}}
+    shipped = Path(__import__("sfcluster").__file__).parent / "templates" / "data" / "breast_cancer"
+    lab, bank = (tmp_path / "data" / "breast_cancer" / f"{n}.csv" for n in ("lab", "bank"))
+    assert lab.read_bytes() == (shipped / "alice.csv").read_bytes() and bank.read_bytes() == (shipped / "bob.csv").read_bytes()
+    assert lab.read_text().splitlines()[0].endswith(",target") and "target" not in bank.read_text().splitlines()[0]
+    assert "sfcluster data push -i inventory.yaml bank breast_cancer data/breast_cancer/bank.csv" in p.stdout
+    # four parties: the sample has three shares; nothing written
+    (tmp_path / "state").mkdir()
+    p = sfc(tmp_path / "state", "init", *(f"p{i}=10.0.0.{i}" for i in range(1, 5)), "--sample-data")
+    assert p.returncode == 2 and "3 shares" in p.stderr and not (tmp_path / "state" / "inventory.yaml").exists()

@@ -16,6 +16,8 @@ from sfcluster.inventory import parse_inventory
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"   # shipped in the package (the wheel too)
 EXAMPLE = TEMPLATES / "inventory.example.yaml"
+SAMPLE = "breast_cancer"   # the sample data: scikit-learn's breast cancer set split vertically in 3 shares
+SAMPLE_SHARES = ("alice", "bob", "carol")   # the label is in the first share: the head's party gets it
 HOST_SPEC = re.compile(r"^(?P<party>[^=\s]+)=(?:(?P<user>[^@\s]+)@)?(?P<host>[^:@\s]+)(?::(?P<port>[0-9]{1,5}))?$")
 
 
@@ -40,8 +42,13 @@ def parse_host(spec: str) -> Tuple[str, Optional[str], str, Optional[int]]:
     return m["party"], m["user"], m["host"], port
 
 
+def sample_path(ray_user: Optional[str]) -> str:
+    """Where the sample data goes on every node: the Ray user's home (data push makes the dir as that user)."""
+    return f"/home/{ray_user}/data/{SAMPLE}.csv" if ray_user else f"/srv/data/{SAMPLE}.csv"
+
+
 def inventory_text(cluster: str, hosts: List[Tuple[str, Optional[str], str, Optional[int]]],
-                   ray_user: Optional[str]) -> str:
+                   ray_user: Optional[str], sample_data: bool = False) -> str:
     """A minimal inventory that validates, each choice commented where a newcomer needs to act."""
     out = [
         "# sfcluster inventory, written by `sfcluster init`. Every key, documented: `sfcluster init --example`.",
@@ -68,9 +75,11 @@ def inventory_text(cluster: str, hosts: List[Tuple[str, Optional[str], str, Opti
         ssh = ", ".join(x for x in (f"user: {user}" if user else "", f"port: {port}" if port else "") if x)
         if ssh:
             out.append(f"    ssh: {{{ssh}}}")
-        home = f"/home/{ray_user}" if ray_user else "/srv"
-        out.append(f"    # data: {{breast_cancer: {home}/data/breast_cancer.csv}}   "
-                   f"# then: sfcluster data push {party} breast_cancer FILE")
+        if sample_data:
+            out.append(f"    data: {{{SAMPLE}: {sample_path(ray_user)}}}   # sfcluster data push {party} {SAMPLE} "
+                       f"data/{SAMPLE}/{party}.csv")
+        else:
+            out.append(f"    # data: {{{SAMPLE}: {sample_path(ray_user)}}}   # then: sfcluster data push {party} {SAMPLE} FILE")
     return "\n".join(out) + "\n"
 
 
@@ -83,16 +92,21 @@ def inventory_text(cluster: str, hosts: List[Tuple[str, Optional[str], str, Opti
               help="The user Ray runs as on every node (no sudo rights); '' to run Ray as the SSH user.")
 @click.option("--template", "templates", multiple=True, metavar="NAME",
               help="Also copy a packaged training script here (e.g. train_lr); repeatable.")
+@click.option("--sample-data", is_flag=True,
+              help="Also write the sample data, one CSV per party (data/breast_cancer/PARTY.csv: scikit-learn's "
+                   "breast cancer set split by columns, the label at the head's party), and name it in the "
+                   "inventory; 2 or 3 parties.")
 @click.option("--example", is_flag=True, help="Print the full, documented example inventory and exit.")
 @click.option("--force", is_flag=True, help="Replace files that exist.")
 @handle_errors
 def init_cmd(hosts: Tuple[str, ...], output: str, cluster: str, ray_user: str, templates: Tuple[str, ...],
-             example: bool, force: bool) -> None:
+             sample_data: bool, example: bool, force: bool) -> None:
     """Write a short inventory for the hosts given, and copy out packaged templates.
 
     \b
       sfcluster init alice=10.0.0.1 bob=ops@10.0.0.2:2222        # -> inventory.yaml
       sfcluster init --template train_lr                          # -> train_lr.py
+      sfcluster init alice=10.0.0.1 bob=10.0.0.2 --sample-data    # + data/breast_cancer/{alice,bob}.csv
       sfcluster init --example > inventory.full.yaml               # every key, documented
     The first party is the head. The inventory is checked as `check` would load it; nothing is
     contacted. Next: `sfcluster check -i inventory.yaml`.
@@ -107,16 +121,24 @@ def init_cmd(hosts: Tuple[str, ...], output: str, cluster: str, ray_user: str, t
             raise click.BadParameter(f"no template {name!r} (templates: {', '.join(template_names())})",
                                      param_hint="--template")
     text = None
+    if sample_data and not hosts:
+        raise click.UsageError("--sample-data writes one CSV per party: give the parties' hosts too")
+    if sample_data and len(hosts) > len(SAMPLE_SHARES):
+        raise click.BadParameter(f"the sample data has {len(SAMPLE_SHARES)} shares; {len(hosts)} parties given "
+                                 "(train_lr.py -- --synthetic trains on generated data at any number)",
+                                 param_hint="--sample-data")
     if hosts:
         parsed = [parse_host(h) for h in hosts]
         if len(parsed) < 2:
             raise click.BadParameter("a cluster has two or more parties", param_hint="PARTY=HOST")
-        text = inventory_text(cluster, parsed, ray_user or None)
+        text = inventory_text(cluster, parsed, ray_user or None, sample_data)
         try:
             parse_inventory(text, source=output)
         except InventoryError as e:  # a party name or host the loader refuses: said in its words
             raise click.BadParameter("; ".join(p.message for p in e.problems), param_hint="PARTY=HOST") from None
-    targets = ([Path(output)] if text is not None else []) + [Path(Path(template_path(t)).name) for t in templates]
+    samples = {p: Path("data") / SAMPLE / f"{p}.csv" for p, *_ in parsed} if sample_data else {}
+    targets = ([Path(output)] if text is not None else []) + [Path(Path(template_path(t)).name) for t in templates] + \
+        list(samples.values())
     existing = [str(t) for t in targets if t.exists()]
     if existing and not force:
         raise SfclusterError(f"{', '.join(existing)} exists: nothing was written", "pass --force to replace it")
@@ -129,3 +151,8 @@ def init_cmd(hosts: Tuple[str, ...], output: str, cluster: str, ray_user: str, t
         assert src is not None
         Path(src.name).write_text(src.read_text())
         console.print(escape(f"wrote {src.name}; run it: sfcluster run -i {output} {src.name}"))
+    for share, (party, target) in zip(SAMPLE_SHARES, samples.items()):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((TEMPLATES / "data" / SAMPLE / f"{share}.csv").read_bytes())
+        console.print(escape(f"wrote {target} (the sample's {share} share); to {party}'s node: "
+                             f"sfcluster data push -i {output} {party} {SAMPLE} {target}"))

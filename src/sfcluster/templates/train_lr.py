@@ -8,8 +8,9 @@ Run it with sfcluster, never by hand:
     sfcluster run -i inventory.yaml templates/train_lr.py -- --data NAME --epochs 5
     sfcluster run -i inventory.yaml templates/train_lr.py -- --synthetic  # generated numbers, said so
 The inventory names each party's file:  nodes: {alice: {data: {breast_cancer: /srv/data/alice.csv}}}
-(`sfcluster data push alice breast_cancer data/breast_cancer/alice.csv` puts it there; the demo's
-files come from data/make_party_csvs.py). Metrics go to $SFCLUSTER_OUTPUT/metrics.json, which `run`
+(`sfcluster data push alice breast_cancer data/breast_cancer/alice.csv` puts it there; the sample
+files ship with sfcluster, `sfcluster init HOSTS --sample-data` writes them out, and the repository's
+data/make_party_csvs.py makes them). Metrics go to $SFCLUSTER_OUTPUT/metrics.json, which `run`
 brings back to the controller. The trained weights stay secret-shared on the SPU; `--reveal-model`
 reveals them to the head and saves them (model.json): only when every party agrees to that.
 PSI's aligned copies live in a private temporary directory on each party's node, removed at the end.
