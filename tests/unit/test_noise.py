@@ -13,6 +13,12 @@ NOISE = [
     b"[carol] I1203 12:57:21.747884   526 external/com_github_brpc_brpc/src/brpc/server.cpp:1169] Server is serving",
     b"[carol] INFO:root:Try init sf in PRODUCTION mode",
     b"(SPURuntime pid=3012, ip=172.30.77.12) [2026-12-03 10:00:00.000] [info] [thread_pool.cc:30] Create a pool",
+    # as Ray 2.9.3 printed them on a driver without a terminal: coloured prefixes, an actor's arguments
+    b"\x1b[36m(SPURuntime(device_id=None, party=bob) pid=1086, ip=172.30.77.12)\x1b[0m [2026-12-04 04:12:27.631] "
+    b"[info] [launch.cc:164] LEGACY PSI config: {\"psi_type\":\"KKRT_PSI_2PC\"}",
+    b"\x1b[36m(SPURuntime(device_id=None, party=alice) pid=1454)\x1b[0m [2026-12-04 04:12:27.732] [info] "
+    b"[bucket_psi.cc:564] psi protocol=2, result_size=531\x1b[32m [repeated 6x across cluster] (Ray deduplicates logs)",
+    b"\x1b[36m(pyu_fn pid=1419)\x1b[0m INFO:jax._src.xla_bridge:Unable to initialize backend 'cuda': ",
     b"2026-12-03 12:57:25.909 [info] [channel.cc:SendRequestWithRetry:359] send request failed and retry",
     b"2024-01-01 00:00:00,000\tINFO worker.py:1540 -- Connecting to existing Ray cluster at address: 10.0.0.1:6379",
     # known chatter: warnings/errors that mean nothing (each one's reason is in noise.py)
@@ -28,6 +34,8 @@ KEPT = [
     b"2026-12-03 12:31:58.681 WARNING driver.py:12 [alice] -- something to see",
     b"[bob] E1203 12:57:21.750001   544 socket.cpp:2020] SSL connection was shutdown by peer",
     b"Traceback (most recent call last):",
+    b"\x1b[36m(_run pid=1419, ip=172.30.77.12)\x1b[0m printed by a party function",
+    b"\x1b[36m(SPURuntime(device_id=None, party=bob) pid=1086)\x1b[0m [2026-12-04 04:12:27.631] [error] [x.cc:1] real",
     b"INFO is a word a script may print",
     # the same loggers' other errors stay on the terminal
     b"[alice] 2026-12-03 15:37:17.966 [error] [variable.cpp:BRPC:174] something else went wrong",

@@ -48,7 +48,7 @@ def sample_path(ray_user: Optional[str]) -> str:
 
 
 def inventory_text(cluster: str, hosts: List[Tuple[str, Optional[str], str, Optional[int]]],
-                   ray_user: Optional[str], sample_data: bool = False) -> str:
+                   ray_user: Optional[str], sample_data: bool = False, python: Optional[str] = None) -> str:
     """A minimal inventory that validates, each choice commented where a newcomer needs to act."""
     out = [
         "# sfcluster inventory, written by `sfcluster init`. Every key, documented: `sfcluster init --example`.",
@@ -57,6 +57,11 @@ def inventory_text(cluster: str, hosts: List[Tuple[str, Optional[str], str, Opti
         "tls: on                  # mutual TLS between the parties; the CA stays on this controller",
         "firewall: open           # only the peers reach the cluster's ports (the SSH user needs passwordless sudo)",
     ]
+    if python:
+        out.append(f"python: {python}   # each node's Python with SecretFlow and Ray (`sfcluster provision` can make it)")
+    else:
+        out += ["# python: /opt/sf/bin/python   # each node's Python with SecretFlow and Ray; default python3 on PATH",
+                "#                               # (`provision:` + `sfcluster provision` make it: init --example shows how)"]
     if ray_user:
         out += [
             "# Ray and the driver run as this user on every node. It must have NO sudo rights (`check` fails",
@@ -90,6 +95,8 @@ def inventory_text(cluster: str, hosts: List[Tuple[str, Optional[str], str, Opti
 @click.option("--cluster", default="demo", show_default=True, help="The cluster's name.")
 @click.option("--ray-user", default="sfray", show_default=True,
               help="The user Ray runs as on every node (no sudo rights); '' to run Ray as the SSH user.")
+@click.option("--python", metavar="PATH",
+              help="The nodes' Python that has SecretFlow and Ray (e.g. /opt/sf/bin/python); default python3 on PATH.")
 @click.option("--template", "templates", multiple=True, metavar="NAME",
               help="Also copy a packaged training script here (e.g. train_lr); repeatable.")
 @click.option("--sample-data", is_flag=True,
@@ -99,8 +106,8 @@ def inventory_text(cluster: str, hosts: List[Tuple[str, Optional[str], str, Opti
 @click.option("--example", is_flag=True, help="Print the full, documented example inventory and exit.")
 @click.option("--force", is_flag=True, help="Replace files that exist.")
 @handle_errors
-def init_cmd(hosts: Tuple[str, ...], output: str, cluster: str, ray_user: str, templates: Tuple[str, ...],
-             sample_data: bool, example: bool, force: bool) -> None:
+def init_cmd(hosts: Tuple[str, ...], output: str, cluster: str, ray_user: str, python: Optional[str],
+             templates: Tuple[str, ...], sample_data: bool, example: bool, force: bool) -> None:
     """Write a short inventory for the hosts given, and copy out packaged templates.
 
     \b
@@ -127,11 +134,14 @@ def init_cmd(hosts: Tuple[str, ...], output: str, cluster: str, ray_user: str, t
         raise click.BadParameter(f"the sample data has {len(SAMPLE_SHARES)} shares; {len(hosts)} parties given "
                                  "(train_lr.py -- --synthetic trains on generated data at any number)",
                                  param_hint="--sample-data")
+    if python is not None and not re.fullmatch(r"[A-Za-z0-9_./+-]+", python):
+        raise click.BadParameter(f"{python!r} is not a command or path (letters, digits and _./+- only)",
+                                 param_hint="--python")
     if hosts:
         parsed = [parse_host(h) for h in hosts]
         if len(parsed) < 2:
             raise click.BadParameter("a cluster has two or more parties", param_hint="PARTY=HOST")
-        text = inventory_text(cluster, parsed, ray_user or None, sample_data)
+        text = inventory_text(cluster, parsed, ray_user or None, sample_data, python)
         try:
             parse_inventory(text, source=output)
         except InventoryError as e:  # a party name or host the loader refuses: said in its words

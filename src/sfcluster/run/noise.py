@@ -11,7 +11,13 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-_PREFIX = rb"(?:\[[a-z][a-z0-9_]{0,30}\] )?(?:\([^()\s]*\s?pid=\d+(?:, ip=[0-9.]+)?\) )?"
+# Ray's worker prefix is coloured whatever the output is (ray/_private/worker.py print_worker_logs
+# wraps it in colorama's CYAN ... RESET_ALL; stripped only where something called colorama.init()),
+# and an actor's name carries its own arguments: `(SPURuntime(device_id=None, party=bob) pid=1086,
+# ip=172.30.77.12)`.
+_SGR = rb"(?:\x1b\[[0-9;]*m)*"
+_PREFIX = (rb"(?:\[[a-z][a-z0-9_]{0,30}\] )?(?:" + _SGR + rb"\((?:[^()\s]|\([^()]*\))*\s?pid=\d+(?:, ip=[0-9.]+)?\)"
+           + _SGR + rb" )?")
 _LOGGERS = [
     rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[.,]\d+[ \t]+(?:INFO|DEBUG) ",         # SecretFlow / RayFed, Ray (tab)
     rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[.,]\d+\] \[(?:info|debug|trace)\] ",  # SPU / yacl (spdlog)
