@@ -21,7 +21,7 @@ from sfcluster.run import fetch as fetching
 from sfcluster.run import history
 from sfcluster.run import production as production_run
 from sfcluster.run.noise import QuietLines
-from sfcluster.termsafe import StreamFilter
+from sfcluster.termsafe import SafeStream
 
 
 def _run_id(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
@@ -41,27 +41,11 @@ max_output_option = click.option(
          "and stay on the head for a later `sfcluster fetch RUN_ID --max-output-mb N`.")
 
 
-class _Terminal:
-    """Where a driver's output (or a past run's log) goes: through termsafe's filter, on a terminal
-    or not (a pipe may end at one: `| tee`), so that the head's bytes never steer the operator's
-    terminal. The bytes as the driver wrote them are in the run's driver.log."""
-
-    def __init__(self, stream) -> None:  # noqa: ANN001
-        self.stream, self.safe = stream, StreamFilter()
-
-    def __call__(self, data: bytes) -> None:
-        self.stream.buffer.write(self.safe(data))
-        self.stream.buffer.flush()
-
-    def close(self) -> None:
-        """The end of the stream: an incomplete character left at the very end, as escapes."""
-        self.stream.buffer.write(self.safe.flush())
-        self.stream.buffer.flush()
-
-
-def _write(stream) -> _Terminal:  # noqa: ANN001
-    return _Terminal(stream)
-
+def _write(stream) -> SafeStream:  # noqa: ANN001
+    """Where a driver's output (or a past run's log) goes: through termsafe's filter, so that the
+    head's bytes never steer the operator's terminal. The bytes as the driver wrote them are in
+    the run's driver.log."""
+    return SafeStream(stream)
 
 
 class ScriptOrTemplate(click.ParamType):
