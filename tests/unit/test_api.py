@@ -76,8 +76,7 @@ def test_a_party_the_inventory_lacks_raises_78_before_any_connection(inv):
 
 
 def test_every_error_class_carries_an_exit_code_of_the_table():
-    import sfcluster.cli.main  # noqa: F401 - every module with an error class is imported by now
-
+    # every module with an error class is imported by now (sfcluster.cli.main imports them all)
     def every(cls):
         for sub in cls.__subclasses__():
             yield sub
