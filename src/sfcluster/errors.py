@@ -1,4 +1,22 @@
-"""One exception tree. Every error carries what a user needs to act on it."""
+"""One exception tree. Every error carries what a user needs to act on it: `message`, `hint` (the
+fix) and `exit_code`, the code the CLI exits with for it (exitcodes.py), so that a runbook using
+the Python API (sfcluster.api) sees the same outcome as the CLI's caller:
+
+    SfclusterError     1   the base (a step failed), as are LockError and UnsafeArchive
+    RemoteError        1   a remote step failed, naming the host: CommandFailed, ProvisionError
+    NotInInventory    78   a party or data name the inventory lacks (data.py)
+    InventoryError    78   invalid inventory; `problems`, each with its YAML path and line
+    PlanError          1   cannot be brought up as planned; PreflightFailed (lifecycle.py): 65, or
+                           77 when sudo asking for a password is all that failed; `.report`
+    UnavailableError  69   a node, the cluster or its Ray cannot be reached
+    ConnectError, HostKeyError, CommandTimeout   69 (RemoteError's: they name the host)
+    PrivilegeError    77   needs root, and sudo asks for a password
+    LockHeld          75   the cluster lock is held; `holder`
+    ForeignDriver     76   a driver sfcluster did not start is connected to Ray
+
+The code is a class attribute (an instance may refine it, as PreflightFailed does); every class
+of the tree has one of the table's (tests/unit/test_api.py checks it).
+"""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
@@ -7,7 +25,8 @@ from sfcluster.exitcodes import Exit
 
 
 class SfclusterError(Exception):
-    """Base of every error sfcluster raises on purpose. `hint` says what to do next."""
+    """Base of every error sfcluster raises on purpose. `hint` says what to do next; `exit_code`
+    is the CLI's exit code for it."""
 
     exit_code: int = Exit.FAILURE
 

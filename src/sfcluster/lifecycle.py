@@ -32,6 +32,8 @@ STATUS_PROBE_TIMEOUT = 12
 
 @dataclass
 class UpResult:
+    """What `up` did per node (`actions`; none: a no-op) and each party's state in Ray's GCS."""
+
     actions: Dict[str, List[str]] = field(default_factory=dict)
     parties: Dict[str, dict] = field(default_factory=dict)
 
@@ -391,11 +393,18 @@ def _undo(cluster: Cluster, nodes: Nodes, facts: Dict[str, NodeFacts], started: 
 
 @dataclass
 class DownResult:
+    """What `down` did per node; `errors`: the nodes it could not tear down, and why."""
+
     stopped: Dict[str, List[int]] = field(default_factory=dict)
     killed: Dict[str, List[int]] = field(default_factory=dict)   # did not exit on SIGTERM within the grace
     seconds: Dict[str, float] = field(default_factory=dict)
     firewall_removed: List[str] = field(default_factory=list)
     errors: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when some node could not be torn down (`errors` names them), else 0."""
+        return int(Exit.FAILURE if self.errors else Exit.OK)
 
 
 def down(cluster: Cluster, nodes: Nodes, *, force: bool = False, cancel_run: bool = False, lock_wait: float = 0,

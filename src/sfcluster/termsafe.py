@@ -44,3 +44,20 @@ class StreamFilter:
     def flush(self) -> bytes:
         """What an incomplete character at the very end of the stream left behind, as escapes."""
         return STREAM_CONTROL.sub(_escape, self._decoder.decode(b"", final=True)).encode("utf-8")
+
+
+class SafeStream:
+    """A callable that writes a byte stream (a driver's output, a past run's log) to a text
+    stream's buffer (sys.stdout, sys.stderr) through a StreamFilter, on a terminal or not (a pipe
+    may end at one: `| tee`). `close()` ends the stream (an incomplete character left, as escapes)."""
+
+    def __init__(self, stream) -> None:  # noqa: ANN001 - a text stream with a .buffer
+        self.stream, self.safe = stream, StreamFilter()
+
+    def __call__(self, data: bytes) -> None:
+        self.stream.buffer.write(self.safe(data))
+        self.stream.buffer.flush()
+
+    def close(self) -> None:
+        self.stream.buffer.write(self.safe.flush())
+        self.stream.buffer.flush()

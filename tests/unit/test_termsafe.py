@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sfcluster import termsafe
+from sfcluster import api, termsafe
 from sfcluster.cli import common
 from sfcluster.cli import lifecycle as cli_lifecycle
 from sfcluster.cli import run as cli_run
@@ -54,7 +54,7 @@ def inv(tmp_path, monkeypatch) -> Path:
     @contextmanager
     def no_nodes(*a, **kw):  # nothing here may connect anywhere
         yield object()
-    for mod in (cli_run, cli_lifecycle):
+    for mod in (cli_run, api):  # the commands' connections: the API's (run, status, fetch), the CLI's (logs)
         monkeypatch.setattr(mod, "Nodes", no_nodes)
     return p
 

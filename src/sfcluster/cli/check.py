@@ -7,9 +7,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from sfcluster.cli.common import console, emit_result, handle_errors, inventory_option, json_option, load, party_option
-from sfcluster.connect import Nodes
-from sfcluster.doctor import Report, Status, run_checks
+from sfcluster import api
+from sfcluster.cli.common import console, emit_result, handle_errors, inventory_option, json_option, party_option
+from sfcluster.doctor import Report, Status
 
 STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red"}
 
@@ -45,9 +45,7 @@ def check_cmd(inventory_path: str, parties: tuple, as_json: bool, no_reach: bool
     With --party (production mode, a federation): only that party's node, and no reachability matrix
     (the peers' nodes are their operators').
     """
-    cluster = load(inventory_path, parties)
-    with Nodes(cluster) as nodes:
-        report = run_checks(cluster, nodes.runners, reach=not no_reach)
+    report = api.Cluster.load(inventory_path, parties).check(reach=not no_reach)
     code = report.exit_code
     if as_json:
         emit_result(report.to_json(), code)

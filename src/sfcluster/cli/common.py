@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from sfcluster import api
 from sfcluster.clusterlock import WAIT_TIMEOUT
 from sfcluster.errors import InventoryError, SfclusterError
 from sfcluster.exitcodes import Exit
-from sfcluster.inventory import Cluster, load_inventory
-from sfcluster.inventory.load import operated_by
+from sfcluster.inventory import Cluster
 from sfcluster.termsafe import visible
 
 # Output that is not going to a terminal (a pipe, a log file, CI) is never wrapped, cut or padded
@@ -76,8 +76,8 @@ party_option = click.option(
 
 
 def load(path: str, parties: Sequence[str] = ()) -> Cluster:
-    cluster = load_inventory(path)
-    return operated_by(cluster, parties) if parties else cluster
+    """The inventory's model, as the API loads it (the commands the API does not cover)."""
+    return api.Cluster.load(path, parties).inventory
 
 
 def emit_json(data: Any) -> None:

@@ -7,18 +7,13 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from sfcluster import dryrun, lifecycle
-from sfcluster import provision as provisioning
+from sfcluster import api, lifecycle
 from sfcluster.cli.check import render
 from sfcluster.cli.common import (console, emit_json, emit_result, err_console, handle_errors, inventory_option,
                                   json_option, load, lock_wait, party_option, wait_options)
 from sfcluster.config import secretflow_config
-from sfcluster.connect import Nodes
 from sfcluster.exitcodes import Exit
-from sfcluster.inventory import Cluster
 from sfcluster.tls.install import recorded_dirs
-
-HEALTH_EXIT = {"healthy": Exit.OK, "degraded": Exit.DEGRADED, "down": Exit.UNAVAILABLE}
 
 
 def _progress(node: str, msg: str) -> None:
@@ -62,27 +57,24 @@ def up_cmd(inventory_path: str, parties: tuple, skip_check: bool, keep_on_failur
     --party (a federation): only that party's node, its certificate from this controller's CA (the
     party's own; `sfcluster ca` prints it for the peers), trusting the peers' CAs (ca_cert).
     """
-    cluster = load(inventory_path, parties)
+    target = api.Cluster.load(inventory_path, parties)
+    cluster = target.inventory
     if dry_run:
         if provision_first or rotate_certs:
             raise click.UsageError("--dry-run shows the plan of a plain `up`: without --provision or --rotate-certs")
-        return _dry_run(cluster, skip_check, as_json)
-    with Nodes(cluster) as nodes:
-        if provision_first:
-            provisioning.provision(cluster, nodes, progress=_progress)
-        try:
-            res = lifecycle.up(cluster, nodes, skip_check=skip_check, keep_on_failure=keep_on_failure, progress=_progress,
-                               join_timeout=join_timeout, lock_wait=lock_wait(wait, wait_timeout), rotate_certs=rotate_certs)
-        except lifecycle.PreflightFailed as e:
-            if not as_json:  # with --json, the report is part of the error's JSON
-                render(e.report)
-            raise
-    config = secretflow_config(cluster, recorded_dirs(cluster))
+        return _dry_run(target, skip_check, as_json)
+    try:
+        res = target.up(skip_check=skip_check, keep_on_failure=keep_on_failure, join_timeout=join_timeout,
+                        lock_wait=lock_wait(wait, wait_timeout), rotate_certs=rotate_certs, provision=provision_first,
+                        progress=_progress)
+    except lifecycle.PreflightFailed as e:
+        if not as_json:  # with --json, the report is part of the error's JSON
+            render(e.report)
+        raise
+    config = res.config
     production = not cluster.mode.runs_ray
     if as_json:
-        emit_result({"cluster": cluster.name, "mode": cluster.mode.value, "changed": res.changed, "actions": res.actions,
-                     "parties": res.parties, "ray_address": None if production else cluster.ray_address,
-                     "config": config}, Exit.OK)
+        emit_result(res.to_json(), res.exit_code)
         return
     if res.changed:
         console.print(f"[green]cluster '{cluster.name}' is up[/]: " +
@@ -107,14 +99,14 @@ def up_cmd(inventory_path: str, parties: tuple, skip_check: bool, keep_on_failur
     console.print("run a driver: `sfcluster run -i %s SCRIPT`" % inventory_path)
 
 
-def _dry_run(cluster: Cluster, skip_check: bool, as_json: bool) -> None:
-    with Nodes(cluster) as nodes:
-        try:
-            p = dryrun.plan(cluster, nodes, skip_check=skip_check)
-        except lifecycle.PreflightFailed as e:
-            if not as_json:
-                render(e.report)
-            raise
+def _dry_run(target: api.Cluster, skip_check: bool, as_json: bool) -> None:
+    cluster = target.inventory
+    try:
+        p = target.plan_up(skip_check=skip_check)
+    except lifecycle.PreflightFailed as e:
+        if not as_json:
+            render(e.report)
+        raise
     if as_json:
         emit_result({"dry_run": True, **p.to_json()}, Exit.OK)
         return
@@ -159,12 +151,11 @@ def down_cmd(inventory_path: str, parties: tuple, force: bool, cancel_run: bool,
     down holds it, `down` fails at once (75) or waits with --wait.
     Exit 0 when every node is down, 1 when some node could not be torn down, 69 when a node cannot
     be reached (nothing stopped; see --force), 75 when the lock is held."""
-    cluster = load(inventory_path, parties)
-    with Nodes(cluster) as nodes:
-        res = lifecycle.down(cluster, nodes, force=force, cancel_run=cancel_run, lock_wait=lock_wait(wait, wait_timeout),
-                             purge=purge,
-                             progress=(lambda n, m: None) if as_json else _progress)
-    code = Exit.FAILURE if res.errors else Exit.OK
+    target = api.Cluster.load(inventory_path, parties)
+    cluster = target.inventory
+    res = target.down(force=force, cancel_run=cancel_run, lock_wait=lock_wait(wait, wait_timeout), purge=purge,
+                      progress=None if as_json else _progress)
+    code = res.exit_code
     if as_json:
         emit_result({"cluster": cluster.name, "stopped": res.stopped, "killed": res.killed, "seconds": res.seconds,
                      "firewall_removed": sorted(res.firewall_removed), "errors": res.errors,
@@ -185,10 +176,10 @@ def status_cmd(inventory_path: str, parties: tuple, as_json: bool) -> None:
     """Per party: role, Ray alive, resources seen by the head, SPU listening, firewall rules, the
     drivers connected (from Ray's job table), and who holds the cluster lock (`--json`: `lock`). Exit 0 healthy; 71 degraded (a party is not up,
     or a driver that `sfcluster run` did not start is connected); 69 down."""
-    cluster = load(inventory_path, parties)
-    with Nodes(cluster) as nodes:
-        st = lifecycle.status(cluster, nodes)
-    code = HEALTH_EXIT[st["health"]]
+    target = api.Cluster.load(inventory_path, parties)
+    cluster = target.inventory
+    res = target.status()
+    st, code = res.data, res.exit_code
     if as_json:
         emit_result(st, code)
     elif st.get("mode") == "production":

@@ -1,7 +1,6 @@
 """`sfcluster run`, `logs`, `cancel`, and a run's history: `runs`, `fetch`."""
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -11,17 +10,17 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from sfcluster import api
 from sfcluster.cli.common import (console, emit_result, err_console, handle_errors, inventory_option, json_option,
-                                  load, party_option, wait_options)
+                                  load, lock_wait, party_option, wait_options)
 from sfcluster.connect import Nodes
 from sfcluster.errors import SfclusterError
 from sfcluster.nodescripts import contract as C
 from sfcluster.run import driver
 from sfcluster.run import fetch as fetching
 from sfcluster.run import history
-from sfcluster.run import production as production_run
 from sfcluster.run.noise import QuietLines
-from sfcluster.termsafe import StreamFilter
+from sfcluster.termsafe import SafeStream
 
 
 def _run_id(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
@@ -41,27 +40,11 @@ max_output_option = click.option(
          "and stay on the head for a later `sfcluster fetch RUN_ID --max-output-mb N`.")
 
 
-class _Terminal:
-    """Where a driver's output (or a past run's log) goes: through termsafe's filter, on a terminal
-    or not (a pipe may end at one: `| tee`), so that the head's bytes never steer the operator's
-    terminal. The bytes as the driver wrote them are in the run's driver.log."""
-
-    def __init__(self, stream) -> None:  # noqa: ANN001
-        self.stream, self.safe = stream, StreamFilter()
-
-    def __call__(self, data: bytes) -> None:
-        self.stream.buffer.write(self.safe(data))
-        self.stream.buffer.flush()
-
-    def close(self) -> None:
-        """The end of the stream: an incomplete character left at the very end, as escapes."""
-        self.stream.buffer.write(self.safe.flush())
-        self.stream.buffer.flush()
-
-
-def _write(stream) -> _Terminal:  # noqa: ANN001
-    return _Terminal(stream)
-
+def _write(stream) -> SafeStream:  # noqa: ANN001
+    """Where a driver's output (or a past run's log) goes: through termsafe's filter, so that the
+    head's bytes never steer the operator's terminal. The bytes as the driver wrote them are in
+    the run's driver.log."""
+    return SafeStream(stream)
 
 
 class ScriptOrTemplate(click.ParamType):
@@ -145,24 +128,15 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
     """
     if args[:1] == ("--",):
         args = args[1:]
-    cluster = load(inventory_path, parties)
-    production = not cluster.mode.runs_ray
-    if run_id and not production:
-        raise SfclusterError("--run-id is for production mode (the id every party's driver shares)",
-                             "drop it: in simulation mode `run` names the run itself")
-    names = list(cluster.operated_names) if files or production else [cluster.head_name]
+    target = api.Cluster.load(inventory_path, parties)
     out, err = _write(sys.stdout), _write(sys.stderr)
     quiet = [] if verbose else [QuietLines(out), QuietLines(err)]
     note = lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}")  # noqa: E731
-    run = production_run.run if production else driver.run
     try:
-        with Nodes(cluster, names) as nodes:
-            code = run(cluster, nodes, driver.RunOptions(script=script, args=list(args), files=list(files),
-                                                         wait=wait, wait_seconds=wait_timeout, detach=detach,
-                                                         starve_seconds=starve_seconds,
-                                                         max_output_mb=max_output_mb, start_timeout=start_timeout,
-                                                         run_id=run_id),
-                       out=quiet[0] if quiet else out, err=quiet[1] if quiet else err, note=note)
+        code = target.run(script, args, files=files, detach=detach, lock_wait=lock_wait(wait, wait_timeout),
+                          starve_seconds=starve_seconds, max_output_mb=max_output_mb, start_timeout=start_timeout,
+                          run_id=run_id, stdout=quiet[0] if quiet else out, stderr=quiet[1] if quiet else err,
+                          note=note).exit_code
     finally:
         for q in quiet:
             q.flush()
@@ -236,40 +210,15 @@ def fetch_cmd(inventory_path: str, parties: Tuple[str, ...], max_output_mb: floa
       sfcluster fetch 20261201-061500-a1b2c3 ./results
     Production mode: every party's outputs again (a federation, --party THEIRS: that party's).
     """
-    cluster = load(inventory_path, parties)
     note = (lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}"))
-    past = history.load(cluster.name, run_id)
-    if past is not None and past.mode == "production":
-        with Nodes(cluster) as nodes:
-            rec = production_run.fetch_again(cluster, nodes, run_id, max_output_mb, note)
-        out_dir = history.run_home(cluster.name, run_id) / C.OUTPUT_DIR
-        copied = None
-        if dest is not None and out_dir.is_dir():
-            copied = str(Path(dest).resolve())
-            shutil.copytree(out_dir, dest, symlinks=True, dirs_exist_ok=True)
-        if as_json:
-            emit_result({"run_id": run_id, "home": str(out_dir.parent), "output_dir": str(out_dir), "dest": copied,
-                         "log": str(out_dir.parent / C.LOG_NAME), "outputs": rec.outputs, "run": rec.to_json()}, 0)
-        elif copied:
-            note(f"copied to {copied}")
-        return
-    with Nodes(cluster, [cluster.head_name]) as nodes:
-        got = fetching.fetch(cluster, nodes, run_id, max_output_mb, exit_code_of=driver.exit_code_of, note=note)
-        cleaned = {}
-        try:
-            cleaned = fetching.clean_head(cluster, nodes, fetched=run_id)
-        except SfclusterError as e:
-            note(f"cleaning old run dirs on the head failed (harmless, retried next time): {e.message}")
-    copied = None
-    if dest is not None and got.output_dir.is_dir():
-        copied = str(Path(dest).resolve())
-        shutil.copytree(got.output_dir, dest, symlinks=True, dirs_exist_ok=True)
+    got = api.Cluster.load(inventory_path, parties).fetch(run_id, dest, max_output_mb=max_output_mb, note=note)
     if as_json:
-        emit_result({"run_id": run_id, "home": str(got.home), "output_dir": str(got.output_dir), "dest": copied,
-                     "log": str(got.home / C.LOG_NAME), "outputs": got.record.outputs, "run": got.record.to_json(),
-                     "cleaned": cleaned}, 0)
-        return
-    note(fetching.describe(got) + (f"; copied to {copied}" if copied else ""))
+        emit_result(got.to_json(), got.exit_code)
+    elif got.cleaned is None:  # production mode: each party's outputs were said as they came
+        if got.dest:
+            note(f"copied to {got.dest}")
+    else:
+        note(fetching.describe(got.fetched) + (f"; copied to {got.dest}" if got.dest else ""))
 
 
 @click.command("runs")
@@ -285,18 +234,18 @@ def runs_cmd(inventory_path: str, as_json: bool, last: Optional[int]) -> None:
     duration, exit code (`?` while a detached run is not fetched) and the outputs fetched.
     `sfcluster logs RUN_ID` shows one's log, `sfcluster fetch RUN_ID [DEST]` its outputs.
     """
-    cluster = load(inventory_path)
-    runs = history.list_runs(cluster.name)[:last]
+    cluster = api.Cluster.load(inventory_path)
+    runs = cluster.runs(last)
     if as_json:
-        emit_result({"cluster": cluster.name, "history": str(history.runs_dir(cluster.name)),
+        emit_result({"cluster": cluster.name, "history": str(cluster.history_dir),
                      "runs": [r.to_json() for r in runs]}, 0)
         return
     if not runs:
         console.print(f"no runs of cluster {escape(cluster.name)} yet on this controller "
-                      f"({escape(str(history.runs_dir(cluster.name)))}); start one with `sfcluster run -i "
+                      f"({escape(str(cluster.history_dir))}); start one with `sfcluster run -i "
                       f"{escape(inventory_path)} SCRIPT`")
         return
-    t = Table(title=f"runs of cluster {cluster.name} ({history.runs_dir(cluster.name)})")
+    t = Table(title=f"runs of cluster {cluster.name} ({cluster.history_dir})")
     for col in ("run id", "started", "script", "by", "duration", "exit", "outputs"):
         t.add_column(col)
     for r in runs:

@@ -54,7 +54,9 @@ class RunOptions:
     starve_seconds: float = STARVE_SECONDS   # 0: no starvation watch
     max_output_mb: float = fetching.MAX_OUTPUT_MB
     start_timeout: float = 120  # production mode: every party's driver started within this (run/production.py)
-    run_id: Optional[str] = None  # production mode: the id every party's operator starts with (--run-id); None: a new one
+    # production mode: the id every party's operator starts with (--run-id); None: a new one. The
+    # API (api.Cluster.run) names every run beforehand, to return its id.
+    run_id: Optional[str] = None
 
 
 def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str, tls_dirs: Dict[str, str]) -> Dict[str, str]:
@@ -106,7 +108,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     for f in opts.files:
         if not Path(f).is_file():
             raise SfclusterError(f"--files {f}: not a file")
-    run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    run_id = opts.run_id or history.new_run_id()  # the API names it beforehand (api.Cluster.run)
     tls_dirs = dirs_for_run(cluster)  # tls: on: where each node keeps its certificates (`up` recorded it)
     dirs = _ship(cluster, nodes, opts, run_id, tls_dirs)
     req = _request(cluster, opts, run_id, dirs)

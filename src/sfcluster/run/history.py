@@ -9,7 +9,9 @@ import json
 import os
 import re
 import shutil
+import secrets
 import tarfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Dict, List, Optional
@@ -30,6 +32,11 @@ def check_run_id(run_id: str) -> str:
         raise SfclusterError(f"{run_id!r} is not a run id (YYYYMMDD-HHMMSS-xxxxxx)",
                              "`sfcluster runs` lists the run ids of this controller")
     return run_id
+
+
+def new_run_id() -> str:
+    """A fresh run id: the time (so that ids sort as runs started) and 24 random bits."""
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
 def runs_dir(cluster: str) -> Path:

@@ -45,6 +45,7 @@ from sfcluster.remote.transfer import bundle, push, unsafe_state
 from sfcluster.run import fetch as fetching
 from sfcluster.run import history
 from sfcluster.run.control import ControlLines
+from sfcluster.run.history import new_run_id
 from sfcluster.run.driver import RUNTIME_FILE, RunOptions, exit_code_of
 from sfcluster.tls.install import dirs_for_run, enabled as tls_enabled
 
@@ -79,10 +80,6 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str,
         raise next(iter(shipped.errors.values()))
     shipped.raise_if_failed("shipping the run's files")
     return dirs
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
 def _request(cluster: Cluster, opts: RunOptions, run_id: str, party: str, run_dir: str, token: str) -> dict:
