@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 
 from sfcluster import api, lifecycle
 from sfcluster.doctor import Report
 from sfcluster.errors import InventoryError, SfclusterError
-from tests.integration.cli import SCRIPTS, STATE_DIR, sfc
+from tests.integration.cli import ENV, SCRIPTS, SFC, STATE_DIR, sfc
 
 PARTIES = {"alice", "bob", "carol"}
 
@@ -78,6 +79,17 @@ def test_a_runbook_through_the_api(inv, tmp_path):
     assert isinstance(got.cleaned, dict)
     p = sfc("fetch", "-i", str(inv), run.run_id, "--json")
     assert p.returncode == 0 and list(json.loads(p.stdout))[2:] == list(got.to_json()), p.stdout
+
+    # a second controller (another operator: the inventory and SSH access, none of this one's state,
+    # no CA): what `run` needs comes from the nodes; the CA key stays where it is
+    other = dict(ENV, SFCLUSTER_STATE_DIR=str(tmp_path / "other-controller"))
+    p = subprocess.run([*SFC, "run", "-i", str(inv), str(SCRIPTS / "writes_output.py"), "--", "second"],
+                       capture_output=True, text=True, env=other, timeout=300)
+    assert p.returncode == 0 and "wrote outputs second" in p.stdout, p.stdout[-2000:] + p.stderr[-3000:]
+    assert list((tmp_path / "other-controller").glob("harness/runs/*/output/metrics.json"))
+    assert not (tmp_path / "other-controller" / "harness" / "ca").exists()
+    p = subprocess.run([*SFC, "status", "-i", str(inv), "--json"], capture_output=True, text=True, env=other, timeout=120)
+    assert json.loads(p.stdout)["health"] in ("healthy", "degraded"), p.stdout
 
     down = cluster.down()
     assert isinstance(down, lifecycle.DownResult) and down.exit_code == 0 and not down.errors, down.errors

@@ -109,7 +109,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         if not Path(f).is_file():
             raise SfclusterError(f"--files {f}: not a file")
     run_id = opts.run_id or history.new_run_id()  # the API names it beforehand (api.Cluster.run)
-    tls_dirs = dirs_for_run(cluster)  # tls: on: where each node keeps its certificates (`up` recorded it)
+    tls_dirs = dirs_for_run(cluster, nodes)  # tls: on: where each node keeps its certificates
     dirs = _ship(cluster, nodes, opts, run_id, tls_dirs)
     req = _request(cluster, opts, run_id, dirs)
     rec = history.RunRecord(run_id=run_id, cluster=cluster.name, script=os.path.basename(opts.script),
@@ -169,7 +169,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     if C.UNSAFE in control and C.STARTED not in control:
         raise unsafe_state(cluster.head_name, control[C.UNSAFE])
     if code == C.NORAY_EXIT and C.STARTED not in control:
-        raise UnavailableError(f"Ray is not reachable at {cluster.ray_address}: {control.get('NORAY', '')}",
+        raise UnavailableError(f"Ray is not reachable at {cluster.ray_address}: {control.get(C.NORAY) or ''}",
                                "bring the cluster up first: sfcluster up")
     if opts.detach and C.STARTED in control:
         note(f"detached: run {run_id} goes on; follow it with `sfcluster logs -f`, stop it with `sfcluster cancel`, "

@@ -155,7 +155,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     if history.run_home(cluster.name, run_id).exists():
         raise SfclusterError(f"run {run_id} is already in this controller's history: a run id is used once",
                              f"agree on a new one with the other operators (e.g. --run-id {new_run_id()})")
-    tls_dirs = dirs_for_run(cluster)
+    tls_dirs = dirs_for_run(cluster, nodes)
     dirs = _ship(cluster, nodes, opts, run_id, tls_dirs)
     token = secrets.token_hex(16)
     rec = history.RunRecord(run_id=run_id, cluster=cluster.name, script=os.path.basename(opts.script),

@@ -16,7 +16,7 @@ from sfcluster.inventory.model import Cluster, Node, TlsMode
 from sfcluster.nodescripts import contract as C
 from sfcluster.nodescripts import answer, with_state
 from sfcluster.remote.group import fan_out
-from sfcluster.remote.transfer import bundle, push
+from sfcluster.remote.transfer import bundle, checked_dir, push
 from sfcluster.tls.pki import (CA, ROTATE, days_left, ensure_ca, fingerprint, load_ca, new_ca, purge_ca, replace_ca,
                                trust_bundle, verify_node_cert)
 
@@ -110,17 +110,44 @@ def recorded_dirs(cluster: Cluster) -> Dict[str, str]:
     return {n: d for n, d in dirs.items() if isinstance(d, str)}
 
 
-def dirs_for_run(cluster: Cluster) -> Dict[str, str]:
-    """The certificate dirs a run needs; a clear error when this controller never brought the cluster up."""
+def dirs_for_run(cluster: Cluster, nodes: Nodes) -> Dict[str, str]:
+    """The certificate dirs a run needs: as `up` recorded them on this controller, else as the nodes
+    answer (a second controller, or one whose `up` was not the last: a run needs only where each
+    node keeps its own files, never the CA's key). A dir a node answers is used only when it is the
+    plain `~/.sfcluster/<cluster>/tls` of the user Ray runs as there (transfer.checked_dir)."""
     if not enabled(cluster):
         return {}
     dirs = recorded_dirs(cluster)
     missing = [n for n in cluster.operated_names if n not in dirs]
     if missing:
-        raise SfclusterError(f"this controller does not know where {', '.join(missing)} keep(s) the cluster's "
-                             "certificates (tls: on)",
-                             "run `sfcluster up` from this controller: it checks the certificates and records where they are")
+        dirs.update(_answered_dirs(cluster, nodes, missing))
     return dirs
+
+
+def _answered_dirs(cluster: Cluster, nodes: Nodes, names: Sequence[str]) -> Dict[str, str]:
+    """Each node's certificate dir, as its tls_check answers (in parallel; over the connections the
+    caller holds, others opened here). A node that cannot be reached raises its own error (69)."""
+    more = Nodes(cluster, [n for n in names if n not in nodes.runners])
+    borrowed = {n: nodes.runners[n] for n in names if n in nodes.runners}
+    more.runners.update(borrowed)
+
+    def one(n: str) -> str:
+        res = more.ray(n).run(python_argv(cluster.node(n), "tls_check", {"cluster": cluster.name},
+                                          text=with_state("tls_check")), timeout=20)
+        return answer(res, "its certificates").get("dir") or ""
+    try:
+        g = fan_out(one, names)
+    finally:
+        for n in borrowed:
+            more.runners.pop(n)
+        more.close()
+    for e in g.errors.values():
+        raise e
+    absent = [n for n in names if not g.results[n]]
+    if absent:
+        raise SfclusterError(f"{', '.join(absent)} hold(s) no certificate of cluster '{cluster.name}' (tls: on)",
+                             "bring the cluster up first: `sfcluster up` issues them")
+    return {n: checked_dir(n, cluster.name, "tls", g.results[n]) for n in names}
 
 
 @dataclass
