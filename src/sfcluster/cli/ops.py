@@ -102,7 +102,8 @@ def split_parties(words: Sequence[str], all_nodes: bool) -> Tuple[List[str], Lis
 @inventory_option
 @click.option("--all", "all_nodes", is_flag=True, help="Every party's node.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT, show_default=True, metavar="SECONDS",
-              help="Stop the command on a node that has not finished by then (that node fails).")
+              help="Give up on a node whose command has not finished by then: that node fails, and its channel is "
+                   "closed (which ends most commands there).")
 @json_option
 @click.argument("words", nargs=-1, type=click.UNPROCESSED, metavar="PARTY... -- CMD...")
 @handle_errors

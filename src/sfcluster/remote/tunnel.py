@@ -28,7 +28,7 @@ OPEN_REFUSED = {
 
 
 class TunnelError(SfclusterError):
-    """The tunnel cannot be opened: the local port is taken, or the far end refuses."""
+    """The local end of the tunnel cannot be opened (the port is taken)."""
 
 
 class Link:
@@ -105,9 +105,9 @@ class LocalTunnel:
         try:
             return self.transport.open_channel("direct-tcpip", dest_addr=self.destination, src_addr=origin,
                                                timeout=self.open_timeout)
-        except paramiko.ChannelException as e:
+        except paramiko.ChannelException as e:  # the node's sshd answered: the far end is not to be had
             why = OPEN_REFUSED.get(e.code, e.text)
-            raise TunnelError(f"[{self.name}] cannot open a tunnel to {self.where}: {why}",
+            raise UnavailableError(f"[{self.name}] cannot open a tunnel to {self.where}: {why}",
                               "check that it runs there (`sfcluster status`), and that the node's sshd allows "
                               "TCP forwarding (AllowTcpForwarding yes, the default)") from e
         except (paramiko.SSHException, EOFError, OSError) as e:
