@@ -485,3 +485,16 @@ def test_dashboard_refuses_a_local_port_already_taken(tmp_path, sshd, dashboard)
     r = CliRunner().invoke(cli, ["dashboard", "-i", str(inv)])  # --port defaults to the dashboard's: taken here
     assert r.exit_code == 1 and "the port is taken" in r.output and "--port" in r.output, r.output
 
+
+
+BAD = "cluster: demo\nnodes:\n  alice: {host: 10.0.0.1, spu_port: twenty}\n"
+
+
+@pytest.mark.parametrize("args", [["exec", "--json", "--all", "--", "true"], ["ssh", "alice"], ["dashboard"]])
+def test_an_invalid_inventory_is_78_before_any_connection(tmp_path, args, exec_calls):
+    (tmp_path / "inv.yaml").write_text(BAD)
+    r = CliRunner().invoke(cli, [args[0], "-i", str(tmp_path / "inv.yaml"), *args[1:]])
+    assert r.exit_code == 78 and "nodes.alice.spu_port (line 3)" in r.output and not exec_calls
+    if "--json" in args:
+        got = json.loads(r.stdout)
+        assert got["exit_code"] == 78 and "nodes.alice.spu_port" in [p["path"] for p in got["problems"]]
