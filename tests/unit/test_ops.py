@@ -286,6 +286,16 @@ def test_exec_prefixes_each_line_and_sums_up_each_node(tmp_path, monkeypatch):
     assert runners["alice"].argv == ["sh", "-c", "echo 'a b'"] and runners["alice"].timeout == 600
 
 
+def test_exec_shows_an_endless_line_in_bounded_pieces():
+    from sfcluster.remote.adhoc import LONGEST_LINE, LineSplitter
+    seen: List[str] = []
+    lines = LineSplitter("p", False, lambda line, err: seen.append(line), keep=False)
+    for _ in range(3):
+        lines.feed(b"x" * LONGEST_LINE)
+    lines.flush()
+    assert "".join(line[len("[p] "):] for line in seen) == "x" * (3 * LONGEST_LINE) and len(seen) >= 2
+
+
 def test_exec_writes_a_nodes_terminal_controls_out(tmp_path, monkeypatch):
     runners = {"alice": Scripted("alice", b"\x1b]0;pwned\x07\x1b[2Jhi\n", b"\x9b31m\n")}
     r, _ = run_exec(tmp_path, monkeypatch, runners, "alice", "--", "cat", "x")
@@ -324,6 +334,7 @@ def test_exec_json_has_every_nodes_outcome(tmp_path, monkeypatch):
     (["alice", "id"], "separate the parties from the command with `--`"),
     (["alice", "--"], "no command after `--`"),
     (["alice", "--json", "--", "id"], "options go before the parties"),
+    (["--all", "alice", "bob", "--", "id"], "--all or parties, not both"),
 ])
 def test_exec_usage_errors(tmp_path, monkeypatch, args, says):
     r, made = run_exec(tmp_path, monkeypatch, {}, *args)

@@ -124,6 +124,9 @@ def exec_cmd(inventory_path: str, all_nodes: bool, timeout: float, as_json: bool
     if not command:
         raise _usage("no command after `--`: sfcluster exec --all -- CMD")
     cluster = load(inventory_path)
+    if all_nodes and "--" in command and 0 < command.index("--") and all(
+            w in cluster.party_names for w in command[:command.index("--")]):
+        raise _usage("--all or parties, not both: sfcluster exec --all -- CMD, or sfcluster exec alice bob -- CMD")
     parties = list(cluster.operated_names) if all_nodes else known_parties(cluster, parties)
     with Nodes(cluster, parties) as nodes:
         result = run_adhoc(nodes.runners, parties, command, timeout=timeout, keep_output=as_json,
@@ -133,8 +136,9 @@ def exec_cmd(inventory_path: str, all_nodes: bool, timeout: float, as_json: bool
         extra = {}
         if code:
             where = result.unreachable or result.failed
+            fixes = [o.fix for o in result.nodes.values() if o.fix]
             extra = {"error": f"{'unreachable' if result.unreachable else 'failed'}: {', '.join(where)}",
-                     "fix": "see each node's entry", "problems": result.problems()}
+                     "fix": fixes[0] if fixes else "see each node's stderr in `nodes`", "problems": result.problems()}
         emit_result({**result.to_json(), **extra}, code)
         sys.exit(int(code))
     for outcome in result.nodes.values():

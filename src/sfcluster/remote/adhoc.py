@@ -18,6 +18,7 @@ from sfcluster.remote.group import fan_out
 from sfcluster.termsafe import visible
 
 DEFAULT_TIMEOUT = 600.0
+LONGEST_LINE = 1 << 16  # a "line" this long without its newline is shown as it is (memory stays bounded)
 # (display line, from stderr): where a prefixed line goes; called from the nodes' threads
 OnLine = Callable[[str, bool], None]
 
@@ -47,6 +48,8 @@ class LineSplitter:
         self._pending[:] = rest
         for line in lines:
             self.on_line(prefixed(self.party, line), self.stderr)
+        if len(self._pending) > LONGEST_LINE:
+            self.flush()
 
     def flush(self) -> None:
         if self.on_line is not None and self._pending:

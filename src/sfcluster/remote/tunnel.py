@@ -96,6 +96,7 @@ class LocalTunnel:
         self._listener: Optional[socket.socket] = None
         self._links: List[Link] = []
         self._lock = threading.Lock()
+        transport.set_keepalive(5)  # a head that vanishes is noticed, and serve() ends saying so
 
     @property
     def where(self) -> str:
