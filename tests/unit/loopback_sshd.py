@@ -183,7 +183,7 @@ def _relay(chan: paramiko.Channel, sock: socket.socket) -> None:
                         chan.shutdown_write()
             if chan.closed:
                 break
-    except (OSError, EOFError, paramiko.SSHException):
+    except (OSError, ValueError, EOFError, paramiko.SSHException):  # ValueError: select on a socket closed meanwhile
         pass
     finally:
         sock.close()
