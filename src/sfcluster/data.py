@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from sfcluster.connect import Nodes
-from sfcluster.errors import SfclusterError
-from sfcluster.exitcodes import Exit
+from sfcluster.errors import NotInInventory, SfclusterError
 from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import answer, with_state
@@ -49,13 +48,6 @@ def local_digest(path: str) -> tuple:
             h.update(block)
             size += len(block)
     return size, h.hexdigest()
-
-
-class NotInInventory(SfclusterError):
-    """A party or data name the command line gives that the inventory lacks: 78, as `--party` of
-    an unknown party is (the inventory and the command disagree; nothing is contacted)."""
-
-    exit_code = Exit.CONFIG
 
 
 def target(cluster: Cluster, party: str, name: str) -> str:

@@ -117,6 +117,20 @@ class CommandTimeout(RemoteError):
     exit_code = Exit.UNAVAILABLE
 
 
+class NotInInventory(SfclusterError):
+    """A party or data name the command line gives that the inventory lacks: 78, as `--party` of
+    an unknown party is (the inventory and the command disagree; nothing is contacted)."""
+
+    exit_code = Exit.CONFIG
+
+
+class NotConfigured(SfclusterError):
+    """The inventory lacks a setting the command needs (the dashboard's port): 78, with the key
+    to set."""
+
+    exit_code = Exit.CONFIG
+
+
 class UnavailableError(SfclusterError):
     """A node, the cluster or its Ray cannot be reached."""
 

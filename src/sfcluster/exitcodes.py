@@ -50,4 +50,4 @@ MEANING: List[Tuple[Exit, str]] = [
 def help_table() -> str:
     """The table as click shows it (`\\b` keeps click from re-flowing the lines)."""
     rows = "\n".join(f"  {int(code):>3}  {text}" for code, text in MEANING)
-    return ("\b\nExit codes (every command; `run` otherwise exits with the driver's own code):\n" + rows)
+    return ("\b\nExit codes (every command; `run` otherwise exits with the driver's own code, `ssh` with ssh's):\n" + rows)

@@ -1,14 +1,17 @@
 """A loopback SSH server built on paramiko's server interface, for tests of the SSH transport
 that need a peer misbehaving in a precise way (never reads stdin, never answers exec, stops
 reading TCP). Host-key checking stays strict: the server has its own host key, and `known_hosts`
-writes the line a client must be handed to trust it."""
+writes the line a client must be handed to trust it. With SHELL it is a small real sshd: each
+command runs under `sh -c` here (as the test's user), and `direct-tcpip` channels (ssh -W, a
+tunnel) are connected to the TCP address asked for, as sshd's AllowTcpForwarding does."""
 from __future__ import annotations
 
 import select
 import socket
+import subprocess
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import paramiko
 
@@ -18,11 +21,13 @@ from sfcluster.remote.ssh import SshRunner, SshTarget
 ANSWER = "answer"  # prints "ok", exits 0 (after reading its stdin to EOF)
 NO_READ = "no-read"  # accepts the exec, never reads stdin, never exits
 NO_EXEC_ANSWER = "no-exec-answer"  # never answers the exec request
+SHELL = "shell"  # runs the command with `sh -c` here: its stdout, stderr and exit code
 
 
 class _Server(paramiko.ServerInterface):
     def __init__(self, sshd: "LoopbackSshd") -> None:
         self.sshd = sshd
+        self.forwards: Dict[int, socket.socket] = {}  # channel id -> its connected TCP socket
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey"
@@ -44,7 +49,20 @@ class _Server(paramiko.ServerInterface):
             self.sshd.freeze_on_exec.set()  # the proxy stops reading what the client sends
         if self.sshd.behaviour == ANSWER:
             threading.Thread(target=_answer, args=(channel,), daemon=True).start()
+        if self.sshd.behaviour == SHELL:
+            threading.Thread(target=self.sshd.shell, args=(channel, command.decode()), daemon=True).start()
         return True
+
+    def check_channel_direct_tcpip_request(self, chanid: int, origin: Tuple[str, int],
+                                           destination: Tuple[str, int]) -> int:
+        if not self.sshd.forwarding:
+            return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        self.sshd.forwarded.append((destination[0], int(destination[1])))
+        try:
+            self.forwards[chanid] = socket.create_connection(destination, timeout=3)
+        except OSError:
+            return paramiko.OPEN_FAILED_CONNECT_FAILED
+        return paramiko.OPEN_SUCCEEDED
 
 
 def _answer(channel: paramiko.Channel) -> None:
@@ -72,6 +90,10 @@ class LoopbackSshd:
         self.accepted: List[paramiko.Channel] = []
         self.release = threading.Event()
         self.freeze_on_exec: Optional[threading.Event] = None
+        self.forwarding = behaviour == SHELL
+        self.forwarded: List[Tuple[str, int]] = []  # every destination a direct-tcpip channel asked for
+        self.commands: List[str] = []  # SHELL: every command line run
+        self._procs: List[subprocess.Popen] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -95,23 +117,77 @@ class LoopbackSshd:
             t = paramiko.Transport(sock, **kw)
             t.add_server_key(self.host_key)
             self.transports.append(t)
+            server = _Server(self)
             try:
-                t.start_server(server=_Server(self))
+                t.start_server(server=server)
             except (paramiko.SSHException, EOFError, OSError):
                 continue
-            threading.Thread(target=self._channels_of, args=(t,), daemon=True).start()
+            threading.Thread(target=self._channels_of, args=(t, server), daemon=True).start()
 
-    def _channels_of(self, t: paramiko.Transport) -> None:
+    def _channels_of(self, t: paramiko.Transport, server: _Server) -> None:
         while t.is_active():
             chan = t.accept(0.5)
             if chan is not None:
                 self.accepted.append(chan)  # held: a channel nobody holds is closed when collected
+                sock = server.forwards.pop(chan.get_id(), None)
+                if sock is not None:
+                    threading.Thread(target=_relay, args=(chan, sock), daemon=True).start()
+
+    def shell(self, channel: paramiko.Channel, command: str) -> None:
+        """SHELL: `command` as sshd runs it (the login shell's -c), output and exit code back."""
+        self.commands.append(command)
+        proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        self._procs.append(proc)
+        out, err = proc.communicate()
+        try:
+            channel.sendall(out)
+            channel.sendall_stderr(err)
+            channel.send_exit_status(proc.returncode)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the client went away (a timeout)
+        channel.close()
 
     def stop(self) -> None:
         self.release.set()
         self._listener.close()
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
         for t in self.transports:
             t.close()
+
+
+def _relay(chan: paramiko.Channel, sock: socket.socket) -> None:
+    """Bytes both ways between a direct-tcpip channel and its TCP connection, until both end."""
+    sock.settimeout(None)
+    open_ends = {"chan": True, "sock": True}
+    try:
+        while any(open_ends.values()):
+            readers = [x for x, name in ((chan, "chan"), (sock, "sock")) if open_ends[name]]
+            ready, _, _ = select.select(readers, [], [], 0.5)
+            for r in ready:
+                if r is chan:
+                    data = chan.recv(65536)
+                    if data:
+                        sock.sendall(data)
+                    else:
+                        open_ends["chan"] = False
+                        sock.shutdown(socket.SHUT_WR)
+                else:
+                    data = sock.recv(65536)
+                    if data:
+                        chan.sendall(data)
+                    else:
+                        open_ends["sock"] = False
+                        chan.shutdown_write()
+            if chan.closed:
+                break
+    except (OSError, ValueError, EOFError, paramiko.SSHException):  # ValueError: select on a socket closed meanwhile
+        pass
+    finally:
+        sock.close()
+        chan.close()
 
 
 class FreezingProxy:

@@ -12,6 +12,7 @@ from sfcluster.cli.check import check_cmd
 from sfcluster.cli.data import data_cmd
 from sfcluster.cli.init import init_cmd
 from sfcluster.cli.lifecycle import config_cmd, down_cmd, status_cmd, up_cmd
+from sfcluster.cli.ops import dashboard_cmd, exec_cmd, ssh_cmd
 from sfcluster.cli.provision import provision_cmd, wheelhouse_cmd
 from sfcluster.cli.run import cancel_cmd, fetch_cmd, logs_cmd, run_cmd, runs_cmd
 from sfcluster.cli.common import emit_json
@@ -42,6 +43,9 @@ def cli() -> None:
       sfcluster status / logs / cancel / down
       sfcluster runs / fetch RUN_ID [DEST] / logs RUN_ID   past runs, their outputs and logs
       sfcluster data push PARTY NAME FILE    a party's data file, to that party's node only
+      sfcluster ssh PARTY [-- CMD]           a shell (or CMD) there: the inventory's user, key, jump host, known_hosts
+      sfcluster exec PARTY... | --all -- CMD   CMD on those nodes at once, each line prefixed [party]
+      sfcluster dashboard [--port LOCAL]     the head's Ray dashboard on 127.0.0.1, through SSH
     
     Production mode (`mode: production`): one driver per party, no shared Ray; in a federation each
     organisation's operator adds `--party THEIRS` (and `sfcluster ca` prints its CA for the peers).
@@ -51,7 +55,7 @@ def cli() -> None:
 # The exit-code table is shown once, in `sfcluster --help` (and the README); each command points there.
 EXIT_POINTER = "Exit codes: `sfcluster --help` (one table for every command)."
 for _cmd in (init_cmd, provision_cmd, wheelhouse_cmd, check_cmd, up_cmd, status_cmd, down_cmd, config_cmd, run_cmd, logs_cmd, cancel_cmd,
-             runs_cmd, fetch_cmd, data_cmd, ca_cmd):
+             runs_cmd, fetch_cmd, data_cmd, ca_cmd, ssh_cmd, exec_cmd, dashboard_cmd):
     for _c in [_cmd, *getattr(_cmd, "commands", {}).values()]:  # a group's subcommands too (data push)
         _c.epilog = EXIT_POINTER
     cli.add_command(_cmd)

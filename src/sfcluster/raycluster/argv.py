@@ -15,6 +15,9 @@ from sfcluster.inventory.model import Cluster, Node
 from sfcluster.raycluster.resources import PARTY_RESOURCE
 
 START_TIMEOUT = 60
+# Where the dashboard listens on the head, when the inventory turns it on: loopback only, never
+# opened to the peers; `sfcluster dashboard` tunnels to it over SSH.
+DASHBOARD_HOST = "127.0.0.1"
 
 
 def ray_executable(node: Node) -> str:
@@ -53,7 +56,7 @@ def _in_temp_root(cluster: Cluster) -> List[str]:
 def head_start_argv(cluster: Cluster) -> List[str]:
     head = cluster.head
     r = cluster.ray
-    dash = ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={r.dashboard}"] \
+    dash = ["--include-dashboard=true", f"--dashboard-host={DASHBOARD_HOST}", f"--dashboard-port={r.dashboard}"] \
         if r.dashboard else ["--include-dashboard=false"]
     return [*_in_temp_root(cluster), "timeout", "-k", "5", str(START_TIMEOUT), ray_executable(head), "start", "--head",
             f"--port={r.gcs}", f"--ray-client-server-port={r.client_server}", f"--temp-dir={cluster.temp_dir}",

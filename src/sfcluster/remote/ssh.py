@@ -56,6 +56,16 @@ def _ssh_config(path: Optional[str]) -> Config:
     return Config()
 
 
+def configured_jump(target: SshTarget, probe: Optional[Connection] = None) -> Optional[str]:
+    """The jump host a connection to `target` goes through (`[user@]host[:port]`, or several, comma
+    separated): the inventory's proxy_jump, else ssh_config's ProxyJump for that host; None for
+    none. One answer for both ways to a node: this transport, and `sfcluster ssh` (ssh_argv.py)."""
+    if probe is None:
+        probe = Connection(target.host, config=_ssh_config(target.config_file), gateway=False)
+    jump = target.proxy_jump or probe.ssh_config.get("proxyjump")
+    return jump if jump and jump.lower() != "none" else None
+
+
 def _open_connection(target: SshTarget, jump: Optional[str] = None) -> Connection:
     """A Fabric Connection with strict host-key checking on EVERY hop. Fabric, left to itself,
     builds the gateway of a ssh_config ProxyJump with its own client (AutoAddPolicy: an unknown
@@ -72,8 +82,8 @@ def _open_connection(target: SshTarget, jump: Optional[str] = None) -> Connectio
     probe = Connection(host, config=config, gateway=False)  # only to read this host's ssh_config section
     gateway: object = False
     if jump is None:
-        proxy_jump = target.proxy_jump or probe.ssh_config.get("proxyjump")
-        if proxy_jump and proxy_jump.lower() != "none":
+        proxy_jump = configured_jump(target, probe)
+        if proxy_jump:
             # "a,b" means through a then b: one hop is what we support
             hops = [h.strip() for h in proxy_jump.split(",") if h.strip()]
             if len(hops) != 1:
