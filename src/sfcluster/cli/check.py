@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sfcluster import api
-from sfcluster.cli.common import console, emit_result, handle_errors, inventory_option, json_option, party_option
+from sfcluster.cli.common import activity, console, emit_result, handle_errors, inventory_option, json_option, party_option
 from sfcluster.doctor import Report, Status
 
 STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red"}
@@ -45,7 +45,9 @@ def check_cmd(inventory_path: str, parties: tuple, as_json: bool, no_reach: bool
     With --party (production mode, a federation): only that party's node, and no reachability matrix
     (the peers' nodes are their operators').
     """
-    report = api.Cluster.load(inventory_path, parties).check(reach=not no_reach)
+    target = api.Cluster.load(inventory_path, parties)
+    with activity(f"check: probing {len(target.inventory.operated_names)} node(s)", quiet=as_json):
+        report = target.check(reach=not no_reach)
     code = report.exit_code
     if as_json:
         emit_result(report.to_json(), code)

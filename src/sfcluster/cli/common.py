@@ -2,10 +2,15 @@
 errors into user messages, JSON and exit codes (sfcluster.exitcodes)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import sys
-from typing import Any, Callable, Dict, List, Sequence
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, Iterator, List, Sequence
 
 import click
 from rich.console import Console
@@ -100,6 +105,66 @@ def error_json(e: SfclusterError) -> Dict[str, Any]:
             "problems": problems_of(e), **e.details()}
 
 
+LOG = logging.getLogger("sfcluster")
+
+
+def _enable_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value and not LOG.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("debug %(relativeCreated)8.0f ms  %(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.DEBUG)
+    return value
+
+
+def debug_option(short: bool) -> click.Option:
+    """`--debug` (and `-v` where the command has no -v of its own) of every command: each SSH
+    connection and remote command on stderr with its exit code and time, and an error's traceback.
+    Never a secret: they travel on stdin, never on a command line."""
+    return click.Option(["-v", "--debug"] if short else ["--debug"], is_flag=True, expose_value=False, is_eager=True,
+                        callback=_enable_debug,
+                        help="Debug output on stderr: every SSH connection and remote command (exit code, seconds), "
+                             "and the traceback of an error.")
+
+
+def debugging() -> bool:
+    return LOG.isEnabledFor(logging.DEBUG)
+
+
+def node_line(node: str, msg: str) -> None:
+    err_console.print(f"  [bold]{escape(node):>8}[/] {escape(msg)}")
+
+
+@contextlib.contextmanager
+def activity(title: str, quiet: bool = False) -> Iterator[Callable[[str, str], None]]:
+    """The progress callback of a step that takes seconds (node, message). Each message is one line
+    on stderr, as off a terminal; on a terminal a spinner below them also shows the step, its
+    elapsed time and the latest message. quiet (--json): nothing at all."""
+    if quiet:
+        yield lambda n, m: None
+        return
+    if not err_console.is_terminal or debugging():
+        yield node_line
+        return
+    start, latest = time.monotonic(), [""]
+    stop = threading.Event()
+    with err_console.status(escape(title)) as spinner:
+        def tick() -> None:
+            while not stop.wait(0.5):
+                spinner.update(f"{escape(title)} [dim]{time.monotonic() - start:.0f} s{latest[0]}[/]")
+        ticker = threading.Thread(target=tick, daemon=True, name="sfcluster-spinner")
+        ticker.start()
+
+        def show(node: str, msg: str) -> None:
+            node_line(node, msg)
+            latest[0] = escape(f"  {node}: {msg}")
+        try:
+            yield show
+        finally:
+            stop.set()
+            ticker.join()
+
+
 def handle_errors(fn: Callable) -> Callable:
     """Domain errors become a message on stderr and their exit code (with `--json`, also one JSON
     object on stdout); nothing else is swallowed."""
@@ -108,6 +173,8 @@ def handle_errors(fn: Callable) -> Callable:
         try:
             return fn(*a, **kw)
         except SfclusterError as e:
+            if debugging():
+                LOG.debug("".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip())
             if kw.get("as_json"):
                 emit_json(error_json(e))
             err_console.print(f"[bold red]error:[/] {escape(e.message)}")

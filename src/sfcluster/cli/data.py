@@ -5,7 +5,7 @@ import click
 from rich.markup import escape
 
 from sfcluster import data as party_data
-from sfcluster.cli.common import console, emit_result, handle_errors, inventory_option, json_option, load
+from sfcluster.cli.common import activity, console, emit_result, handle_errors, inventory_option, json_option, load
 from sfcluster.connect import Nodes
 from sfcluster.sizes import human_size
 
@@ -43,7 +43,7 @@ def push_cmd(inventory_path: str, as_json: bool, party: str, name: str, local_fi
     """
     cluster = load(inventory_path)
     party_data.target(cluster, party, name)          # bad party/name: an error before any connection
-    with Nodes(cluster, [party]) as nodes:
+    with Nodes(cluster, [party]) as nodes, activity(f"data push: {name} to {party}", quiet=as_json):
         got = party_data.push(cluster, nodes, party, name, local_file)
     if as_json:
         emit_result(dict(got, ok=True), 0)

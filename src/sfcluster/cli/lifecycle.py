@@ -9,15 +9,13 @@ from rich.table import Table
 
 from sfcluster import api, lifecycle
 from sfcluster.cli.check import render
-from sfcluster.cli.common import (console, emit_json, emit_result, err_console, handle_errors, inventory_option,
+from sfcluster.cli.common import (activity, console, emit_json, emit_result, err_console, handle_errors, inventory_option,
                                   json_option, load, lock_wait, party_option, wait_options)
 from sfcluster.config import secretflow_config
 from sfcluster.exitcodes import Exit
 from sfcluster.tls.install import recorded_dirs
 
 
-def _progress(node: str, msg: str) -> None:
-    err_console.print(f"  [bold]{escape(node):>8}[/] {escape(msg)}")
 
 
 @click.command("up")
@@ -64,9 +62,10 @@ def up_cmd(inventory_path: str, parties: tuple, skip_check: bool, keep_on_failur
             raise click.UsageError("--dry-run shows the plan of a plain `up`: without --provision or --rotate-certs")
         return _dry_run(target, skip_check, as_json)
     try:
-        res = target.up(skip_check=skip_check, keep_on_failure=keep_on_failure, join_timeout=join_timeout,
-                        lock_wait=lock_wait(wait, wait_timeout), rotate_certs=rotate_certs, provision=provision_first,
-                        progress=_progress)
+        with activity(f"up: cluster '{cluster.name}'", quiet=as_json) as progress:
+            res = target.up(skip_check=skip_check, keep_on_failure=keep_on_failure, join_timeout=join_timeout,
+                            lock_wait=lock_wait(wait, wait_timeout), rotate_certs=rotate_certs,
+                            provision=provision_first, progress=progress)
     except lifecycle.PreflightFailed as e:
         if not as_json:  # with --json, the report is part of the error's JSON
             render(e.report)
@@ -102,7 +101,8 @@ def up_cmd(inventory_path: str, parties: tuple, skip_check: bool, keep_on_failur
 def _dry_run(target: api.Cluster, skip_check: bool, as_json: bool) -> None:
     cluster = target.inventory
     try:
-        p = target.plan_up(skip_check=skip_check)
+        with activity(f"up --dry-run: checking {len(cluster.operated_names)} node(s)", quiet=as_json):
+            p = target.plan_up(skip_check=skip_check)
     except lifecycle.PreflightFailed as e:
         if not as_json:
             render(e.report)
@@ -153,8 +153,9 @@ def down_cmd(inventory_path: str, parties: tuple, force: bool, cancel_run: bool,
     be reached (nothing stopped; see --force), 75 when the lock is held."""
     target = api.Cluster.load(inventory_path, parties)
     cluster = target.inventory
-    res = target.down(force=force, cancel_run=cancel_run, lock_wait=lock_wait(wait, wait_timeout), purge=purge,
-                      progress=None if as_json else _progress)
+    with activity(f"down: cluster '{cluster.name}'", quiet=as_json) as progress:
+        res = target.down(force=force, cancel_run=cancel_run, lock_wait=lock_wait(wait, wait_timeout), purge=purge,
+                          progress=progress)
     code = res.exit_code
     if as_json:
         emit_result({"cluster": cluster.name, "stopped": res.stopped, "killed": res.killed, "seconds": res.seconds,
@@ -178,7 +179,8 @@ def status_cmd(inventory_path: str, parties: tuple, as_json: bool) -> None:
     or a driver that `sfcluster run` did not start is connected); 69 down."""
     target = api.Cluster.load(inventory_path, parties)
     cluster = target.inventory
-    res = target.status()
+    with activity(f"status: asking {len(cluster.operated_names)} node(s)", quiet=as_json):
+        res = target.status()
     st, code = res.data, res.exit_code
     if as_json:
         emit_result(st, code)

@@ -15,7 +15,7 @@ from sfcluster.cli.lifecycle import config_cmd, down_cmd, status_cmd, up_cmd
 from sfcluster.cli.ops import dashboard_cmd, exec_cmd, ssh_cmd
 from sfcluster.cli.provision import provision_cmd, wheelhouse_cmd
 from sfcluster.cli.run import cancel_cmd, fetch_cmd, logs_cmd, run_cmd, runs_cmd
-from sfcluster.cli.common import emit_json
+from sfcluster.cli.common import debug_option, emit_json
 from sfcluster.exitcodes import Exit, help_table
 
 ENVIRONMENT = """\b
@@ -58,6 +58,8 @@ for _cmd in (init_cmd, provision_cmd, wheelhouse_cmd, check_cmd, up_cmd, status_
              runs_cmd, fetch_cmd, data_cmd, ca_cmd, ssh_cmd, exec_cmd, dashboard_cmd):
     for _c in [_cmd, *getattr(_cmd, "commands", {}).values()]:  # a group's subcommands too (data push)
         _c.epilog = EXIT_POINTER
+        if not isinstance(_c, click.Group):  # --debug on every command (-v too, where it has no -v of its own)
+            _c.params.append(debug_option(short=not any("-v" in p.opts for p in _c.params)))
     cli.add_command(_cmd)
 
 

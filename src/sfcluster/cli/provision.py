@@ -10,16 +10,12 @@ import click
 from rich.markup import escape
 
 from sfcluster import provision as provisioning
-from sfcluster.cli.common import console, emit_result, err_console, handle_errors, inventory_option, json_option, load
+from sfcluster.cli.common import activity, console, emit_result, err_console, handle_errors, inventory_option, json_option, load
 from sfcluster.connect import Nodes
 from sfcluster.errors import SfclusterError
 from sfcluster.exitcodes import Exit
 from sfcluster.nodescripts.contract import PROVISION_PYTHON
 from sfcluster.wheels.make import Target, make_wheelhouse, pip_download
-
-
-def progress(node: str, msg: str) -> None:
-    err_console.print(f"  [bold]{escape(node):>8}[/] {escape(msg)}")
 
 
 @click.command("provision")
@@ -50,8 +46,8 @@ def provision_cmd(inventory_path: str, parties: Tuple[str, ...], force: bool, as
         if p not in cluster.party_names:
             raise click.BadParameter(f"no party {p!r} (parties: {', '.join(cluster.party_names)})", param_hint="--party")
     with Nodes(cluster, list(parties) or None) as nodes:
-        got = provisioning.provision(cluster, nodes, list(parties) or None, force=force,
-                                     progress=(lambda n, m: None) if as_json else progress)
+        with activity(f"provision: {len(parties) or len(cluster.party_names)} node(s)", quiet=as_json) as progress:
+            got = provisioning.provision(cluster, nodes, list(parties) or None, force=force, progress=progress)
     if as_json:
         emit_result({"cluster": cluster.name, "changed": any(o.changed for o in got.values()),
                      "nodes": {n: o.to_json() for n, o in got.items()}}, Exit.OK)

@@ -29,6 +29,7 @@ GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 
 # paramiko logs every failed handshake with a traceback; our errors say it better.
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+LOG = logging.getLogger("sfcluster.ssh")   # --debug: each connection and command (cli/common.debug_option)
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,12 @@ class SshRunner:
         where = f"{conn.user}@{conn.host}:{conn.port}"
         policy = _trust_of(conn)
         trusted = policy.known
+        started = time.monotonic()
+        LOG.debug("[%s] ssh %s%s; host keys from %s", self.name, where,
+                  f" via {self.target.proxy_jump}" if self.target.proxy_jump else "", ", ".join(policy.files))
         try:
             conn.open()
+            LOG.debug("[%s] connected in %.2f s, host key verified", self.name, time.monotonic() - started)
         except known_hosts.RevokedHostKey as e:
             raise self._revoked(where, e.key, e.where) from e
         except paramiko.BadHostKeyException as e:
@@ -224,7 +229,15 @@ class SshRunner:
         transport = self.transport
         # the transport sends keepalives so a silent peer is noticed by TCP too
         transport.set_keepalive(5)
-        return ChannelCommand(transport, self.name, command, connect_timeout=self.target.connect_timeout,
-                              stdin=stdin, timeout=timeout, idle_timeout=idle_timeout, on_stdout=on_stdout,
-                              on_stderr=on_stderr, keep_stdin_open=keep_stdin_open, stop=stop,
-                              close_stdin=close_stdin).run()
+        started = time.monotonic()
+        shown = command if len(command) <= 300 else command[:300] + f"... ({len(command)} chars)"
+        try:
+            code = ChannelCommand(transport, self.name, command, connect_timeout=self.target.connect_timeout,
+                                  stdin=stdin, timeout=timeout, idle_timeout=idle_timeout, on_stdout=on_stdout,
+                                  on_stderr=on_stderr, keep_stdin_open=keep_stdin_open, stop=stop,
+                                  close_stdin=close_stdin).run()
+        except BaseException as e:
+            LOG.debug("[%s] %s after %.2f s: %s", self.name, type(e).__name__, time.monotonic() - started, shown)
+            raise
+        LOG.debug("[%s] exit %s in %.2f s: %s", self.name, code, time.monotonic() - started, shown)
+        return code
