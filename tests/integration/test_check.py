@@ -144,3 +144,13 @@ def test_firewall_open_on_a_node_without_a_firewall_tool_fails_naming_it(harness
         assert [c["status"] for c in report["checks"] if c["node"] == "mallory" and c["name"] == "firewall"] == ["WARN"]
     finally:
         harness.docker_exec("mallory", f"for t in {tools}; do mv $t.hidden $t; done", check=False)
+
+
+def test_a_dashboard_the_heads_venv_cannot_start_fails_naming_the_packages(harness, tmp_path):
+    """secretflow-lite installs plain `ray`: `ray start --include-dashboard=true` would exit "Cannot
+    include dashboard with missing packages". check says so before up tries."""
+    inv = harness.write_inventory(tmp_path / "inv.yaml", firewall="check", extra_top="ports: {dashboard: 8265}")
+    code, report, _ = check(inv, "--no-reach")
+    assert code == 65
+    [f] = failures(report, "dashboard")
+    assert f["node"] == "alice" and "opencensus" in f["detail"] and "ray[default]==2.9.3" in f["fix"]

@@ -191,3 +191,24 @@ def test_up_refuses_before_touching_any_node(monkeypatch: pytest.MonkeyPatch, tm
         lifecycle._up(cluster, nodes, skip_check=True, keep_on_failure=False, progress=lambda n, m: None,
                       join_timeout=1)  # _up: without the cluster lock
     assert not list(tmp_path.iterdir())  # no state saved either
+
+
+@pytest.mark.parametrize("dashboard,missing,row", [
+    (8265, ["aiohttp-cors", "opencensus"], "FAIL"),   # secretflow-lite's plain `ray`: the head would not start
+    (8265, [], None),                                # ray[default] there
+    (None, ["aiohttp-cors"], None),                  # no dashboard asked for: nothing to say
+])
+def test_check_fails_a_dashboard_the_heads_venv_cannot_start(dashboard, missing, row):
+    from sfcluster.doctor.checks import Report, _dashboard
+    cluster = parse_inventory(INV.format(mode="open") + (f"ports: {{dashboard: {dashboard}}}\n" if dashboard else ""))
+    report = Report()
+    report.facts = facts_for(cluster, {})
+    report.facts["alice"].raw["dashboard_missing"] = missing if dashboard else []
+    _dashboard(cluster, report)
+    got = [(c.node, c.status.value, c.detail, c.fix) for c in report.checks]
+    if row is None:
+        assert got == []
+    else:
+        [(node, status, detail, fix)] = got
+        assert (node, status) == ("alice", row) and "aiohttp-cors, opencensus" in detail
+        assert "ray[default]==2.9.3" in fix and "remove ports.dashboard" in fix

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
+import threading
 from typing import List, Sequence, Tuple
 
 import click
@@ -185,14 +187,19 @@ def dashboard_cmd(inventory_path: str, local_port: int) -> None:
         tunnel = LocalTunnel(runner.transport, head, (DASHBOARD_HOST, remote_port),
                              remote_port if local_port is None else local_port,
                              on_problem=lambda msg: err_console.print(f"[yellow]{escape(msg)}[/]"))
+        # Ctrl-C (and SIGTERM) only sets `stop`: the accept loop sees it within ACCEPT_WAIT and the
+        # tunnel closes in order. A KeyboardInterrupt raised wherever the main thread happened to be
+        # (inside paramiko's channel open, holding its lock) could leave close() waiting for ever.
+        stop = threading.Event()
+        old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             tunnel.probe()
             bound = tunnel.listen()
             console.print(f"dashboard: http://{LOOPBACK}:{bound} (Ctrl-C ends the tunnel)")
             sys.stdout.flush()
-            tunnel.serve()
-        except KeyboardInterrupt:
-            pass
+            tunnel.serve(stop)
         finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
             tunnel.close()
     err_console.print("tunnel closed")

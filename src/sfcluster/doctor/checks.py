@@ -86,6 +86,7 @@ def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = Tr
     for name, facts in report.facts.items():
         report.add(name, "ssh", Status.OK, f"{facts.user}@{facts.hostname}, host key verified")
     _versions(cluster, report)
+    _dashboard(cluster, report)
     for name, facts in report.facts.items():
         _ports(cluster, report, facts)
         _addresses(cluster, report, facts)
@@ -293,6 +294,20 @@ def _versions(cluster: Cluster, report: Report) -> None:
                            "sfcluster provision -i INVENTORY (rebuilds the venvs that differ)")
             else:
                 report.add(n, "versions", Status.OK, f"python {p}, ray {r}, secretflow {s}")
+
+
+def _dashboard(cluster: Cluster, report: Report) -> None:
+    """ports.dashboard: the head's venv needs Ray's dashboard packages (ray[default]); secretflow-lite
+    installs plain `ray`, and `ray start --include-dashboard=true` then exits at once."""
+    head = report.facts.get(cluster.head_name)
+    missing = head.raw.get("dashboard_missing") if head is not None else None
+    if missing:
+        ray = head.ray or "RAY_VERSION"
+        report.add(cluster.head_name, "dashboard", Status.FAIL,
+                   f"ports.dashboard is {cluster.ray.dashboard}, but the head's venv lacks Ray's dashboard packages "
+                   f"({', '.join(missing)}): Ray's head would not start",
+                   f"install them in {cluster.head.python}'s venv: pip install 'ray[default]=={ray}'; "
+                   "or remove ports.dashboard")
 
 
 def _ports(cluster: Cluster, report: Report, facts: NodeFacts) -> None:

@@ -83,8 +83,9 @@ def probe_request(cluster: Cluster, node: Node) -> Dict[str, Any]:
     for e in plan_ports(cluster).for_node(node.name):
         bind = node.link_bind if e.purpose in ("spu", "cross_silo") else "0.0.0.0"
         ports.append([e.port, e.port_end, e.purpose, bind])
+    dashboard = cluster.mode.runs_ray and cluster.ray.dashboard is not None and node.name == cluster.head_name
     return {"ports": ports, "temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address, "python": node.python,
-            **probe_fields(cluster, node)}
+            "dashboard": dashboard, **probe_fields(cluster, node)}
 
 
 def python_argv(node: Node, script: str, arg: Any, text: Optional[str] = None) -> List[str]:

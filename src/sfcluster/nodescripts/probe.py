@@ -56,6 +56,9 @@ def venv_python_version(python):
     return m.group(1) if m else "unknown"
 
 
+DASHBOARD_DEPS = ("aiohttp", "aiohttp-cors", "opencensus", "prometheus-client", "pydantic", "grpcio")
+
+
 def dist_version(name):
     """A distribution's version from the metadata files of the node's venv (read, never imported)."""
     try:
@@ -398,6 +401,9 @@ def main():
         "ray": dist_version("ray"),
         "secretflow": dist_version("secretflow-lite") or dist_version("secretflow"),
         "spu": dist_version("spu"),
+        # what ray/dashboard/optional_deps.py imports (Ray 2.9): without them `ray start
+        # --include-dashboard=true` exits "Cannot include dashboard with missing packages"
+        "dashboard_missing": [d for d in DASHBOARD_DEPS if not dist_version(d)] if REQ.get("dashboard") else [],
         "addresses": addresses(),
         "ports": ports,
         "ray_processes": ray_processes(),

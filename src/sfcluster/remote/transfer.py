@@ -69,7 +69,8 @@ def checked_dir(node: str, cluster: str, dest: str, value: str) -> str:
           and value.endswith(f"/.sfcluster/{cluster}/{dest}") and ":" not in value
           and not any(ord(c) < 0x20 or ord(c) == 0x7f for c in value))
     if not ok:
-        raise SfclusterError(f"[{node}] answered {value[:200]!r} as its {dest} dir: not an absolute, plain path "
+        what = "run" if dest.startswith("runs/") else dest
+        raise SfclusterError(f"[{node}] answered {value[:200]!r} as its {what} dir: not an absolute, plain path "
                              f"ending in /.sfcluster/{cluster}/{dest} (no ':' and no control characters)",
                              "the home dir of the user Ray runs as there must be a plain absolute path "
                              "without ':'; or the node's shell altered what sfcluster's script printed")
