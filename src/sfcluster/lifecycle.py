@@ -507,6 +507,21 @@ class NodeStatus:
     cert_days_left: Optional[float] = None    # the node's certificate (tls: on)
 
 
+def _cert_problems(certs: Dict[str, Any], problems: List[Dict[str, Any]]) -> List[str]:
+    """Each node's certificate problems into `problems` (expiry warnings show as days left). On a
+    controller without the cluster's CA (a second one: the CA stays where `up` made it) the
+    certificates cannot be checked here: a note, not a degraded cluster. Returns the notes."""
+    notes: List[str] = []
+    for n, t in certs.items():
+        if t.no_ca and not t.error:
+            notes.append(f"{n}: certificate not checked: this controller has no CA of the cluster (the one that ran "
+                         "`up` has it)")
+            continue
+        for why in ([t.error] if t.error else []) + t.problems:
+            problems.append({"path": n, "line": None, "message": f"{n}: certificate: {why}"})
+    return notes
+
+
 def status(cluster: Cluster, nodes: Nodes) -> dict:
     if not cluster.mode.runs_ray:
         return status_production(cluster, nodes)
@@ -564,9 +579,8 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
             problems.append({"path": n, "line": None,
                              "message": f"{n}: firewall rules incomplete ({fw.missing or 'some of ours missing'}); "
                                         "`sfcluster up` repairs them"})
-    for n, t in certs.items():
-        for why in ([t.error] if t.error else []) + t.problems:  # (expiry warnings show as days left)
-            problems.append({"path": n, "line": None, "message": f"{n}: certificate: {why}"})
+    notes = _cert_problems(certs, problems)
+    for n in certs:
         f = g.results.get(n)
         if f is not None and f.our_raylet_pids and f.ray_tls is False:
             problems.append({"path": n, "line": None, "message": f"{n}: Ray runs WITHOUT TLS although the inventory "
@@ -581,7 +595,7 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
     health = "down" if not alive else ("healthy" if not problems else "degraded")
     return {"cluster": cluster.name, "health": health, "ray_address": cluster.ray_address, "tls": cluster.tls.value,
             "nodes": [r.__dict__ for r in rows], "drivers": drivers, "lock": lock, "gcs_error": gcs.get("error"),
-            "problems": problems}
+            "problems": problems, "notes": notes}
 
 
 def status_production(cluster: Cluster, nodes: Nodes) -> dict:
@@ -616,9 +630,7 @@ def status_production(cluster: Cluster, nodes: Nodes) -> dict:
                              + ("incomplete (" + (fw.missing or "some of ours missing") + ")" if fw.rules_present
                                 else "not in place") + "; `sfcluster up` adds them"})
         rows.append(row)
-    for n, t in certs.items():
-        for why in ([t.error] if t.error else []) + t.problems:
-            problems.append({"path": n, "line": None, "message": f"{n}: certificate: {why}"})
+    notes = _cert_problems(certs, problems)
     lock: dict = {"held": False}
     try:
         h = lock_holder(cluster, nodes) if cluster.lock_party in g.results else {}
@@ -629,4 +641,5 @@ def status_production(cluster: Cluster, nodes: Nodes) -> dict:
         lock.update(held=True, text=holder_text(h))
     health = "down" if not any(r["ready"] for r in rows) else ("healthy" if not problems else "degraded")
     return {"cluster": cluster.name, "mode": "production", "health": health, "tls": cluster.tls.value,
-            "parties": list(cluster.operated_names), "nodes": rows, "drivers": [], "lock": lock, "problems": problems}
+            "parties": list(cluster.operated_names), "nodes": rows, "drivers": [], "lock": lock, "problems": problems,
+            "notes": notes}

@@ -89,7 +89,8 @@ def test_a_runbook_through_the_api(inv, tmp_path):
     assert list((tmp_path / "other-controller").glob("harness/runs/*/output/metrics.json"))
     assert not (tmp_path / "other-controller" / "harness" / "ca").exists()
     p = subprocess.run([*SFC, "status", "-i", str(inv), "--json"], capture_output=True, text=True, env=other, timeout=120)
-    assert json.loads(p.stdout)["health"] in ("healthy", "degraded"), p.stdout
+    st2 = json.loads(p.stdout)  # healthy; the certificates it cannot check without the CA are a note
+    assert p.returncode == 0 and st2["health"] == "healthy" and len(st2["notes"]) == 3, p.stdout
 
     down = cluster.down()
     assert isinstance(down, lifecycle.DownResult) and down.exit_code == 0 and not down.errors, down.errors

@@ -204,6 +204,8 @@ def status_cmd(inventory_path: str, parties: tuple, as_json: bool) -> None:
             console.print(f"cluster lock: held by {escape(st['lock']['text'])}")
         for why in st["problems"]:
             console.print(f"[bold red]{escape(why['message'])}[/]")
+        for note in st.get("notes", []):
+            console.print(f"[yellow]{escape(note)}[/]")
     sys.exit(int(code))
 
 
@@ -222,6 +224,8 @@ def _production_table(st: dict) -> None:
         console.print(f"cluster lock: held by {escape(st['lock']['text'])}")
     for why in st["problems"]:
         console.print(f"[bold red]{escape(why['message'])}[/]")
+    for note in st.get("notes", []):
+        console.print(f"[yellow]{escape(note)}[/]")
 
 
 def _tls_cell(r: dict) -> str:

@@ -163,6 +163,9 @@ class NodeTls:
     # its certificate is of this controller's CA, but its ca.pem trusts other CAs than the
     # inventory's (a peer organisation's CA added, changed or removed): `up` installs the new set
     trust_stale: bool = False
+    # installed, but this controller has no CA to check it against (a second controller): `check`
+    # fails (this controller's `up` could not go on), `status` only says so
+    no_ca: bool = False
 
     @property
     def ok(self) -> bool:
@@ -194,6 +197,7 @@ def inspect(cluster: Cluster, nodes: Nodes, names: Optional[Sequence[str]] = Non
         out.problems += [f"{where}/{p['file']}: {p['message']}" for p in data.get("problems", [])]
         cert, node_ca = data.get("cert_pem"), data.get("ca_pem")
         if ca is None:
+            out.no_ca = True
             out.problems.append(f"{where}: certificates are installed, but this controller has no CA for cluster "
                                 f"'{cluster.name}' ({ca_dir_of(cluster)}) to check them against")
         elif cert:
