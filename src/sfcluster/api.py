@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from sfcluster import dryrun, lifecycle
+from sfcluster.run import notebooks
 from sfcluster import provision as provisioning
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
@@ -290,8 +291,11 @@ class Cluster:
             detach: bool = False, lock_wait: float = 0, starve_seconds: float = driver.STARVE_SECONDS,
             max_output_mb: float = fetching.MAX_OUTPUT_MB, start_timeout: float = 120,
             run_id: Optional[str] = None, stdout: Optional[Output] = None, stderr: Optional[Output] = None,
-            note: Optional[Note] = None) -> RunResult:
-        """`sfcluster run SCRIPT ARGS`: the cluster's one driver (production mode: one per party). The
+            note: Optional[Note] = None, cell_timeout: float = notebooks.CELL_TIMEOUT,
+            party_map: Optional[Mapping[str, str]] = None) -> RunResult:
+        """`sfcluster run SCRIPT ARGS`: the cluster's one driver (production mode: one per party). A
+        SCRIPT ending in .ipynb is a notebook (run/notebooks.py): its cells run in order in the driver,
+        each for at most cell_timeout seconds; party_map renames the notebook's parties. The
         driver's output goes to stdout/stderr (default: this process's, through termsafe's filter);
         sfcluster's own lines to note (default: `sfcluster: ...` on stderr). Ctrl-C stops the driver
         (again: KeyboardInterrupt). run_id: production mode only (the id every party's operator
@@ -306,6 +310,16 @@ class Cluster:
         opts = driver.RunOptions(script=str(script), args=list(args), files=list(files), wait=lock_wait > 0,
                                  wait_seconds=lock_wait, detach=detach, starve_seconds=starve_seconds,
                                  max_output_mb=max_output_mb, start_timeout=start_timeout, run_id=run_id)
+        if notebooks.is_notebook(str(script)):
+            if args:
+                raise SfclusterError(f"{script}: a notebook takes no arguments (got {' '.join(args)})",
+                                     "set what it needs in a cell, or run a script")
+            nb = notebooks.read(str(script))
+            notebooks.check(inv, nb, party_map or {})
+            opts.script, opts.notebook = str(notebooks.RUNNER_FILE), nb.path
+            opts.args = notebooks.runner_args(nb, cell_timeout, party_map or {})
+        elif party_map:
+            raise SfclusterError("--party-map is for notebooks (.ipynb)", "drop it, or run a notebook")
         names = list(inv.operated_names) if files or production else [inv.head_name]
         start = production_run.run if production else driver.run
         own: List[SafeStream] = []  # the defaults, this process's streams: closed at the end

@@ -239,6 +239,74 @@ def _open_spu_gates(cfg: Dict[str, Any]) -> None:
     _SPU_GATES.extend(doors.values())
 
 
+def notebook_compat(cfg: Dict[str, Any], party_map: Optional[Dict[str, str]] = None) -> None:
+    """A notebook written for one machine, unchanged, on this cluster (`sfcluster run NB.ipynb`,
+    sfcluster/notebook.py calls this after guard()): `sf.init(parties, address='local')` joins this
+    cluster's Ray (num_cpus/num_gpus, which Ray refuses when joining, dropped);
+    `sf.utils.testing.cluster_def(parties)` is this cluster's SPU cluster_def for those parties (its
+    addresses, ports and TLS files; protocol as testing's: ABY3 for 3 parties, else SEMI2K, unless
+    the notebook gives a runtime_config); `sf.SPU` of such a cluster_def gets this cluster's
+    link_desc; and a party the notebook names differently (party_map: notebook name -> inventory
+    party) is that party, in sf.init, cluster_def and sf.PYU. Simulation mode only."""
+    if cfg.get("mode") == "production":
+        raise GuardError("sfcluster: a notebook runs as the one driver of a simulation-mode cluster; this cluster runs "
+                         "in production mode (one driver per party): run it as a script there")
+    names = dict(party_map or {})
+    known = list(cfg["parties"])
+
+    def party(name: Any) -> Any:
+        return names.get(name, name) if isinstance(name, str) else name
+
+    def check(wanted: List[Any], where: str) -> List[Any]:
+        mapped = [party(p) for p in wanted]
+        unknown = [w for w, p in zip(wanted, mapped) if p not in known]
+        if unknown:
+            raise GuardError(f"sfcluster: {where} names part(ies) {', '.join(map(repr, unknown))} that cluster "
+                             f"'{cfg.get('cluster')}' lacks (parties: {', '.join(known)}); map them with "
+                             "`sfcluster run --party-map NOTEBOOK_NAME=PARTY`")
+        return mapped
+
+    import secretflow as sf
+    import secretflow.utils.testing as testing
+
+    checked_init = sf.init
+
+    def init(parties: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(parties, str):
+            parties = [parties]
+        parties = check(list(parties), "sf.init") if parties else known
+        if kwargs.get("address") in (None, "local", "auto"):
+            kwargs["address"] = cfg["ray_address"]
+        for k in ("num_cpus", "num_gpus"):
+            kwargs.pop(k, None)
+        return checked_init(parties, *args, **kwargs)
+    init.__doc__ = checked_init.__doc__
+    sf.init = init
+
+    ours = {n["party"]: n for n in cfg["spu_cluster_def"]["nodes"]}
+
+    def cluster_def(parties: List[str], runtime_config: Any = None) -> Dict[str, Any]:
+        mapped = check(list(parties), "sf.utils.testing.cluster_def")
+        rc = runtime_config or {"protocol": "ABY3" if len(mapped) == 3 else "SEMI2K", "field": "FM128"}
+        return {"nodes": [dict(ours[p]) for p in mapped], "runtime_config": rc}
+    testing.cluster_def = cluster_def
+
+    spu_init = sf.SPU.__init__
+
+    def spu(self: Any, cluster_def: Dict[str, Any], link_desc: Any = None, *args: Any, **kwargs: Any) -> None:
+        mine = all(ours.get(n.get("party"), {}).get("address") == n.get("address") for n in cluster_def.get("nodes", []))
+        if link_desc is None and mine:
+            link_desc = cfg.get("spu_link_desc")
+        spu_init(self, cluster_def, link_desc, *args, **kwargs)
+    sf.SPU.__init__ = spu
+
+    pyu_init = sf.PYU.__init__
+
+    def pyu(self: Any, party_name: str, *args: Any, **kwargs: Any) -> None:
+        pyu_init(self, party(party_name), *args, **kwargs)
+    sf.PYU.__init__ = pyu
+
+
 class Cluster:
     """What `init()` returns: the config, a PYU per party, and the SPU (made on first use: a script
     without SPU code does not start one)."""

@@ -551,3 +551,78 @@ def test_an_extra_raylet_with_another_partys_resource_stops_the_run_naming_it(ha
     # the rogue raylet is gone, carol's own was left alone
     assert harness.docker_exec("carol", f"pgrep -f '[r]aylet.*{rogue}'", check=False).returncode == 1
     assert harness.docker_exec("carol", "pgrep -f '[r]aylet.*/tmp/sfc-harness/'", check=False).returncode == 0
+
+
+# --- notebooks (issue 20): written for one machine, run unchanged as the one driver ----------------
+
+def notebook(path: Path, *cells: str) -> Path:
+    path.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+        {"cell_type": "markdown", "metadata": {}, "source": ["# a tutorial"]},
+        *({"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": c} for c in cells)]}))
+    return path
+
+
+TUTORIAL_INIT = ("import secretflow as sf\n"
+                 "sf.shutdown()\n"
+                 "sf.init(['alice', 'charlie'], address='local', num_cpus=8)")  # as SecretFlow's tutorials begin
+TUTORIAL_SPU = ("alice, charlie = sf.PYU('alice'), sf.PYU('charlie')\n"
+                "spu = sf.SPU(sf.utils.testing.cluster_def(['alice', 'charlie']))")
+
+
+def test_a_tutorial_notebook_runs_unchanged_as_the_one_driver(harness, cluster, tmp_path):
+    nb = notebook(tmp_path / "tutorial.ipynb", TUTORIAL_INIT, TUTORIAL_SPU,
+                  "x = alice(lambda: 3)()\ny = charlie(lambda: 4)()\n"
+                  "z = spu(lambda a, b: a + b)(x.to(spu), y.to(spu))\nprint('sum', sf.reveal(z))\n"
+                  "print('charlie runs on', sf.reveal(charlie(lambda: __import__('socket').gethostname())()))",
+                  "sf.reveal(z) * 2")
+    p = sfc("run", "-i", str(cluster), "--party-map", "charlie=carol", str(nb), timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-4000:]
+    assert "sfcluster: cell 3/4" in p.stderr and "sum 7" in p.stdout and "14" in p.stdout.splitlines()
+    assert "charlie runs on carol" in p.stdout  # --party-map: the notebook's charlie is the inventory's carol
+    got = max(Path(STATE_DIR, "harness", "runs").glob("*/output/tutorial.ipynb"), key=lambda f: f.stat().st_mtime)
+    cells = [c for c in json.loads(got.read_text())["cells"] if c["cell_type"] == "code"]
+    assert [c["execution_count"] for c in cells] == [1, 2, 3, 4]
+    assert {"output_type": "stream", "name": "stdout", "text": "sum 7\ncharlie runs on carol\n"} in cells[2]["outputs"]
+    assert [o["data"]["text/plain"] for o in cells[3]["outputs"] if o["output_type"] == "execute_result"] == ["14"]
+    rec = json.loads(sfc("runs", "-i", str(cluster), "--json").stdout)["runs"][0]
+    assert rec["script"] == "tutorial.ipynb" and rec["exit_code"] == 0
+
+
+def test_a_failing_cell_ends_the_run_with_its_traceback_in_the_notebook_and_on_the_terminal(harness, cluster, tmp_path):
+    nb = notebook(tmp_path / "fails.ipynb", TUTORIAL_INIT.replace("'charlie'", "'bob'"),
+                  "print('cell 2 ran')", "raise ValueError('boom in cell 3')", "print('never')")
+    p = sfc("run", "-i", str(cluster), str(nb), timeout=600)
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "ValueError: boom in cell 3" in p.stderr and "cell 3/4 failed" in p.stderr and "never" not in p.stdout
+    got = max(Path(STATE_DIR, "harness", "runs").glob("*/output/fails.ipynb"), key=lambda f: f.stat().st_mtime)
+    cells = [c for c in json.loads(got.read_text())["cells"] if c["cell_type"] == "code"]
+    [err] = [o for o in cells[2]["outputs"] if o["output_type"] == "error"]
+    assert err["ename"] == "ValueError" and any("boom in cell 3" in ln for ln in err["traceback"])
+    assert cells[3]["execution_count"] is None and cells[3]["outputs"] == []
+    assert lock_free(harness)
+
+
+def test_a_notebook_naming_a_party_the_cluster_lacks_fails_before_anything_runs(harness, cluster, tmp_path):
+    nb = notebook(tmp_path / "dave.ipynb", TUTORIAL_INIT.replace("'charlie'", "'dave'"))
+    p = sfc("run", "-i", str(cluster), str(nb))
+    assert p.returncode == 78 and "cell 1 names party 'dave'" in p.stderr and "--party-map dave=PARTY" in p.stderr
+
+
+def test_ctrl_c_mid_cell_leaves_nothing_running(harness, cluster, tmp_path):
+    nb = notebook(tmp_path / "sleeps.ipynb", TUTORIAL_INIT.replace("'charlie'", "'bob'"), TUTORIAL_SPU.replace(
+        "charlie", "bob"), "x = alice(lambda: 3)()\nsf.reveal(spu(lambda a: a + 1)(x.to(spu)))",
+        "import time\nprint('sleeping', flush=True)\ntime.sleep(600)")
+    proc = start("run", "-i", str(cluster), str(nb))
+    wait_for(proc, "sleeping", timeout=180)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, rest[-2000:]
+    deadline = time.monotonic() + 20
+    left = {}
+    while time.monotonic() < deadline:
+        left = {n: remote_left(harness, n) for n in ("alice", "bob", "carol")}
+        if not any(left.values()) and lock_free(harness):
+            break
+        time.sleep(0.5)
+    assert not any(left.values()), f"left after Ctrl-C: {left}"
+    assert lock_free(harness)

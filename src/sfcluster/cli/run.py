@@ -16,6 +16,7 @@ from sfcluster.cli.common import (console, emit_result, err_console, handle_erro
 from sfcluster.connect import Nodes
 from sfcluster.errors import SfclusterError
 from sfcluster.nodescripts import contract as C
+from sfcluster.run import notebooks
 from sfcluster.run import driver
 from sfcluster.run import fetch as fetching
 from sfcluster.run import history
@@ -89,12 +90,17 @@ class ScriptOrTemplate(click.ParamType):
 @click.option("-v", "--verbose", is_flag=True,
               help="Show the INFO logging of SecretFlow, SPU, brpc and Ray on the terminal too (it is always in the "
                    "run's log; by default the terminal shows the driver's own output, warnings and errors).")
+@click.option("--cell-timeout", type=click.FloatRange(min=1), default=notebooks.CELL_TIMEOUT, show_default=True,
+              metavar="SECONDS", help="A notebook: stop when one cell runs longer than this (the run fails, naming it).")
+@click.option("--party-map", "party_map", multiple=True, metavar="NAME=PARTY",
+              help="A notebook: the party it calls NAME is the inventory's PARTY (e.g. charlie=carol; repeatable).")
 @click.argument("script", type=ScriptOrTemplate())
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeout: float, detach: bool,
             starve_seconds: float, max_output_mb: float, start_timeout: float, parties: Tuple[str, ...],
-            run_id: Optional[str], verbose: bool, script: str, args: Tuple[str, ...]) -> None:
+            run_id: Optional[str], verbose: bool, cell_timeout: float, party_map: Tuple[str, ...], script: str,
+            args: Tuple[str, ...]) -> None:
     """Run SCRIPT as the cluster's one driver, on the head only (production mode: one driver per party).
 
     \b
@@ -125,6 +131,13 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
     A federation (each organisation operates its own node): every operator starts its own party's
     driver with the same run id, within the start timeout of each other:
       sfcluster run -i inv.yaml --party alice --run-id 20261203-170000-a1b2c3 train.py
+
+    \b
+    A notebook (simulation mode): its code cells run in order as the one driver, unchanged from one
+    machine: sf.init(..., address='local') joins this cluster, sf.utils.testing.cluster_def(parties)
+    is this cluster's SPU (TLS included); `cell 3/12` and each cell's output on the terminal; the
+    executed notebook (outputs, the failing cell's traceback) comes home in output/.
+      sfcluster run -i inv.yaml --party-map charlie=carol tutorial.ipynb
     """
     if args[:1] == ("--",):
         args = args[1:]
@@ -136,7 +149,8 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
         code = target.run(script, args, files=files, detach=detach, lock_wait=lock_wait(wait, wait_timeout),
                           starve_seconds=starve_seconds, max_output_mb=max_output_mb, start_timeout=start_timeout,
                           run_id=run_id, stdout=quiet[0] if quiet else out, stderr=quiet[1] if quiet else err,
-                          note=note).exit_code
+                          note=note, cell_timeout=cell_timeout,
+                          party_map=notebooks.parse_party_map(party_map)).exit_code
     finally:
         for q in quiet:
             q.flush()

@@ -57,6 +57,16 @@ class RunOptions:
     # production mode: the id every party's operator starts with (--run-id); None: a new one. The
     # API (api.Cluster.run) names every run beforehand, to return its id.
     run_id: Optional[str] = None
+    # a notebook (run/notebooks.py): `script` is sfcluster/notebook.py, shipped as NOTEBOOK_SCRIPT
+    # with the notebook beside it; the run's history names the notebook
+    notebook: Optional[str] = None
+
+
+NOTEBOOK_SCRIPT = "sfcluster_notebook.py"
+
+
+def shipped_name(opts: RunOptions) -> str:
+    return NOTEBOOK_SCRIPT if opts.notebook else os.path.basename(opts.script)
 
 
 def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str, tls_dirs: Dict[str, str]) -> Dict[str, str]:
@@ -70,8 +80,8 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str, tls_dir
         ("sfcluster/gate.py", GATE_FILE.read_bytes(), 0o644),
         ("sfcluster.json", json.dumps(secretflow_config(cluster, tls_dirs), indent=2).encode(), 0o600),
         (C.WRAPPER_NAME, wrapper().encode(), 0o600),
-        (os.path.basename(opts.script), Path(opts.script).read_bytes(), 0o600),
-    ]
+        (shipped_name(opts), Path(opts.script).read_bytes(), 0o600),
+    ] + ([(os.path.basename(opts.notebook), Path(opts.notebook).read_bytes(), 0o600)] if opts.notebook else [])
     payload = {head.name: bundle(head_members, dirs=("files",))}
     if opts.files:
         payload.update({w.name: bundle(files, dirs=("files",)) for w in cluster.workers})
@@ -89,7 +99,7 @@ def _ship(cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str, tls_dir
 def _request(cluster: Cluster, opts: RunOptions, run_id: str, dirs: Dict[str, str]) -> dict:
     head = cluster.head
     return {
-        "cluster": cluster.name, "run_id": run_id, "script_name": os.path.basename(opts.script), "args": opts.args,
+        "cluster": cluster.name, "run_id": run_id, "script_name": shipped_name(opts), "args": opts.args,
         "files_dirs": sorted({f"{d}/files" for d in dirs.values()}),
         "python": head.python, "ray_address": cluster.ray_address,
         "wait_seconds": opts.wait_seconds if opts.wait else 0, "detach": opts.detach,
@@ -112,7 +122,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     tls_dirs = dirs_for_run(cluster, nodes)  # tls: on: where each node keeps its certificates
     dirs = _ship(cluster, nodes, opts, run_id, tls_dirs)
     req = _request(cluster, opts, run_id, dirs)
-    rec = history.RunRecord(run_id=run_id, cluster=cluster.name, script=os.path.basename(opts.script),
+    rec = history.RunRecord(run_id=run_id, cluster=cluster.name, script=os.path.basename(opts.notebook or opts.script),
                             args=list(opts.args), user=req["user"], controller=req["controller"], started=time.time(),
                             detached=opts.detach, inventory=os.path.abspath(cluster.source),
                             inventory_digest=history.inventory_digest(cluster.source))
