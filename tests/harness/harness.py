@@ -244,7 +244,7 @@ def push_data(inventory: Path, names: Optional[List[str]] = None) -> None:
 
 def inventory_text(cluster: str = "harness", firewall: str = "open", nodes: Optional[List[str]] = None,
                    extra_node: Optional[Dict[str, Dict[str, str]]] = None, extra_top: str = "",
-                   data: bool = False, ray_user: Optional[str] = RAY_USER) -> str:
+                   data: bool = False, ray_user: Optional[str] = RAY_USER, cpus: int = 2) -> str:
     """An inventory for the harness; tests tweak it through the arguments. data: each party's
     demo CSV is named (`push_data` puts it there). ray_user None: Ray runs as the SSH user (which
     `check` fails here: they can all become root)."""
@@ -255,7 +255,7 @@ def inventory_text(cluster: str = "harness", firewall: str = "open", nodes: Opti
         f"known_hosts: {BUILD / 'known_hosts'}",
         f"ssh_config: {BUILD / 'ssh_config'}",
         f"python: {NODE_PYTHON}",
-        "cpus: 2",
+        f"cpus: {cpus}",
         f"firewall: {firewall}",
         *([f"ray_user: {ray_user}"] if ray_user else []),
         "ssh:",

@@ -37,7 +37,8 @@ def lock_free(h):
 
 @pytest.fixture(scope="module")
 def cluster(harness, tmp_path_factory):
-    inv = harness.write_inventory(tmp_path_factory.mktemp("run") / "inv.yaml", firewall="open", data=True)
+    # cpus 3: SS-XGB's tree worker actor holds a CPU on every party beside the SPU's (the template says so)
+    inv = harness.write_inventory(tmp_path_factory.mktemp("run") / "inv.yaml", firewall="open", data=True, cpus=3)
     harness.push_data(inv)
     p = sfc("up", "-i", str(inv))
     assert p.returncode == 0, p.stdout + p.stderr
@@ -626,3 +627,26 @@ def test_ctrl_c_mid_cell_leaves_nothing_running(harness, cluster, tmp_path):
         time.sleep(0.5)
     assert not any(left.values()), f"left after Ctrl-C: {left}"
     assert lock_free(harness)
+
+
+def test_ss_xgb_on_the_same_vertical_data(harness, cluster):
+    """The template's SS-XGB (issue 20): PSI on the parties' own CSVs, boosted trees on the SPU,
+    AUC on the held-out split, metrics home."""
+    p = sfc("run", "-i", str(cluster), "train_lr", "--", "--model", "xgb", "--trees", "3", "--depth", "3", timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "training SS-XGB on SPU" in p.stdout and "PSI:" in p.stdout
+    auc = float(p.stdout.split("RESULT auc=")[1].split()[0])
+    assert auc > 0.9, p.stdout[-2000:]
+    got = max(Path(STATE_DIR, "harness", "runs").glob("*/output/metrics.json"), key=lambda f: f.stat().st_mtime)
+    m = json.loads(got.read_text())
+    assert m["model"] == "SS-XGB" and m["trees"] == 3 and m["depth"] == 3 and m["rows_in_common"] > 500
+
+
+def test_ss_xgb_with_too_few_cpus_per_party_fails_at_once_saying_how_many(harness, cluster, tmp_path):
+    """Not a starved run 60 s later: the template checks the inventory's cpus first."""
+    two = tmp_path / "inv.yaml"
+    two.write_text(cluster.read_text().replace("cpus: 3", "cpus: 2"))
+    start = time.monotonic()
+    p = sfc("run", "-i", str(two), "train_lr", "--", "--model", "xgb", timeout=300)
+    assert p.returncode == 2 and "SS-XGB needs cpus: 3" in p.stderr and "alice has 2" in p.stderr, p.stderr[-2000:]
+    assert time.monotonic() - start < 60 and lock_free(harness)
