@@ -3,7 +3,7 @@ fix) and `exit_code`, the code the CLI exits with for it (exitcodes.py), so that
 the Python API (sfcluster.api) sees the same outcome as the CLI's caller:
 
     SfclusterError     1   the base (a step failed), as are LockError and UnsafeArchive
-    RemoteError        1   a remote step failed, naming the host: CommandFailed, ProvisionError
+    RemoteError        1   a remote step failed, naming the host: remote.base.CommandFailed, ProvisionError
     NotInInventory    78   a party or data name the inventory lacks (data.py)
     InventoryError    78   invalid inventory; `problems`, each with its YAML path and line
     PlanError          1   cannot be brought up as planned; PreflightFailed (lifecycle.py): 65, or
@@ -92,23 +92,6 @@ class ConnectError(RemoteError):
     """The SSH connection could not be made (network, auth)."""
 
     exit_code = Exit.UNAVAILABLE
-
-
-class CommandFailed(RemoteError):
-    """A remote command exited non-zero."""
-
-    def __init__(self, result: "object", hint: Optional[str] = None) -> None:
-        from sfcluster.remote.base import Result
-
-        assert isinstance(result, Result)
-        self.result = result
-        tail = "\n".join(result.stderr.strip().splitlines()[-8:])
-        super().__init__(
-            result.host,
-            result.command,
-            f"`{result.command[:200]}` exited {result.exit_code}" + (f":\n{tail}" if tail else ""),
-            hint,
-        )
 
 
 class CommandTimeout(RemoteError):

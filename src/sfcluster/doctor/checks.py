@@ -18,7 +18,7 @@ from sfcluster.errors import ConnectError, HostKeyError, SfclusterError
 from sfcluster.firewall.addresses import UnresolvedHost, peer_addresses
 from sfcluster.facts import NodeFacts, gather_all, python_argv
 from sfcluster.inventory.model import Cluster, FirewallMode, Node
-from sfcluster.raycluster.resources import MIN_CPUS
+from sfcluster.inventory.model import MIN_CPUS
 from sfcluster.ports import PortEntry, plan_ports, spu_clashes_with_ray_defaults
 from sfcluster.remote.ssh import SshRunner
 

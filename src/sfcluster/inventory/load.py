@@ -17,11 +17,9 @@ from yaml.constructor import SafeConstructor
 from yaml.reader import ReaderError
 
 from sfcluster.errors import InventoryError, Problem
-from sfcluster.raycluster.resources import MIN_CPUS
-from sfcluster.inventory.model import (CROSS_SILO_BASE, Cluster, FirewallMode, Mode, Node, Provision, RayPorts,
+from sfcluster.inventory.model import (MIN_CPUS, SAFE_NAME, CROSS_SILO_BASE, Cluster, FirewallMode, Mode, Node, Provision, RayPorts,
                                        SpuSettings, SshSpec, TLS_DEFAULT, TlsMode)
 
-SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 PROTOCOLS = ("SEMI2K", "ABY3", "CHEETAH", "REF2K")

@@ -1,6 +1,7 @@
 """The inventory as frozen dataclasses: one Cluster, its Nodes (head first), ports, SPU settings."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional, Tuple
@@ -37,6 +38,16 @@ class TlsMode(str, Enum):
 # cause: certificates without loopback in the SAN make ray 2.9.3's GCS terminate itself 60 s after
 # start (tls/install.py LOOPBACK_NAMES).
 TLS_DEFAULT = TlsMode.ON
+
+# A cluster's and a party's name: a path component on every node, a firewall chain's and an nft
+# table's name, a certificate's subject (tls/pki.py).
+SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+# The fewest `cpus` a party's node can train with: the SPU runtime actor holds one CPU for its
+# whole life and every PYU task needs another (measured on the harness with SS-LR, see
+# tests/integration/test_starvation.py and raycluster/resources.py). `check` fails below it; `run`
+# stops a starved run.
+MIN_CPUS = 2
 
 
 @dataclass(frozen=True)

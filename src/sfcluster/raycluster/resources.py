@@ -7,13 +7,8 @@ Facts (ray 2.9.3, secretflow-lite 1.10.0b1, measured on the harness):
   PYU task of bob waits forever (Ray's autoscaler prints "The following resource request cannot be
   scheduled right now: {'CPU': 1.0, 'bob': 1.0}" every 35 s; no error, no timeout). SecretFlow's
   own deployment docs give each party 16 or more. We give PARTY_RESOURCE units, whatever `cpus` is.
-- CPUs are the budget: see MIN_CPUS.
+- CPUs are the budget: see inventory/model.py's MIN_CPUS.
 """
 from __future__ import annotations
 
 PARTY_RESOURCE = 1000
-
-# The fewest `cpus` a party's node can train with: the SPU runtime actor holds one CPU for its
-# whole life and every PYU task needs another (measured on the harness with SS-LR, see
-# tests/integration/test_starvation.py). `check` fails below it; `run` stops a starved run.
-MIN_CPUS = 2

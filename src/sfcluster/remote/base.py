@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Optional, Protocol, Sequence, Union
 
-from sfcluster.errors import CommandFailed
+from sfcluster.errors import RemoteError
 
 # a request or a secret (str, bytes), or a binary stream sent as it is read (a GB never held in memory)
 Input = Union[str, bytes, BinaryIO, None]
@@ -34,6 +34,16 @@ class Result:
         if not self.ok:
             raise CommandFailed(self, hint)
         return self
+
+
+class CommandFailed(RemoteError):
+    """A remote command exited non-zero (beside Result: errors.py needs nothing of remote/)."""
+
+    def __init__(self, result: Result, hint: Optional[str] = None) -> None:
+        self.result = result
+        tail = "\n".join(result.stderr.strip().splitlines()[-8:])
+        super().__init__(result.host, result.command,
+                         f"`{result.command[:200]}` exited {result.exit_code}" + (f":\n{tail}" if tail else ""), hint)
 
 
 class Runner(Protocol):

@@ -26,7 +26,7 @@ from sfcluster.exitcodes import Exit
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import contract as C
 from sfcluster.nodescripts import GATE_FILE, wrapper
-from sfcluster.raycluster.resources import MIN_CPUS
+from sfcluster.inventory.model import MIN_CPUS
 from sfcluster.remote.group import fan_out
 from sfcluster.run import fetch as fetching
 from sfcluster.run.control import ControlLines

@@ -34,7 +34,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sfcluster import state
 from sfcluster.errors import SfclusterError
-from sfcluster.inventory.load import SAFE_NAME
+from sfcluster.inventory.model import SAFE_NAME
 
 KEY_FILE, CERT_FILE = "ca.key", "ca.pem"
 CA_DAYS = 3650
