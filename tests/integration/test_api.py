@@ -28,7 +28,8 @@ def inv(harness, tmp_path_factory):
     try:
         yield path
     finally:
-        sfc("down", "-i", str(path), "--force")
+        # --purge: the modules after this one (test_check) start from nodes without certificates
+        sfc("down", "-i", str(path), "--force", "--purge")
         if old is None:
             os.environ.pop("SFCLUSTER_STATE_DIR", None)
         else:

@@ -562,6 +562,14 @@ def main():
     if not production:
         threading.Thread(target=watch_cluster, daemon=True).start()
     code = proc.wait()
+    if not production and not reason and code != 0:
+        # The driver died before the watcher's third miss: SPU crashes (SIGSEGV in yacl's link) a
+        # few seconds after a peer's node vanishes. Was a party's node lost? Asked twice, 1 s apart.
+        for party, (host, port) in R["watch"].items():
+            if not tcp_ok(host, port) and (time.sleep(1) or not tcp_ok(host, port)):
+                ctl(NODE_DOWN, {"party": party, "host": host})
+                reason.update(kind="node_lost", why="party %s (%s) is down or cut off" % (party, host))
+                break
     for g in GATES:
         g.close()
     left = kill_descendants()  # nothing the run started outlives it, however it detached
