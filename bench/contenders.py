@@ -28,10 +28,10 @@ import yaml
 
 from bench.nodes import NODE_PYTHON, NODE_RAY, ROOT, BenchNodes, SshMasters, log
 from sfcluster.inventory import load_inventory
-from sfcluster.inventory.model import Cluster, TlsMode
+from sfcluster.inventory.model import MIN_CPUS, Cluster, TlsMode
 from sfcluster.nodescripts.contract import TLS_DIR
 from sfcluster.raycluster.argv import head_start_argv, worker_start_argv
-from sfcluster.raycluster.resources import MIN_CPUS, PARTY_RESOURCE
+from sfcluster.raycluster.resources import PARTY_RESOURCE
 from sfcluster.tls.install import ray_tls_env
 
 # every contender: the fewest CPUs a party can train with (sfcluster check fails below it) and the
