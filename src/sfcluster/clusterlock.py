@@ -18,9 +18,8 @@ from typing import Callable, Iterator
 
 from sfcluster.connect import Nodes
 from sfcluster.errors import LockHeld, SfclusterError, UnavailableError
-from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster
-from sfcluster.nodescripts import answer, with_state
+from sfcluster import nodescripts
 from sfcluster.remote.base import by_line
 from sfcluster.nodescripts.contract import OP_ERROR, OP_HELD, OP_LOCKED, OP_WAITING
 from sfcluster.remote.transfer import unsafe_state
@@ -74,7 +73,7 @@ def cluster_lock(cluster: Cluster, nodes: Nodes, op: str, wait: float = 0,
 
     def hold() -> None:
         try:
-            code = nodes.ray(head.name).stream(python_argv(head, "oplock", req, text=with_state("oplock")),
+            code = nodes.ray(head.name).stream(nodescripts.argv(head, "oplock", req),
                                            on_stdout=by_line(on_line), on_stderr=err.extend, keep_stdin_open=True,
                                            close_stdin=release, stop=stop)
             answers.put(("END", str(code)))
@@ -121,7 +120,6 @@ def lock_holder(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
     False}, or the holder's description with `op` (run/up/down) and `verified`; for a verified
     run, also its pid, driver pid and log (and `cancelled` with action "cancel")."""
     head = cluster.node(cluster.lock_party)
-    res = nodes.ray(head.name).run(python_argv(head, "run_ctl", {"cluster": cluster.name, "action": action},
-                                               text=with_state("run_ctl")), timeout=40 if action == "cancel" else 15)
-    return answer(res, "the cluster lock")
+    return nodescripts.call(nodes.ray(head.name), head, "run_ctl", {"cluster": cluster.name, "action": action},
+                            what="the cluster lock", timeout=40 if action == "cancel" else 15)
 

@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Optional
 
 from sfcluster.connect import Nodes
 from sfcluster.errors import NotInInventory, SfclusterError
-from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster
-from sfcluster.nodescripts import answer, with_state
+from sfcluster import nodescripts
+from sfcluster.nodescripts import answer
 from sfcluster.nodescripts import contract as C
 from sfcluster.remote.base import Result, Runner
 from sfcluster.remote.group import fan_out
@@ -69,7 +69,7 @@ def check(cluster: Cluster, nodes: Nodes, parties: Optional[List[str]] = None) -
     def one(p: str) -> List[DataFile]:
         node = cluster.node(p)
         req = {"cluster": cluster.name, "action": "check", "files": node.data_paths}
-        res = _ask(nodes.ray(p), python_argv(node, "data_files", req, text=with_state("data_files")), CHECK_TIMEOUT)
+        res = _ask(nodes.ray(p), nodescripts.argv(node, "data_files", req), CHECK_TIMEOUT)
         files = answer(res, "its data files").get("files", {})
         return [DataFile(p, name, f.get("path", ""), f.get("size"), f.get("sha256"), bool(f.get("cached")), f.get("error"))
                 for name, f in sorted(files.items())]
@@ -96,10 +96,9 @@ def push(cluster: Cluster, nodes: Nodes, party: str, name: str, local_file: str)
     node = cluster.node(party)
     runner = nodes.ray(party)
     req = {"cluster": cluster.name, "action": "put", "name": name, "path": path, "size": size, "sha256": digest}
-    argv = python_argv(node, "data_files", req, text=with_state("data_files"))
+    argv = nodescripts.argv(node, "data_files", req)
     # first ask with no bytes: a file already there with this digest costs no transfer
-    res = _ask(runner, python_argv(node, "data_files", dict(req, probe=True), text=with_state("data_files")),
-               CHECK_TIMEOUT)
+    res = _ask(runner, nodescripts.argv(node, "data_files", dict(req, probe=True)), CHECK_TIMEOUT)
     data = _accepted(answer(res, f"data {name!r}"), party, name, path)
     if not same_file(data, size, digest):
         with open(local_file, "rb") as f:   # streamed, never the whole file in memory

@@ -27,9 +27,9 @@ from sfcluster.connect import Nodes
 from sfcluster.errors import PrivilegeError, RemoteError, SfclusterError
 from sfcluster.exitcodes import Exit
 from sfcluster.inventory.model import Cluster, Node, Provision
-from sfcluster.nodescripts import answer, privileged_argv, with_state
+from sfcluster import nodescripts
 from sfcluster.nodescripts.contract import PROVISION_PYTHON, SYSTEM_DIRS
-from sfcluster.remote.base import Result, Runner
+from sfcluster.remote.base import Runner
 from sfcluster.remote.group import fan_out
 from sfcluster.wheels.lock import Lock, hash_wheels, read_lock, wheelhouse_lock
 
@@ -153,25 +153,13 @@ class Wheelhouse:
         return os.fdopen(read_fd, "rb")
 
 
-def _argv(node: Node, req: dict) -> List[str]:
-    """nodescripts/provision.py with the node's BASE Python (the venv's python may not exist)."""
-    return [node.base_python, "-c", with_state("provision"), json.dumps(req)]
-
-
 def _ask(runner: Runner, node: Node, req: dict, timeout: float, stdin: object = None, privileged: bool = False) -> dict:
     """One action of nodescripts/provision.py: as the Ray user with the node's base Python; or,
     `privileged` (making the venv's directory where only root may), as root with the node's
     root_python in isolated mode, like every privileged node script (never an interpreter another
     user could change: base_python may be anyone's)."""
-    if privileged:
-        argv = privileged_argv(node, with_state("provision"), json.dumps(req))
-    else:
-        argv = _argv(node, req)
-    res: Result = runner.run(argv, timeout=timeout, stdin=stdin)  # type: ignore[arg-type]
-    if privileged and not res.stdout.strip() and res.exit_code in (126, 127):
-        raise ProvisionError(node.name, res.stderr.strip()[-300:] or f"root_python {node.root_python} cannot run",
-                             f"set nodes.{node.name}.root_python to a Python 3 that root alone owns and can write "
-                             "(default /usr/bin/python3)")
+    res = nodescripts.run(runner, node, "provision", req, as_="root" if privileged else "base", stdin=stdin,
+                          timeout=timeout)
     if not res.stdout.strip() and (res.exit_code == 127 or "command not found" in res.stderr
                                    or "No such file" in res.stderr):
         raise ProvisionError(node.name, f"no Python {PROVISION_PYTHON} at {node.base_python!r}: the venv is made from "
@@ -179,7 +167,7 @@ def _ask(runner: Runner, node: Node, req: dict, timeout: float, stdin: object = 
                              f"install it there (Ubuntu 22.04: apt-get install python3.10 python3.10-venv; elsewhere a "
                              f"CPython {PROVISION_PYTHON} of the distribution or python.org), or name the one it has: "
                              f"nodes.{node.name}.base_python (or provision.base_python): /path/to/python3.10")
-    return answer(res, f"provision ({req['action']})")
+    return nodescripts.answer(res, f"provision ({req['action']})")
 
 
 def _check_base(node: Node, info: dict) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sfcluster.clusterlock import held_error, holder_text
 from sfcluster.inventory import parse_inventory
-from sfcluster.nodescripts import with_state
+from sfcluster.nodescripts import bundle
 from tests.unit.test_nodestate import ctl
 
 CLUSTER = parse_inventory("cluster: demo\nnodes: {a: {host: 10.0.0.1}, b: {host: 10.0.0.2}}\n")
@@ -20,7 +20,7 @@ CLUSTER = parse_inventory("cluster: demo\nnodes: {a: {host: 10.0.0.1}, b: {host:
 
 def oplock(home: Path, op: str = "up", wait: float = 0) -> subprocess.Popen:
     req = {"cluster": "demo", "op": op, "user": "ops", "controller": "ctl1", "wait": wait}
-    return subprocess.Popen([sys.executable, "-c", with_state("oplock"), json.dumps(req)], stdin=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", bundle("oplock"), json.dumps(req)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, SFCLUSTER_NODE_HOME=str(home)))
 
@@ -115,7 +115,7 @@ def test_a_detached_imitation_of_an_oplock_is_not_verified(tmp_path, login_paren
               "os.setsid()\n"
               "if os.fork(): os._exit(0)\n"
               "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1], sys.argv[2]])\n")
-    fake = subprocess.Popen([sys.executable, "-c", detach, with_state("oplock"), json.dumps(req)],
+    fake = subprocess.Popen([sys.executable, "-c", detach, bundle("oplock"), json.dumps(req)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, SFCLUSTER_NODE_HOME=str(tmp_path)))
     try:

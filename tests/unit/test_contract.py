@@ -8,7 +8,7 @@ from pathlib import Path
 from sfcluster import runtime
 from sfcluster.exitcodes import Exit
 from sfcluster.nodescripts import contract as C
-from sfcluster.nodescripts import with_state, wrapper
+from sfcluster.nodescripts import bundle, source, wrapper
 from sfcluster.run.driver import STOPPED_EXIT
 
 
@@ -30,9 +30,9 @@ def test_node_scripts_use_the_contract_not_literals():
         kinds = {C.BEAT, C.LOCKED, C.FOREIGN, C.NORAY, C.UNSAFE, C.STARTED, C.LINKING, C.READY, C.NOGATE, C.NODE_DOWN, C.STARVED, C.STOPPING, C.EXIT,
                  C.ENV_CONFIG, C.ENV_RUN_TOKEN, C.ENV_LOCK_INFO, C.ENV_READY, C.ENV_GATE, C.ENV_NODE_HOME, C.WRAPPER_NAME}
         assert not strings & kinds, (name, strings & kinds)
-    compile(with_state("driver_wrapper"), "driver_wrapper", "exec")
+    compile(bundle("driver_wrapper"), "driver_wrapper", "exec")
     compile(wrapper(), "driver_wrapper", "exec")  # as shipped: with gate.py before it
-    assert "class Gate" in wrapper() and "class Gate" not in with_state("driver_wrapper")
+    assert "class Gate" in wrapper() and "class Gate" not in source("driver_wrapper")
 
 
 def _stall_clock():
@@ -64,3 +64,67 @@ def test_starvation_clock_restarts_on_progress_and_ignores_an_idle_driver():
     assert clock.update(shape, "a", 300) is False                           # the clock starts now
     assert clock.update(shape, "b", 350) is False                           # progress: restart
     assert clock.update(shape, "b", 409) is False and clock.update(shape, "b", 410) is True
+
+
+# -- the one funnel for node calls (nodescripts.argv / run / call) -----------------------------------
+def _node():
+    from sfcluster.inventory import parse_inventory
+    return parse_inventory("cluster: demo\npython: /opt/sf/bin/python\n"
+                           "nodes:\n  a: {host: 10.0.0.1, root_python: /usr/bin/python3}\n  b: {host: 10.0.0.2}\n").node("a")
+
+
+def test_each_script_ships_with_exactly_what_it_declares_it_needs():
+    from sfcluster import nodescripts as N
+    for script in ("oplock", "run_ctl", "run_files", "data_files", "tls_check", "tls_purge", "provision", "firewall_apply"):
+        text = N.bundle(script)
+        assert text.index("HEARTBEAT_SILENCE =") < text.index("def state_dir(") < text.index(source(script)[:200])
+        compile(text, script, "exec")
+    for script in ("probe", "gcs", "ray_stop", "reach_listen", "reach_connect"):
+        assert N.bundle(script) == source(script)  # no state dir, nothing before them
+    assert N.bundle("driver_wrapper").index("class Gate") < N.bundle("driver_wrapper").index(source("driver_wrapper")[:200])
+
+
+def test_the_funnel_picks_the_interpreter_for_who_runs_the_script():
+    import json
+    from sfcluster import nodescripts as N
+    node = _node()
+    ray = N.argv(node, "run_ctl", {"cluster": "demo"})
+    assert ray[0] == "/opt/sf/bin/python" and ray[1] == "-c" and json.loads(ray[3]) == {"cluster": "demo"}
+    assert N.argv(node, "provision", {"action": "inspect"}, as_="base")[0] == node.base_python
+    root = N.argv(node, "probe", {"x": 1}, as_="root")
+    assert root[:2] == ["sh", "-c"] and root[3:6] == ["sh", "/usr/bin/python3", "root"]
+    assert "/opt/sf/bin/python" not in root  # never the Ray user's venv for root
+    assert root[root.index("-c", 3) + 1].startswith(N.ROOT_GUARD)
+    assert N.argv(node, "firewall_apply", as_="self")[5] == "self" and N.argv(node, "firewall_apply", as_="self")[-2] == "-c"
+    import pytest
+    with pytest.raises(ValueError):
+        N.argv(node, "probe", as_="sudo")
+
+
+class _Said:
+    name, user = "a", "me"
+
+    def __init__(self, code, out="", err=""):
+        self.res, self.argv = (code, out, err), None
+
+    def run(self, argv, *, timeout=None, stdin=None, sudo=False):
+        from sfcluster.remote.base import Result
+        self.argv = argv
+        return Result("a", "x", *self.res)
+
+
+def test_the_funnel_names_an_unusable_root_python_and_reads_refusals_as_one_error():
+    import pytest
+    from sfcluster import nodescripts as N
+    from sfcluster.errors import RemoteError, SfclusterError
+    node = _node()
+    with pytest.raises(RemoteError) as e:
+        N.run(_Said(126, err="sfcluster: /usr/bin (root_python /usr/bin/python3) is writable by others"), node, "probe",
+              {}, as_="root", timeout=5)
+    assert "writable by others" in e.value.message and "nodes.a.root_python" in (e.value.hint or "")
+    # as the Ray user the same exit code is the script's own: no interpreter story
+    assert N.run(_Said(126), node, "run_ctl", {}, timeout=5).exit_code == 126
+    with pytest.raises(SfclusterError) as e:
+        N.call(_Said(3, out='{"error": "~/.sfcluster/demo is a symlink"}\n'), node, "run_ctl", {}, what="x", timeout=5)
+    assert "not safe to use" in e.value.message and "symlink" in e.value.message
+    assert N.call(_Said(0, out='noise\n{"active": false}\n'), node, "run_ctl", {}, what="x", timeout=5) == {"active": False}

@@ -24,7 +24,7 @@ from sfcluster.firewall import (NO_FALLBACK, FirewallFacts, Recorded, apply_plan
                                 remove_recorded, rule_names)
 from sfcluster.inventory import parse_inventory
 from sfcluster.inventory.model import Cluster
-from sfcluster.nodescripts import source, with_state
+from sfcluster.nodescripts import source, bundle
 from sfcluster.remote.base import Result
 from sfcluster.remote.group import GroupResult
 
@@ -384,7 +384,7 @@ def test_a_plan_whose_removal_is_not_its_adds_counterpart_is_refused(node, clust
     req = {"action": "apply", "cluster": "demo", "sudo": False, "names": rule_names(cluster),
            "fallback": {"backend": "none", "remove": []}, "backend": backend, "add": [list(c) for c in plan.commands[1:]],
            "add_stdin": None, "remove": [list(c) for c in undo.commands], "plan": plan.digest}
-    p = subprocess.run([sys.executable, "-c", with_state("firewall_apply")], input=json.dumps(req), capture_output=True,
+    p = subprocess.run([sys.executable, "-c", bundle("firewall_apply")], input=json.dumps(req), capture_output=True,
                        text=True, timeout=60, env=node.env)
     answer = json.loads(p.stdout.strip().splitlines()[-1])
     assert p.returncode == 3 and answer["kind"] == "bad_request" and "exactly the removal" in answer["error"]

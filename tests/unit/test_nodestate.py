@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sfcluster.nodescripts import with_state
+from sfcluster.nodescripts import bundle as node_script
 from sfcluster.inventory import parse_inventory
 from sfcluster.remote.transfer import bundle, ship_argv
 
@@ -22,7 +22,7 @@ RUN_ID = "20261201-000000-abcdef"
 
 
 def node(script: str, req: dict, home: Path, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", with_state(script), json.dumps(req)], input=stdin,
+    return subprocess.run([sys.executable, "-c", node_script(script), json.dumps(req)], input=stdin,
                           capture_output=True, timeout=60, env=dict(os.environ, SFCLUSTER_NODE_HOME=str(home)))
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from sfcluster.errors import InventoryError, SfclusterError
 from sfcluster.inventory import parse_inventory
-from sfcluster.nodescripts import with_state
+from sfcluster.nodescripts import bundle
 from sfcluster.nodescripts.contract import OLD_SUFFIX, VENV_MARKER
 from sfcluster.provision import digest, read_credentials, venv_dir
 
@@ -25,7 +25,7 @@ PINS = "provision: {package: secretflow-lite, version: 1.10.0b1, ray_version: 2.
 
 
 def node(req: dict, home: Path, stdin: bytes = b"") -> dict:
-    p = subprocess.run([sys.executable, "-c", with_state("provision"), json.dumps(req)], input=stdin,
+    p = subprocess.run([sys.executable, "-c", bundle("provision"), json.dumps(req)], input=stdin,
                        capture_output=True, timeout=300, env=dict(os.environ, SFCLUSTER_NODE_HOME=str(home)))
     assert p.stdout, p.stderr.decode()
     return json.loads(p.stdout.decode().strip().splitlines()[-1])
@@ -276,7 +276,7 @@ def test_a_missing_pin_names_node_and_package_and_keeps_every_old_venv(local_clu
 def node_module() -> dict:
     """The node script's functions, loaded here without running an action."""
     ns: dict = {"__name__": "provision_node"}
-    exec(compile(with_state("provision"), "nodescripts/provision.py", "exec"), ns)
+    exec(compile(bundle("provision"), "nodescripts/provision.py", "exec"), ns)
     return ns
 
 

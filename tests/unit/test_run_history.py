@@ -22,7 +22,7 @@ from sfcluster.errors import ConnectError, SfclusterError
 from sfcluster.exitcodes import Exit
 from sfcluster.inventory import parse_inventory
 from sfcluster.nodescripts import contract as C
-from sfcluster.nodescripts import with_state
+from sfcluster.nodescripts import bundle
 from sfcluster.remote.base import Result
 from sfcluster.run import driver, fetch as fetching, history
 
@@ -40,7 +40,7 @@ def state(tmp_path, monkeypatch) -> Path:
 def planners() -> dict:
     """run_files.py's pure planners, loaded as the node would run them (contract + nodestate first)."""
     ns: dict = {"__name__": "run_files_under_test"}
-    exec(compile(with_state("run_files"), "run_files.py", "exec"), ns)
+    exec(compile(bundle("run_files"), "run_files.py", "exec"), ns)
     return ns
 
 
@@ -179,7 +179,7 @@ def head_run(home: Path, run_id: str = RUN_ID) -> Path:
 
 def node_fetch(home: Path, req: dict) -> subprocess.CompletedProcess:
     full = dict({"cluster": "demo", "action": "fetch", "run_id": RUN_ID, "max_bytes": 1 << 20, "log_bytes": 1 << 20}, **req)
-    return subprocess.run([sys.executable, "-c", with_state("run_files"), json.dumps(full)], capture_output=True,
+    return subprocess.run([sys.executable, "-c", bundle("run_files"), json.dumps(full)], capture_output=True,
                           timeout=60, env=dict(os.environ, SFCLUSTER_NODE_HOME=str(home)))
 
 
@@ -373,7 +373,7 @@ def test_clean_on_a_node_removes_old_run_and_session_dirs_and_follows_no_link(tm
         (temp / "session_2026-11-01_00-00-00_000000_1").symlink_to(victim)  # planted by someone
         req = {"cluster": "demo", "action": "clean", "fetched": ids[-1], "keep_runs": 5, "max_age": 7 * DAY,
                "temp_dir": str(temp), "keep_sessions": 2}
-        p = subprocess.run([sys.executable, "-c", with_state("run_files"), json.dumps(req)], capture_output=True,
+        p = subprocess.run([sys.executable, "-c", bundle("run_files"), json.dumps(req)], capture_output=True,
                            text=True, timeout=60, env=dict(os.environ, SFCLUSTER_NODE_HOME=str(home)))
         out = json.loads(p.stdout.strip().splitlines()[-1])
         assert out["cleaned"] and out["runs_removed"] == [ids[0], ids[2]]  # ids[1] was never fetched
@@ -397,7 +397,7 @@ def test_clean_skips_while_the_cluster_lock_is_held(tmp_path):
     try:
         req = {"cluster": "demo", "action": "clean", "fetched": RUN_ID, "keep_runs": 0, "max_age": 0,
                "temp_dir": "/tmp/sfc-demo", "keep_sessions": 0}
-        p = subprocess.run([sys.executable, "-c", with_state("run_files"), json.dumps(req)], capture_output=True,
+        p = subprocess.run([sys.executable, "-c", bundle("run_files"), json.dumps(req)], capture_output=True,
                            text=True, timeout=60, env=dict(os.environ, SFCLUSTER_NODE_HOME=str(home)))
         out = json.loads(p.stdout.strip().splitlines()[-1])
         assert out == {"cleaned": False, "why": "the cluster lock is held (a run, an up or a down): cleaned next time"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from sfcluster.nodescripts import with_state
+from sfcluster.nodescripts import bundle
 from sfcluster.tls import pki
 
 NAMES = ["10.0.0.1", "alice.example"]
@@ -25,7 +25,7 @@ def controller_state(tmp_path, monkeypatch):
 
 
 def check(home: Path, cluster: str = "demo") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", with_state("tls_check"), json.dumps({"cluster": cluster})],
+    return subprocess.run([sys.executable, "-c", bundle("tls_check"), json.dumps({"cluster": cluster})],
                           capture_output=True, timeout=60, env=dict(os.environ, SFCLUSTER_NODE_HOME=str(home)))
 
 

@@ -16,7 +16,8 @@ from sfcluster.upplan import unfiltered_reason
 from sfcluster.tls.install import enabled as tls_enabled, inspect as inspect_tls, peer_cas
 from sfcluster.errors import ConnectError, HostKeyError, SfclusterError
 from sfcluster.firewall.addresses import UnresolvedHost, peer_addresses
-from sfcluster.facts import NodeFacts, gather_all, python_argv
+from sfcluster import nodescripts
+from sfcluster.facts import NodeFacts, gather_all
 from sfcluster.inventory.model import Cluster, FirewallMode, Node
 from sfcluster.inventory.model import MIN_CPUS
 from sfcluster.ports import PortEntry, plan_ports, spu_clashes_with_ray_defaults
@@ -450,7 +451,7 @@ def _reachability(cluster: Cluster, runners: Dict[str, SshRunner], report: Repor
                 ready[n].set()
         try:
             # stdin stays open: the listener exits when this connection's channel closes
-            runners[n].stream(python_argv(node, "reach_listen", listen[n]), on_stdout=on_out,
+            runners[n].stream(nodescripts.argv(node, "reach_listen", listen[n]), on_stdout=on_out,
                               keep_stdin_open=True, stop=stop)
         except Exception as e:  # noqa: BLE001
             errors[n] = str(e)
@@ -470,7 +471,7 @@ def _reachability(cluster: Cluster, runners: Dict[str, SshRunner], report: Repor
                 targets.setdefault(r, []).append((f"{e.node}|{e.purpose}|{port}", _dial_address(cluster, e), port))
 
     def connect(n: str) -> Dict[str, str]:
-        res = runners[n].run(python_argv(cluster.node(n), "reach_connect", {"timeout": timeout, "targets": targets[n]}),
+        res = runners[n].run(nodescripts.argv(cluster.node(n), "reach_connect", {"timeout": timeout, "targets": targets[n]}),
                              timeout=timeout * 3 + 10).check()
         return json.loads(res.stdout.strip().splitlines()[-1])
 

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 from sfcluster.errors import RemoteError
 from sfcluster.firewall.detect import FirewallFacts, probe_fields, read_firewall
 from sfcluster.inventory.model import Cluster, Node
-from sfcluster.nodescripts import privileged_argv, source
+from sfcluster import nodescripts
 from sfcluster.ports import plan_ports
 from sfcluster.remote.base import Runner
 from sfcluster.remote.group import GroupResult, fan_out
@@ -88,23 +88,10 @@ def probe_request(cluster: Cluster, node: Node) -> Dict[str, Any]:
             "dashboard": dashboard, **probe_fields(cluster, node)}
 
 
-def python_argv(node: Node, script: str, arg: Any, text: Optional[str] = None) -> List[str]:
-    """Run nodescripts/<script>.py (or `text`) with the node's Python. Only for arguments that are
-    no secret: a command line is visible to every local user (`ps`); secrets go on stdin."""
-    return [node.python, "-c", text if text is not None else source(script), json.dumps(arg)]
-
-
 def gather(cluster: Cluster, node: Node, runner: Runner, timeout: float = 30) -> NodeFacts:
     """Run the probe (as root through sudo -n when possible: other users' sockets and firewall rules
     are only visible to root) and parse its JSON."""
-    argv = privileged_argv(node, source("probe"), json.dumps(probe_request(cluster, node)))
-    res = runner.run(argv, timeout=timeout)
-    if not res.stdout and res.exit_code in (126, 127):
-        raise RemoteError(node.name, node.root_python, res.stderr.strip().splitlines()[-1] if res.stderr.strip()
-                          else f"root_python {node.root_python} cannot be used",
-                          f"privileged node scripts run with a root-owned system Python only: install python3 there "
-                          f"(apt-get install python3) or set nodes.{node.name}.root_python to one only root can change")
-    res.check()
+    res = nodescripts.run(runner, node, "probe", probe_request(cluster, node), as_="root", timeout=timeout).check()
     data = json.loads(res.stdout.strip().splitlines()[-1])
     if data.get("python") is None:
         raise RemoteError(node.name, node.python, f"remote Python {node.python} not found",

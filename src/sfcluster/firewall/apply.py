@@ -14,7 +14,7 @@ from sfcluster.firewall.addresses import UnresolvedHost
 from sfcluster.firewall.names import rule_names
 from sfcluster.firewall.plan import FirewallPlan, plan_add, plan_remove
 from sfcluster.inventory.model import Cluster, Node
-from sfcluster.nodescripts import privileged_argv, with_state
+from sfcluster import nodescripts
 from sfcluster.remote.base import Result, Runner
 
 NO_FALLBACK = FirewallPlan("none", ())  # remove what the record names, or nothing
@@ -78,8 +78,8 @@ def _request(cluster: Cluster, action: str, fallback: FirewallPlan, sudo: bool) 
 
 def _run(runner: Runner, cluster: Cluster, node: Node, req: Dict[str, Any], commands: int) -> Outcome:
     # as the sudo-capable SSH user: the root-owned interpreter, isolated, never the Ray user's venv
-    res = runner.run(privileged_argv(node, with_state("firewall_apply"), as_root=False), stdin=json.dumps(req),
-                     timeout=60 + SECONDS_PER_COMMAND * commands)
+    res = nodescripts.run(runner, node, "firewall_apply", as_="self", stdin=json.dumps(req),
+                          timeout=60 + SECONDS_PER_COMMAND * commands)
     answer = _answer(res)
     if answer is None:
         res.check()  # no answer at all (no Python there, a crash): the exit code and stderr say why

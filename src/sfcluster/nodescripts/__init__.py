@@ -1,18 +1,21 @@
 """Scripts that run ON the nodes (Python 3.10, stdlib only; psutil/ray when present).
 
 They are shipped as source text (`python -c`), never imported on the controller, so that one
-remote process start gathers everything a step needs.
+remote process start gathers everything a step needs. The controller starts them through one
+funnel: `call` (ask and read the answer), `run` (the Result), `argv` (for a streamed call); each
+picks the interpreter for who runs it and ships what the script declares it needs.
 """
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, List
 
 if TYPE_CHECKING:
     from sfcluster.inventory.model import Node
-    from sfcluster.remote.base import Result
+    from sfcluster.remote.base import Result, Runner
 
 HERE = Path(__file__).parent
 
@@ -38,21 +41,71 @@ def answer(res: "Result", what: str) -> dict:
     return data
 
 
-def with_state(name: str) -> str:
-    """Text of nodescripts/<name>.py after contract.py (the controller <-> node contract) and
-    nodestate.py (the private state dir helpers it uses)."""
-    return source("contract") + "\n\n" + source("nodestate") + "\n\n" + source(name)
-
-
 GATE_FILE = HERE.parent / "gate.py"
+# `# sfcluster-needs: contract nodestate` among a script's first lines: the modules shipped before
+# it, in that order ("gate" is sfcluster/gate.py, the TLS-only doors the run's wrapper holds)
+_NEEDS = re.compile(r"^# sfcluster-needs:(.*)$", re.M)
+
+
+@lru_cache(maxsize=None)
+def bundle(name: str) -> str:
+    """The text shipped for nodescripts/<name>.py: the modules it declares it needs, then itself."""
+    text = source(name)
+    found = _NEEDS.search(text[:2000])
+    parts = [GATE_FILE.read_text() if need == "gate" else source(need)
+             for need in (found.group(1).split() if found else ())]
+    return "\n\n".join(parts + [text])
 
 
 def wrapper() -> str:
-    """The run's wrapper (driver_wrapper.py) as shipped: with_state's text, and gate.py (the
+    """The run's wrapper (driver_wrapper.py) as shipped: contract, nodestate and gate.py (the
     TLS-only doors production mode's wrapper holds; simulation mode's driver runs the same file as
     Ray actors, shipped beside runtime.py) before the script itself."""
-    return (source("contract") + "\n\n" + source("nodestate") + "\n\n" + GATE_FILE.read_text() + "\n\n"
-            + source("driver_wrapper"))
+    return bundle("driver_wrapper")
+
+
+# Who runs a node script, with which interpreter:
+#   ray   the user Ray runs as (or the SSH user), with the node's venv python
+#   base  the same user with the node's base Python (provision: the venv may not exist yet)
+#   root  root (directly or through `sudo -n`), with root_python in isolated mode (PRIVILEGED)
+#   self  the sudo-capable SSH user with root_python in isolated mode (it calls sudo itself)
+AS = ("ray", "base", "root", "self")
+
+
+def argv(node: "Node", script: str, request: Any = None, *, as_: str = "ray") -> List[str]:
+    """The argv that runs nodescripts/<script>.py (with what it needs) on `node` as `as_`;
+    `request` (JSON) becomes its argv[1]. Only for requests that are no secret (`ps` shows command
+    lines to every local user): secrets go on stdin."""
+    text = bundle(script)
+    args = [] if request is None else [json.dumps(request)]
+    if as_ == "ray":
+        return [node.python, "-c", text, *args]
+    if as_ == "base":
+        return [node.base_python, "-c", text, *args]
+    if as_ in ("root", "self"):
+        return privileged_argv(node, text, *args, as_root=as_ == "root")
+    raise ValueError(f"as_ must be one of {AS}, not {as_!r}")
+
+
+def run(runner: "Runner", node: "Node", script: str, request: Any = None, *, as_: str = "ray",
+        stdin: Any = None, timeout: float) -> "Result":
+    """Run nodescripts/<script>.py once (see argv). A privileged script whose root_python cannot be
+    used (PRIVILEGED's 126/127 before the script starts) is the error naming it."""
+    from sfcluster.errors import RemoteError
+    res = runner.run(argv(node, script, request, as_=as_), stdin=stdin, timeout=timeout)
+    if as_ in ("root", "self") and not res.stdout.strip() and res.exit_code in (126, 127):
+        said = res.stderr.strip().splitlines()
+        raise RemoteError(node.name, node.root_python, said[-1] if said else f"root_python {node.root_python} cannot be used",
+                          f"privileged node scripts run with a root-owned system Python only: install python3 there "
+                          f"(apt-get install python3) or set nodes.{node.name}.root_python to one only root can change")
+    return res
+
+
+def call(runner: "Runner", node: "Node", script: str, request: Any = None, *, what: str, as_: str = "ray",
+         stdin: Any = None, timeout: float) -> dict:
+    """Run nodescripts/<script>.py once and return its answer (see answer): the one way the
+    controller asks a node something."""
+    return answer(run(runner, node, script, request, as_=as_, stdin=stdin, timeout=timeout), what)
 
 
 # How a privileged node script starts (as root, or as the sudo-capable SSH user): with the node's

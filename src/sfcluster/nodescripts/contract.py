@@ -1,6 +1,6 @@
 # The contract between the controller and the node scripts, in ONE place that both sides read:
 # the controller imports this module (sfcluster.nodescripts.contract); every node script that
-# needs it gets this text prepended (nodescripts.with_state). Python 3.10, stdlib only, no
+# needs it gets this text prepended (nodescripts.bundle: `# sfcluster-needs: contract ...`). Python 3.10, stdlib only, no
 # imports beyond what every node script has.
 #
 # Exit codes of the node scripts (the controller maps them to sfcluster's own, exitcodes.py):

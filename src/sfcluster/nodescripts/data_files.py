@@ -1,3 +1,4 @@
+# sfcluster-needs: contract nodestate
 # Runs on a node (after contract.py and nodestate.py), as the user Ray runs as: each party's data
 # files, named by the inventory's `data:` (name -> path on this node). argv[1]: a JSON request
 #   {"cluster", "action": "check", "files": {name: path}}

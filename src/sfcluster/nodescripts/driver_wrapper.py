@@ -1,3 +1,4 @@
+# sfcluster-needs: contract nodestate gate
 # Runs on the head (after nodestate.py), once per `sfcluster run`, as a FILE in the run's private
 # dir (<state>/runs/<id>/sfc_wrapper.py): lock, job-table check and driver start in ONE remote
 # process. The request (with the run token) comes as the first line of stdin, never on a command

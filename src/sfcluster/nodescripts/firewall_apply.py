@@ -1,3 +1,4 @@
+# sfcluster-needs: contract nodestate
 # Runs on a node AS THE SSH USER (after nodestate.py): adds a cluster's firewall rules and records
 # what it added, or removes exactly what that record says. The record, ~/.sfcluster/<cluster>/
 # firewall.json (0600 in the 0700 state dir), is the node's own truth about what `up` added there;

@@ -1,5 +1,6 @@
 # sfcluster-oplock: holds the cluster lock for one up/down
 # (The line above is how nodestate.is_oplock_of recognises this process: keep it.)
+# sfcluster-needs: contract nodestate
 # Runs on the head (after nodestate.py), as the SSH user, for the whole of one `up` or `down`:
 # takes the cluster lock (the flock on ~/.sfcluster/<cluster>, the same lock a run's wrapper
 # holds for the run's whole life), writes the lock info, says LOCKED, and holds the lock until

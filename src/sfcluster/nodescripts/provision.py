@@ -1,3 +1,4 @@
+# sfcluster-needs: contract nodestate
 # Runs on a node (after contract.py and nodestate.py) with the BASE Python (the CPython 3.10 the
 # venv is made from: the venv's own python does not exist yet). argv[1]: a JSON request
 #   {"action": "inspect", "venv"}                      as the Ray user: what is at `venv` now

@@ -1,3 +1,4 @@
+# sfcluster-needs: contract nodestate
 # Runs on the head (after nodestate.py): what `status`, `logs` and `cancel` learn about who holds
 # the cluster lock (a run, or an `up`/`down`), verified instead of trusted. argv[1]: {"cluster", "action": "info" | "cancel"}.
 #  - a run is active only while somebody holds the flock on the state dir; a lock info left

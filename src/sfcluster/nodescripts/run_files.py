@@ -1,3 +1,4 @@
+# sfcluster-needs: contract nodestate
 # Runs on the head (after nodestate.py), as the Ray user: what is left of a run once its driver
 # has ended. argv[1]: {"cluster", "action": "fetch" | "clean", ...}.
 #  fetch {run_id, max_bytes, log_bytes, max_files}: a tar on stdout of the run's output dir (output/...),

@@ -1,3 +1,4 @@
+# sfcluster-needs: contract nodestate
 # Runs on a node (after contract.py and nodestate.py): what `check` learns about the node's TLS
 # files in <state dir>/TLS_DIR (TLS_KEY, TLS_CERT, TLS_CA, pushed there by remote/transfer.py). It
 # only looks: each file must be a regular file of ours, not a link; the key 0600 and the key of the

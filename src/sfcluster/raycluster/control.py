@@ -10,8 +10,7 @@ from typing import Callable, List, Optional
 
 from sfcluster.connect import Nodes
 from sfcluster.errors import SfclusterError
-from sfcluster.facts import python_argv
-from sfcluster.nodescripts import privileged_argv, source
+from sfcluster import nodescripts
 from sfcluster.inventory.model import Cluster
 from sfcluster.ports import plan_ports
 from sfcluster.raycluster.argv import START_TIMEOUT
@@ -41,7 +40,7 @@ def gcs_query(cluster: Cluster, nodes: Nodes, wait: float = 0, jobs: bool = Fals
                 on_line(text[7:])
     err = bytearray()
     # with tls: on, the query is a Ray client like any other: it needs the head's certificate
-    code = nodes.ray(head.name).stream(with_env(python_argv(head, "gcs", req), tls_dir), on_stdout=on_out, on_stderr=err.extend, stop=stop,
+    code = nodes.ray(head.name).stream(with_env(nodescripts.argv(head, "gcs", req), tls_dir), on_stdout=on_out, on_stderr=err.extend, stop=stop,
                                    timeout=wait + (GCS_QUERY_TIMEOUT if wait == 0 else JOIN_GRACE))
     if buf:
         lines.append(buf.decode(errors="replace"))
@@ -101,7 +100,6 @@ def start_quietly(cluster: Cluster, nodes: Nodes, n: str, argv: List[str], stop:
 def stop_ray(cluster: Cluster, nodes: Nodes, n: str) -> dict:
     node = cluster.node(n)
     ports = sorted({e.port for e in plan_ports(cluster).for_node(n)})
-    argv = privileged_argv(node, source("ray_stop"), json.dumps({"temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address,
-                                                                  "ports": ports, "grace": 5}))
-    res = nodes[n].run(argv, timeout=30).check()
+    res = nodescripts.run(nodes[n], node, "ray_stop", {"temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address,
+                                                      "ports": ports, "grace": 5}, as_="root", timeout=30).check()
     return json.loads(res.stdout.strip().splitlines()[-1])

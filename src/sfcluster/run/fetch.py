@@ -17,9 +17,8 @@ from typing import Any, Callable, Dict, Optional
 from sfcluster.connect import Nodes
 from sfcluster.errors import ConnectError, HostKeyError, SfclusterError, UnavailableError
 from sfcluster.exitcodes import Exit
-from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster
-from sfcluster.nodescripts import answer, with_state
+from sfcluster import nodescripts
 from sfcluster.nodescripts import contract as C
 from sfcluster.remote.transfer import unsafe_state
 from sfcluster.run import history
@@ -68,7 +67,7 @@ def _transfer(cluster: Cluster, nodes: Nodes, run_id: str, max_bytes: int, tar_p
         def on_err(data: bytes) -> None:
             err.extend(data)
             del err[:-65536]
-        code = nodes.ray(head.name).stream(python_argv(head, "run_files", req, text=with_state("run_files")),
+        code = nodes.ray(head.name).stream(nodescripts.argv(head, "run_files", req),
                                            on_stdout=on_out, on_stderr=on_err, stop=stop, timeout=FETCH_TIMEOUT)
     if stop.is_set():
         raise UnsafeArchive(f"[{head.name}] sent more than {limit} bytes for run {run_id}; stopped it, nothing kept")
@@ -213,8 +212,7 @@ def clean_head(cluster: Cluster, nodes: Nodes, fetched: Optional[str] = None, no
     head = cluster.node(node) if node else cluster.head
     req = {"cluster": cluster.name, "action": "clean", "fetched": fetched, "keep_runs": KEEP_RUNS,
            "max_age": MAX_AGE, "temp_dir": cluster.temp_dir, "keep_sessions": KEEP_SESSIONS}
-    res = nodes.ray(head.name).run(python_argv(head, "run_files", req, text=with_state("run_files")), timeout=120)
-    return answer(res, "cleaning the run dirs")
+    return nodescripts.call(nodes.ray(head.name), head, "run_files", req, what="cleaning the run dirs", timeout=120)
 
 
 def describe(f: Fetched) -> str:

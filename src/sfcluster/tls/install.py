@@ -11,10 +11,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 from sfcluster import state
 from sfcluster.connect import Nodes
 from sfcluster.errors import SfclusterError
-from sfcluster.facts import python_argv
 from sfcluster.inventory.model import Cluster, Node, TlsMode
 from sfcluster.nodescripts import contract as C
-from sfcluster.nodescripts import answer, with_state
+from sfcluster import nodescripts
 from sfcluster.remote.group import fan_out
 from sfcluster.remote.transfer import bundle, checked_dir, push
 from sfcluster.tls.pki import (CA, ROTATE, days_left, ensure_ca, fingerprint, load_ca, new_ca, purge_ca, replace_ca,
@@ -132,9 +131,8 @@ def _answered_dirs(cluster: Cluster, nodes: Nodes, names: Sequence[str]) -> Dict
     more.runners.update(borrowed)
 
     def one(n: str) -> str:
-        res = more.ray(n).run(python_argv(cluster.node(n), "tls_check", {"cluster": cluster.name},
-                                          text=with_state("tls_check")), timeout=20)
-        return answer(res, "its certificates").get("dir") or ""
+        return nodescripts.call(more.ray(n), cluster.node(n), "tls_check", {"cluster": cluster.name},
+                                what="its certificates", timeout=20).get("dir") or ""
     try:
         g = fan_out(one, names)
     finally:
@@ -187,9 +185,8 @@ def inspect(cluster: Cluster, nodes: Nodes, names: Optional[Sequence[str]] = Non
 
     def one(n: str) -> NodeTls:
         node = cluster.node(n)
-        res = nodes.ray(n).run(python_argv(node, "tls_check", {"cluster": cluster.name}, text=with_state("tls_check")),
-                           timeout=timeout)
-        data = answer(res, "its certificates")
+        data = nodescripts.call(nodes.ray(n), node, "tls_check", {"cluster": cluster.name}, what="its certificates",
+                                timeout=timeout)
         out = NodeTls(n, dir=data.get("dir"), installed=bool(data.get("dir")))
         if not out.installed:
             return out
@@ -233,9 +230,8 @@ def purge(cluster: Cluster, nodes: Nodes, names: Sequence[str], progress: Progre
     the CA from the controller. Returns the errors by node."""
     def one(n: str) -> None:
         node = cluster.node(n)
-        res = nodes.ray(n).run(python_argv(node, "tls_purge", {"cluster": cluster.name}, text=with_state("tls_purge")),
-                           timeout=20)
-        if answer(res, "its certificates").get("removed"):
+        if nodescripts.call(nodes.ray(n), node, "tls_purge", {"cluster": cluster.name}, what="its certificates",
+                            timeout=20).get("removed"):
             progress(n, "certificates removed")
     g = fan_out(one, names)
     errors = {n: str(e) for n, e in g.errors.items()}
