@@ -24,7 +24,7 @@ from sfcluster.remote.group import GroupResult
 from sfcluster.run import driver, history
 from sfcluster.run.fetch import Fetched
 
-from tests.unit.test_run_history import INVENTORY, RUN_ID, LocalRunner, head_run, record
+from tests.unit.test_run_history import INVENTORY, RUN_ID, HeadRunner, head_run, record
 from tests.unit.test_upplan import NODES, Untouchable, cluster_for, facts_for
 
 
@@ -131,7 +131,7 @@ def test_fetch_brings_a_run_home_and_copies_it_to_dest(state, tmp_path):
     rd = head_run(tmp_path / "home")
     (rd / "output" / "metrics.json").write_text('{"auc": 0.9}')
     history.save(record(RUN_ID, detached=True, started=1.0))
-    runner = LocalRunner(tmp_path / "home")
+    runner = HeadRunner(tmp_path / "home")
     cluster = api.Cluster(parse_inventory(INVENTORY), runners={"a": runner, "b": runner})
     notes = []
     got = cluster.fetch(RUN_ID, tmp_path / "results", note=notes.append)

@@ -4,46 +4,16 @@ mtime put back is hashed anew), and `data push` never says "unchanged" from the 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
 from sfcluster import data as party_data
 from sfcluster.connect import Nodes
 from sfcluster.inventory import parse_inventory
-from sfcluster.remote.base import Result
+from sfcluster.remote.local import LocalRunner
 
-
-class LocalRunner:
-    """Runs the node script here, with the node's home (its state dir) in the environment."""
-
-    name, user = "alice", "me"
-
-    def __init__(self, home: Path) -> None:
-        self.env = dict(os.environ, SFCLUSTER_NODE_HOME=str(home))
-        self.sent: list = []
-
-    def run(self, argv, *, sudo: bool = False, timeout: Optional[float] = None, stdin=None) -> Result:
-        data = stdin.read() if hasattr(stdin, "read") else stdin
-        if data is not None:
-            self.sent.append(data)
-        p = subprocess.run([sys.executable, *list(argv)[1:]], input=data, capture_output=True, timeout=timeout,
-                           env=self.env)
-        return Result(self.name, "data_files", p.returncode, p.stdout.decode(), p.stderr.decode())
-
-    def stream(self, argv, *, on_stdout=None, on_stderr=None, stdin=None, timeout: Optional[float] = None,
-               idle_timeout: Optional[float] = None, **kw) -> int:
-        res = self.run(argv, timeout=timeout, stdin=stdin)
-        for sink, text in ((on_stdout, res.stdout), (on_stderr, res.stderr)):
-            if sink:
-                sink(text.encode())
-        return res.exit_code
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -54,7 +24,7 @@ def node(tmp_path):
            f"nodes:\n  alice: {{host: 10.0.0.1, data: {{train: {target}}}}}\n  bob: {{host: 10.0.0.2}}\n")
     cluster = parse_inventory(inv)
     (tmp_path / "home").mkdir()
-    runner = LocalRunner(tmp_path / "home")
+    runner = LocalRunner("alice", home=tmp_path / "home", python=sys.executable)
     return cluster, Nodes(cluster, runners={"alice": runner, "bob": runner}), runner, target
 
 
@@ -139,7 +109,7 @@ def test_a_node_that_cannot_be_asked_leaves_its_files_not_checked_never_a_wrong_
     class Down(LocalRunner):
         def stream(self, argv, **kw):
             raise ConnectError("alice", "ssh", "sudo: a password is required")
-    down = Down(runner.env["SFCLUSTER_NODE_HOME"])
+    down = Down("alice", home=runner.env["SFCLUSTER_NODE_HOME"], python=sys.executable)
     got = party_data.check(cluster, Nodes(cluster, runners={"alice": down, "bob": down}))
     assert [(f.unchecked, f.error) for f in got["alice"]] == [(True, "[alice] sudo: a password is required")]
     report = Report()

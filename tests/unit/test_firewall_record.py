@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List
 
 import pytest
 
@@ -25,8 +24,8 @@ from sfcluster.firewall import (NO_FALLBACK, FirewallFacts, Recorded, apply_plan
 from sfcluster.inventory import parse_inventory
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import source, bundle
-from sfcluster.remote.base import Result
 from sfcluster.remote.group import GroupResult
+from sfcluster.remote.local import LocalRunner
 
 INV = f"""
 cluster: demo
@@ -80,20 +79,6 @@ fi
 exit 0
 """
 
-class LocalRunner:
-    """A Runner that runs argv here, with the node's environment (fake tools first on PATH)."""
-
-    name = "node"
-    user = "sfops"
-
-    def __init__(self, env: Dict[str, str]) -> None:
-        self.env = env
-
-    def run(self, argv, *, sudo: bool = False, timeout: Optional[float] = None, stdin=None) -> Result:
-        assert not sudo  # the script runs as the SSH user; it prepends sudo itself
-        p = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, env=self.env)
-        return Result(self.name, shlex.join(argv)[:200], p.returncode, p.stdout, p.stderr)
-
 
 class Node:
     """A fake node: its home (the state dir), its firewall (the fakes' log and rules) and a runner."""
@@ -109,7 +94,7 @@ class Node:
         self.record = self.home / ".sfcluster" / "demo" / "firewall.json"
         self.env = dict(os.environ, PATH=f"{self.bin}{os.pathsep}{os.environ['PATH']}", SFCLUSTER_NODE_HOME=str(self.home),
                         FW_LOG=str(self.log), FW_RULES=str(self.rules_file), FW_RECORD=str(self.record))
-        self.runner = LocalRunner(self.env)
+        self.runner = LocalRunner("node", env=self.env, user="sfops")
 
     def fail_at(self, text: str) -> None:
         self.env["FW_FAIL"] = text

@@ -19,6 +19,7 @@ from sfcluster.inventory import parse_inventory
 from sfcluster.nodescripts import bundle
 from sfcluster.nodescripts.contract import OLD_SUFFIX, VENV_MARKER
 from sfcluster.provision import digest, read_credentials, venv_dir
+from sfcluster.remote.local import LocalRunner
 
 BASE = "cluster: demo\nnodes: {a: {host: 10.0.0.1, python: /opt/sf/bin/python}, b: {host: 10.0.0.2, python: /opt/sf/bin/python}}\n"
 PINS = "provision: {package: secretflow-lite, version: 1.10.0b1, ray_version: 2.9.3}\n"
@@ -186,23 +187,6 @@ def test_a_pin_the_lock_lacks_fails_naming_the_package(tmp_path):
 
 # -- the whole controller flow, on this machine: two "nodes" (directories), fake SecretFlow/Ray wheels
 
-class LocalRunner:
-    """A Runner that runs argv here, as this user, with a node's home (stdin: text, bytes or a stream)."""
-
-    user = "me"
-
-    def __init__(self, name: str, home: Path) -> None:
-        self.name, self.env = name, dict(os.environ, SFCLUSTER_NODE_HOME=str(home))
-
-    def run(self, argv, *, sudo=False, timeout=None, stdin=None):
-        from sfcluster.remote.base import Result
-        kw = {"stdin": stdin} if hasattr(stdin, "read") else {"input": stdin.encode() if isinstance(stdin, str) else stdin}
-        p = subprocess.run(list(argv), capture_output=True, timeout=timeout, env=self.env, **kw)
-        return Result(self.name, " ".join(argv)[:100], p.returncode, p.stdout.decode(), p.stderr.decode())
-
-    def close(self):
-        pass
-
 
 def fake_wheel(d: Path, dist: str, version: str, package: str) -> None:
     import zipfile
@@ -231,7 +215,7 @@ def local_cluster(tmp_path, monkeypatch):
             f"b: {{host: 10.0.0.2, python: {tmp_path}/b/sf/bin/python}}}}\n")
     for n in ("a", "b"):
         (tmp_path / n / "home").mkdir(parents=True)
-    runners = {n: LocalRunner(n, tmp_path / n / "home") for n in ("a", "b")}
+    runners = {n: LocalRunner(n, home=tmp_path / n / "home") for n in ("a", "b")}
     return inventory, runners, tmp_path
 
 

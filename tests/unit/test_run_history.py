@@ -11,7 +11,6 @@ import sys
 import tarfile
 import time
 from pathlib import Path
-from typing import Optional
 
 import pytest
 from click.testing import CliRunner
@@ -23,7 +22,7 @@ from sfcluster.exitcodes import Exit
 from sfcluster.inventory import parse_inventory
 from sfcluster.nodescripts import contract as C
 from sfcluster.nodescripts import bundle
-from sfcluster.remote.base import Result
+from sfcluster.remote.local import LocalRunner
 from sfcluster.run import driver, fetch as fetching, history
 
 RUN_ID = "20261201-061500-a1b2c3"
@@ -250,35 +249,21 @@ def test_fetch_of_a_missing_run_says_so_and_sends_nothing(tmp_path):
 
 
 # -- fetch end to end on the controller, through a Runner ------------------------------------------
-class LocalRunner:
-    """Runs the node script here (the node's Python is ours), output as bytes; can fail once."""
-
-    name, user = "a", "me"
+class HeadRunner(LocalRunner):
+    """The head, here (the node's Python is ours); its first fetch can be cut mid-archive."""
 
     def __init__(self, home: Path, fail_first: bool = False) -> None:
-        self.env = dict(os.environ, SFCLUSTER_NODE_HOME=str(home))
+        super().__init__("a", home=home, python=sys.executable)
         self.fail_first, self.calls = fail_first, 0
 
-    def _argv(self, argv):
-        return [sys.executable, *list(argv)[1:]]
-
-    def run(self, argv, *, sudo=False, timeout=None, stdin=None) -> Result:
-        p = subprocess.run(self._argv(argv), capture_output=True, text=True, timeout=timeout, env=self.env)
-        return Result(self.name, "run_files", p.returncode, p.stdout, p.stderr)
-
-    def stream(self, argv, *, on_stdout=None, on_stderr=None, timeout: Optional[float] = None, **kw) -> int:
+    def stream(self, argv, *, on_stdout=None, on_stderr=None, **kw) -> int:
         self.calls += 1
-        p = subprocess.run(self._argv(argv), capture_output=True, timeout=timeout, env=self.env)
         if self.fail_first and self.calls == 1:
-            on_stdout(p.stdout[:700])  # the connection dropped mid-archive
+            out = bytearray()
+            super().stream(argv, on_stdout=out.extend, **kw)
+            on_stdout(bytes(out[:700]))  # the connection dropped mid-archive
             return -1
-        on_stdout(p.stdout)
-        on_stderr(p.stderr)
-        return p.returncode
-
-    def close(self) -> None:
-        pass
-
+        return super().stream(argv, on_stdout=on_stdout, on_stderr=on_stderr, **kw)
 
 def fetch_locally(tmp_path, runner, run_id=RUN_ID, **kw):
     cluster = parse_inventory(INVENTORY)
@@ -291,7 +276,7 @@ def test_a_detached_run_fetched_later_lands_in_history_with_its_exit_code(state,
     (rd / C.OUTPUT_DIR / "metrics.json").write_text('{"auc": 0.9}')
     history.save(record(RUN_ID, detached=True, started=1.0))
     notes = []
-    got = fetch_locally(tmp_path, LocalRunner(tmp_path / "home", fail_first=True), note=notes.append)
+    got = fetch_locally(tmp_path, HeadRunner(tmp_path / "home", fail_first=True), note=notes.append)
     assert any("retrying once" in n for n in notes)  # the one retry
     home = state / "demo" / "runs" / RUN_ID
     assert (home / "output" / "metrics.json").read_text() == '{"auc": 0.9}'
@@ -302,7 +287,7 @@ def test_a_detached_run_fetched_later_lands_in_history_with_its_exit_code(state,
     # again: idempotent, the outputs replaced whole
     (rd / C.OUTPUT_DIR / "metrics.json").unlink()
     (rd / C.OUTPUT_DIR / "later.txt").write_text("2")
-    fetch_locally(tmp_path, LocalRunner(tmp_path / "home"))
+    fetch_locally(tmp_path, HeadRunner(tmp_path / "home"))
     assert sorted(p.name for p in (home / "output").iterdir()) == ["later.txt"]
     assert got.output_dir == home / "output"
 
@@ -310,11 +295,11 @@ def test_a_detached_run_fetched_later_lands_in_history_with_its_exit_code(state,
 def test_a_run_gone_from_the_head_fetched_before_is_no_error_never_fetched_is(state, tmp_path):
     (tmp_path / "home").mkdir()
     with pytest.raises(SfclusterError, match="is not on a"):
-        fetch_locally(tmp_path, LocalRunner(tmp_path / "home"))
+        fetch_locally(tmp_path, HeadRunner(tmp_path / "home"))
     assert history.list_runs("demo") == []  # a failed fetch leaves no empty entry behind
     history.save(record(RUN_ID, fetched=time.time(), outputs={"files": 1}))
     notes = []
-    got = fetch_locally(tmp_path, LocalRunner(tmp_path / "home"), note=notes.append)
+    got = fetch_locally(tmp_path, HeadRunner(tmp_path / "home"), note=notes.append)
     assert got.record.fetched and "fetched before" in notes[0]
 
 
@@ -482,7 +467,7 @@ def test_a_fetch_refused_for_its_shape_names_the_run_and_leaves_nothing(state, t
     monkeypatch.setattr(history, "MAX_ENTRIES", 3)  # a.txt, b.txt, the log and the result: 4
     monkeypatch.setattr(fetching, "MAX_FILES", 100)  # the head is asked for more than we take: it lies
     with pytest.raises(history.UnsafeArchive, match=f"run {RUN_ID}.*more than 3 entries"):
-        fetch_locally(tmp_path, LocalRunner(tmp_path / "home"))
+        fetch_locally(tmp_path, HeadRunner(tmp_path / "home"))
     assert not (state / "demo" / "runs" / RUN_ID).exists()
 
 
@@ -496,7 +481,7 @@ def test_the_head_refuses_more_output_files_than_the_controller_takes_whole_and_
     assert s["files"] == 0 and set(names_in(p)) == {C.LOG_NAME, C.RESULT_NAME}
 
 
-class Unreachable(LocalRunner):
+class Unreachable(HeadRunner):
     """A head whose SSH connection cannot be made."""
 
     def stream(self, argv, **kw) -> int:
