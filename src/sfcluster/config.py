@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from sfcluster.inventory.model import Cluster
-from sfcluster.ports import plan_ports
+from sfcluster.inventory.ports import plan_ports
 from sfcluster.tls.install import enabled, spu_tls_opts, tls_files
 
 CONFIG_VERSION = 1

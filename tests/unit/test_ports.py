@@ -9,7 +9,7 @@ import pytest
 
 from sfcluster.inventory import load_inventory, parse_inventory
 from sfcluster.inventory.model import Cluster
-from sfcluster.ports import RAY_DEFAULT_RANGES, PortEntry, PortPlan, plan_ports, spu_clashes_with_ray_defaults
+from sfcluster.inventory.ports import RAY_DEFAULT_RANGES, PortEntry, PortPlan, plan_ports, spu_clashes_with_ray_defaults
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory.example.yaml"
 PARTIES = ("alice", "bob", "carol")

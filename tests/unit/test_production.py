@@ -19,7 +19,7 @@ from sfcluster.doctor.checks import Report, Status, _versions, release
 from sfcluster.errors import InventoryError
 from sfcluster.inventory import parse_inventory
 from sfcluster.inventory.model import Mode
-from sfcluster.ports import plan_ports, spu_clashes_with_ray_defaults
+from sfcluster.inventory.ports import plan_ports, spu_clashes_with_ray_defaults
 
 PROD = dedent("""
     cluster: fed

@@ -20,8 +20,8 @@ from sfcluster import nodescripts
 from sfcluster.facts import NodeFacts, gather_all
 from sfcluster.inventory.model import Cluster, FirewallMode, Node
 from sfcluster.inventory.model import MIN_CPUS
-from sfcluster.ports import PortEntry, plan_ports, spu_clashes_with_ray_defaults
-from sfcluster.remote.ssh import SshRunner
+from sfcluster.inventory.ports import PortEntry, plan_ports, spu_clashes_with_ray_defaults
+from sfcluster.remote.base import Runner
 
 MIN_MEM = 2 * 1024**3
 MIN_TMP = 2 * 1024**3
@@ -76,7 +76,7 @@ class Report:
         return {"checks": [dict(asdict(c), status=c.status.value) for c in self.checks], "problems": self.problems()}
 
 
-def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = True, tls_reissue: bool = False) -> Report:
+def run_checks(cluster: Cluster, runners: Dict[str, Runner], reach: bool = True, tls_reissue: bool = False) -> Report:
     """Every check; tls_reissue (`up --rotate-certs`): certificate problems are what that `up` fixes,
     so they warn instead of failing."""
     report = Report()
@@ -116,7 +116,7 @@ def run_checks(cluster: Cluster, runners: Dict[str, SshRunner], reach: bool = Tr
     return report
 
 
-def _ray_user(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -> None:
+def _ray_user(cluster: Cluster, runners: Dict[str, Runner], report: Report) -> None:
     """Who Ray (and the driver) runs as on each node. It runs whatever code a driver sends, and in
     simulation mode whatever a peer's driver sends through Ray; in production mode the cross-silo
     link unpickles what peers send. So that user must not be root, nor able to become root
@@ -162,7 +162,7 @@ def _ray_user(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -
     fan_out(one, [n for n in cluster.party_names if n in report.facts])
 
 
-def _data(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -> None:
+def _data(cluster: Cluster, runners: Dict[str, Runner], report: Report) -> None:
     """Each party's `data:` files, on its own node, as the user Ray runs as: there, readable, their
     size and sha256 (cached on the node by inode, size, mtime and ctime). A missing one fails naming party,
     name and path."""
@@ -184,7 +184,7 @@ def _data(cluster: Cluster, runners: Dict[str, SshRunner], report: Report) -> No
                            f"sha256 {(f.sha256 or '')[:16]}{' (cached)' if f.cached else ''}")
 
 
-def _tls(cluster: Cluster, runners: Dict[str, SshRunner], report: Report, reissue: bool) -> None:
+def _tls(cluster: Cluster, runners: Dict[str, Runner], report: Report, reissue: bool) -> None:
     """tls: on: each node's key, certificate and CA (files, owner, mode, key matching the
     certificate on the node; chain to this cluster's CA, SAN and expiry here). tls: off warns."""
     if not tls_enabled(cluster):
@@ -430,7 +430,7 @@ def _listen_address(cluster: Cluster, e: PortEntry) -> str:
     return node.link_bind if e.purpose == "spu" else node.host
 
 
-def _reachability(cluster: Cluster, runners: Dict[str, SshRunner], report: Report, timeout: float = 2.0) -> None:
+def _reachability(cluster: Cluster, runners: Dict[str, Runner], report: Report, timeout: float = 2.0) -> None:
     """Listen on every port a peer must reach (first/last of ranges), connect from each peer."""
     entries = list(plan_ports(cluster).reachable())
     listen: Dict[str, List[Tuple[str, int]]] = {}

@@ -9,7 +9,7 @@ from sfcluster.errors import RemoteError
 from sfcluster.firewall.detect import FirewallFacts, probe_fields, read_firewall
 from sfcluster.inventory.model import Cluster, Node
 from sfcluster import nodescripts
-from sfcluster.ports import plan_ports
+from sfcluster.inventory.ports import plan_ports
 from sfcluster.remote.base import Runner
 from sfcluster.remote.group import GroupResult, fan_out
 

@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple
 from sfcluster.firewall.addresses import peer_addresses
 from sfcluster.firewall.names import iptables_chain, nft_table, ufw_comment
 from sfcluster.inventory.model import Cluster
-from sfcluster.ports import plan_ports
+from sfcluster.inventory.ports import plan_ports
 
 
 @dataclass(frozen=True)

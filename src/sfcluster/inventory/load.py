@@ -657,7 +657,7 @@ def _check_index_url(v: str) -> Optional[str]:
 
 def _check_ports(doc: _Doc, cluster: Cluster) -> None:
     """Overlapping ports on one host are errors (two parties may share a host in tests)."""
-    from sfcluster.ports import plan_ports
+    from sfcluster.inventory.ports import plan_ports
 
     by_host: Dict[str, Dict[int, str]] = {}
     for entry in plan_ports(cluster).entries:

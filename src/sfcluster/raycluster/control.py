@@ -12,7 +12,7 @@ from sfcluster.connect import Nodes
 from sfcluster.errors import SfclusterError
 from sfcluster import nodescripts
 from sfcluster.inventory.model import Cluster
-from sfcluster.ports import plan_ports
+from sfcluster.inventory.ports import plan_ports
 from sfcluster.raycluster.argv import START_TIMEOUT
 from sfcluster.tls.install import with_env
 
