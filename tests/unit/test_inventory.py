@@ -11,8 +11,9 @@ import pytest
 
 from sfcluster.errors import InventoryError
 from sfcluster.inventory import load_inventory, parse_inventory
-from sfcluster.inventory.load import (PROVISION_KEYS, DEFAULT_PYTHON, MAX_INVENTORY_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, NODE_KEYS,
-                                      PORT_KEYS, SPU_KEYS, SSH_KEYS, TOP_KEYS, WORKER_KEYS)
+from sfcluster.inventory.load import (PROVISION_KEYS, DEFAULT_PYTHON, NODE_KEYS, PORT_KEYS, SPU_KEYS, SSH_KEYS, TOP_KEYS,
+                                      WORKER_KEYS)
+from sfcluster.inventory.yamldoc import MAX_INVENTORY_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 from sfcluster.inventory.model import FirewallMode, RayPorts, SpuSettings, SshSpec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory.example.yaml"

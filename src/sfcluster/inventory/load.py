@@ -2,21 +2,16 @@
 else (no SSH, no remote step) happens until the file is valid."""
 from __future__ import annotations
 
-import difflib
 import ipaddress
-from dataclasses import replace
 import os
 import re
 import shlex
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
-
-import yaml
-from yaml.composer import ComposerError
-from yaml.constructor import SafeConstructor
-from yaml.reader import ReaderError
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from sfcluster.errors import InventoryError, Problem
+from sfcluster.inventory.yamldoc import MAX_INVENTORY_BYTES, YamlDoc, show, too_big
 from sfcluster.inventory.model import (MIN_CPUS, SAFE_NAME, CROSS_SILO_BASE, Cluster, FirewallMode, Mode, Node, Provision, RayPorts,
                                        SpuSettings, SshSpec, TLS_DEFAULT, TlsMode)
 
@@ -27,16 +22,6 @@ PROTOCOL_PARTIES = {"ABY3": 3, "CHEETAH": 2}  # exactly this many; SEMI2K and RE
 FIELDS = ("FM32", "FM64", "FM128")
 BACKENDS = ("auto", "none", "iptables", "nftables", "ufw", "firewalld")
 DEFAULT_PYTHON = "python3"
-# YAML 1.1 reads these as booleans; no key of the inventory is a boolean, so they stay the words
-# the user wrote (`firewall: off` must mean "off", not False).
-_YAML11_BOOL_WORDS = {"yes", "no", "on", "off"}
-
-# Limits that keep a hostile or broken file under a second of pure-Python YAML (~70 us a node,
-# ~1.3 us a byte). A 100-party inventory with every key set is ~40 KB, ~3,500 nodes, 5 levels deep.
-MAX_INVENTORY_BYTES = 256 * 1024   # checked before the file is read
-MAX_YAML_NODES = 10_000            # keys and values, each alias counted as its whole expansion
-MAX_YAML_DEPTH = 20                # nesting levels, through aliases too
-
 TOP_KEYS = {"cluster", "head", "ssh", "python", "cpus", "ports", "spu", "firewall", "tls", "ray_user", "known_hosts",
             "ssh_config", "provision",
             "mode", "nodes"}
@@ -54,208 +39,6 @@ PACKAGES = ("secretflow-lite", "secretflow")
 VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!_-]{0,63}$")   # an exact PEP 440 version, no operators
 PYTHON_PATH = re.compile(r"^[A-Za-z0-9_./+-]{1,255}$")
 DEFAULT_BASE_PYTHON = "python3.10"
-
-
-_TOO_MANY_NODES = (f"more than {MAX_YAML_NODES} YAML nodes (keys and values, each alias counted as all it "
-                   f"expands to); an inventory needs a few thousand: write values out instead of nesting aliases")
-_TOO_DEEP = f"nested more than {MAX_YAML_DEPTH} levels deep; an inventory needs 5"
-
-
-class _LimitExceeded(ComposerError):
-    """A limit of this module was hit while composing: reported as is, not as a YAML syntax error."""
-
-
-class _AliasNode(yaml.Node):
-    """An alias where it is used: the anchored node (`value`) and the alias's own position."""
-
-    id = "alias"
-
-    def __init__(self, target: yaml.Node, anchor: str, start_mark: Any, end_mark: Any) -> None:
-        super().__init__(target.tag, target, start_mark, end_mark)
-        self.anchor = anchor
-
-
-class _Composer(yaml.SafeLoader):
-    """PyYAML's composer that keeps each alias as an _AliasNode (so a cycle or an expansion is
-    reported at the alias's line) and stops past MAX_YAML_NODES nodes or MAX_YAML_DEPTH levels
-    (its recursion would otherwise end in a RecursionError)."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._nodes = 0
-
-    def compose_node(self, parent: Optional[yaml.Node], index: Any) -> yaml.Node:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent):
-            return _AliasNode(super().compose_node(parent, index), event.anchor, event.start_mark, event.end_mark)
-        self._nodes += 1
-        if self._nodes > MAX_YAML_NODES:
-            raise _LimitExceeded(None, None, _TOO_MANY_NODES, event.start_mark)
-        self._depth += 1
-        try:
-            if self._depth > MAX_YAML_DEPTH:
-                raise _LimitExceeded(None, None, _TOO_DEEP, event.start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-class _Doc:
-    """YAML data plus the line of every path, and the list of problems found so far."""
-
-    def __init__(self, text: str, source: str) -> None:
-        self.source = source
-        self.controller_files = False            # parse_inventory(controller_files=): check them too
-        self.lines: Dict[Tuple[str, ...], int] = {}
-        self.problems: List[Problem] = []
-        self._visited = 0                        # nodes converted, aliases expanded (MAX_YAML_NODES)
-        self._open: Set[int] = set()             # ids of the collections on the current path (cycles)
-        self._aliases: List[Tuple[str, ...]] = []  # paths of the aliases being expanded, outermost first
-        self._too_deep: Set[Tuple[str, ...]] = set()  # where MAX_YAML_DEPTH was reported
-        try:
-            node = yaml.compose(text, Loader=_Composer)
-        except ReaderError as e:  # a character YAML does not allow (NUL, ESC...)
-            line = text.count("\n", 0, e.position) + 1
-            raise InventoryError(source, [Problem("", line, f"not valid YAML: character U+{e.character:04X} is "
-                                                            f"not allowed ({e.reason})")]) from e
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            what = getattr(e, "problem", e)
-            message = what if isinstance(e, _LimitExceeded) else _yaml_message(e, text)
-            raise InventoryError(source, [Problem("", mark.line + 1 if mark else None, message)]) from e
-        self.data = self._convert(node, ()) if node is not None else None
-
-    def _convert(self, node: yaml.Node, path: Tuple[str, ...]) -> Any:
-        self.lines[path] = node.start_mark.line + 1
-        if not isinstance(node, _AliasNode):
-            return self._convert_node(node, path)
-        if id(node.value) in self._open:
-            self.error(path, f"alias *{node.anchor} is used inside the node it names, which would then contain "
-                             f"itself forever: remove the alias")
-            return None
-        self._aliases.append(path)
-        try:
-            return self._convert_node(node.value, path)
-        finally:
-            self._aliases.pop()
-
-    def _convert_node(self, node: yaml.Node, path: Tuple[str, ...]) -> Any:
-        self._count(path)
-        if len(path) >= MAX_YAML_DEPTH:  # only through aliases: the composer stops deeper text
-            where = self._aliases[0] if self._aliases else path
-            if where not in self._too_deep:  # once per alias, however many of its branches go too deep
-                self._too_deep.add(where)
-                self.error(where, _TOO_DEEP)
-            return None
-        if isinstance(node, yaml.MappingNode):
-            out: Dict[str, Any] = {}
-            self._open.add(id(node))
-            try:
-                for k, v in node.value:
-                    self._count(path)
-                    key_node = k.value if isinstance(k, _AliasNode) else k
-                    if not isinstance(key_node, yaml.ScalarNode):
-                        self.error(path, "a key must be a plain name, not a list or a mapping", k.start_mark.line + 1)
-                        continue
-                    key = str(key_node.value)
-                    if key in out:
-                        first = self.lines.get(path + (key,))
-                        self.lines[path + (key,)] = k.start_mark.line + 1
-                        self.error(path + (key,), f"duplicate key (first at line {first})")
-                    self.lines[path + (key,)] = k.start_mark.line + 1
-                    out[key] = self._convert(v, path + (key,))
-                    self.lines[path + (key,)] = k.start_mark.line + 1
-            finally:
-                self._open.discard(id(node))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            self._open.add(id(node))
-            try:
-                return [self._convert(v, path + (str(i),)) for i, v in enumerate(node.value)]
-            finally:
-                self._open.discard(id(node))
-        if node.tag == "tag:yaml.org,2002:str":
-            return node.value
-        if node.tag == "tag:yaml.org,2002:bool" and node.value.lower() in _YAML11_BOOL_WORDS:
-            return node.value
-        try:
-            return SafeConstructor().construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError) as e:
-            self.error(path, f"cannot read a value tagged {node.tag!r}: {getattr(e, 'problem', None) or e}")
-            return None
-
-    def _count(self, path: Tuple[str, ...]) -> None:
-        """Count one more node; past MAX_YAML_NODES stop at once, naming the outermost alias being expanded."""
-        self._visited += 1
-        if self._visited > MAX_YAML_NODES:
-            where = self._aliases[0] if self._aliases else path
-            raise InventoryError(self.source, self.problems + [
-                Problem(".".join(where) or "<top>", self.line_of(where), _TOO_MANY_NODES)])
-
-    def line_of(self, path: Tuple[str, ...]) -> Optional[int]:
-        """The line of `path`; a key absent from the file gets the line of its nearest present parent."""
-        for i in range(len(path), -1, -1):
-            line = self.lines.get(path[:i])
-            if line:
-                return line
-        return None
-
-    def error(self, path: Tuple[str, ...], message: str, line: Optional[int] = None) -> None:
-        """Reads as `a.b.c (line N): message`; N is the line of `path` unless given."""
-        self.problems.append(Problem(".".join(path) or "<top>", line or self.line_of(path), message))
-
-    # -- typed getters: report and return None on a bad value ---------------------------------
-    def mapping(self, value: Any, path: Tuple[str, ...], allowed: set) -> Dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.error(path, f"expected a mapping, got {_show(value)}")
-            return {}
-        for key in value:
-            if key not in allowed:
-                near = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.75)
-                hint = f"did you mean '{near[0]}'? " if near else ""
-                self.error(path + (key,), f"unknown key '{key}' ({hint}allowed: {', '.join(sorted(allowed))})")
-        return value
-
-    def integer(self, m: Dict[str, Any], key: str, path: Tuple[str, ...], default: Optional[int],
-                lo: Optional[int] = None, hi: Optional[int] = None, what: str = "") -> Optional[int]:
-        if key not in m or m[key] is None:
-            return default
-        v = m[key]
-        p = path + (key,)
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.error(p, f"expected an integer, got {_show(v)}")
-            return default
-        if lo is not None and v < lo or hi is not None and v > hi:
-            self.error(p, f"{what or 'value'} {v} out of range {lo}-{hi}")
-            return default
-        return v
-
-    def port(self, m: Dict[str, Any], key: str, path: Tuple[str, ...], default: Optional[int]) -> Optional[int]:
-        return self.integer(m, key, path, default, 1024, 65535, "port")
-
-    def string(self, m: Dict[str, Any], key: str, path: Tuple[str, ...], default: Optional[str],
-               check: Optional[Callable[[str], Optional[str]]] = None) -> Optional[str]:
-        if key not in m or m[key] is None:
-            return default
-        v = m[key]
-        if not isinstance(v, str) or not v:
-            self.error(path + (key,), f"expected a non-empty string, got {_show(v)}")
-            return default
-        if check:
-            msg = check(v)
-            if msg:
-                self.error(path + (key,), msg)
-                return default
-        return v
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, str):
-        return repr(v)
-    return f"{type(v).__name__} {v!r}"
 
 
 def _check_user(v: str) -> Optional[str]:
@@ -314,44 +97,13 @@ def _one_of(choices: Tuple[str, ...]) -> Callable[[str], Optional[str]]:
     return check
 
 
-def _too_big(size: int) -> Problem:
-    return Problem("", None, f"the file is {size} bytes, an inventory is at most {MAX_INVENTORY_BYTES}: "
-                             f"is it the right file?")
-
-
-def _yaml_message(e: yaml.YAMLError, text: str) -> str:
-    """PyYAML's syntax error in words a reader of the file can act on: the column, the text there,
-    and for the usual slips what they most likely are (PyYAML's own words stay, in parentheses)."""
-    mark, ctx = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
-    problem, context = str(getattr(e, "problem", "") or e), str(getattr(e, "context", "") or "")
-    likely = ""
-    if "<stream end>" in problem:
-        likely = "the file ends inside a {...} or [...]: one is not closed"
-    elif "expected <block end>" in problem or ("could not find expected ':'" in problem):
-        likely = "the indentation of this line does not match the lines above it (YAML counts the spaces)"
-    elif "flow mapping" in context or "flow sequence" in context:
-        opened = f" opened on line {ctx.line + 1}" if ctx is not None else ""
-        likely = f"a {{...}} or [...]{opened} is not closed (or a ',' is missing) before this"
-    elif "mapping values are not allowed" in problem:
-        likely = "a ': ' inside a value: put the value in quotes"
-    elif "found character '\\t'" in problem:
-        likely = "a tab: YAML indents with spaces only"
-    where = ""
-    if mark is not None:
-        lines = text.splitlines()
-        excerpt = lines[mark.line].strip() if mark.line < len(lines) else ""
-        where = f" at column {mark.column + 1}" + (f" (the line reads: {excerpt[:80]!r})" if excerpt else "")
-    core = f"{likely} ({problem})" if likely else problem
-    return f"not valid YAML{where}: {core}"
-
-
 def load_inventory(path: str) -> Cluster:
     """Read `path` (UTF-8, at most MAX_INVENTORY_BYTES: checked before reading) and parse it."""
     try:
         with Path(path).open("rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > MAX_INVENTORY_BYTES:
-                raise InventoryError(path, [_too_big(size)])
+                raise InventoryError(path, [too_big(size)])
             data = f.read(MAX_INVENTORY_BYTES + 1)  # a pipe or a device has no size to check first
     except OSError as e:
         err = InventoryError(path, [Problem("", None, f"cannot read: {e.strerror}")])
@@ -360,7 +112,7 @@ def load_inventory(path: str) -> Cluster:
                         "alice=HOST bob=USER@HOST (`sfcluster init --example` documents every key)")
         raise err from e
     if len(data) > MAX_INVENTORY_BYTES:
-        raise InventoryError(path, [_too_big(len(data))])
+        raise InventoryError(path, [too_big(len(data))])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -376,8 +128,8 @@ def parse_inventory(text: str, source: str = "<inventory>", controller_files: bo
     (identity_file, known_hosts, ssh_config) can be read: a loaded inventory's are, a text's
     (`init`, the unit tests) need not exist here."""
     if len(text) > MAX_INVENTORY_BYTES:
-        raise InventoryError(source, [_too_big(len(text.encode("utf-8", "replace")))])
-    doc = _Doc(text, source)
+        raise InventoryError(source, [too_big(len(text.encode("utf-8", "replace")))])
+    doc = YamlDoc(text, source)
     doc.controller_files = controller_files
     top = doc.mapping(doc.data, (), TOP_KEYS)
     if not isinstance(doc.data, dict):
@@ -386,13 +138,45 @@ def parse_inventory(text: str, source: str = "<inventory>", controller_files: bo
     name = doc.string(top, "cluster", (), None, _check_name)
     if top.get("cluster") is None:
         doc.error(("cluster",), "missing (a name for this cluster, e.g. 'cluster: demo')")
+    ray, spu_base, xs_base = _ports(doc, top)
+    mode = Mode(doc.string(top, "mode", (), Mode.SIMULATION.value, _one_of(tuple(m.value for m in Mode)))
+                or Mode.SIMULATION.value)
+    sm = doc.mapping(top.get("spu"), ("spu",), SPU_KEYS)
+    spu = SpuSettings(
+        protocol=doc.string(sm, "protocol", ("spu",), "SEMI2K", _one_of(PROTOCOLS)) or "SEMI2K",
+        field=doc.string(sm, "field", ("spu",), "FM128", _one_of(FIELDS)) or "FM128",
+        base_port=spu_base,
+    )
+    fw = doc.string(top, "firewall", (), "open", _one_of(tuple(m.value for m in FirewallMode))) or "open"
+    tls = doc.string(top, "tls", (), TLS_DEFAULT.value, _one_of(tuple(m.value for m in TlsMode))) or TLS_DEFAULT.value
+    provision, base_python_default = _provision(doc, top.get("provision"), source, needs_ray=mode.runs_ray)
+    defaults = _NodeDefaults(
+        ssh=_ssh(doc, top.get("ssh"), ("ssh",), SshSpec()), python=doc.string(top, "python", (), DEFAULT_PYTHON),
+        cpus=doc.integer(top, "cpus", (), MIN_CPUS, 1, 1024, "cpus"),
+        ray_user=doc.string(top, "ray_user", (), None, _check_user), base_python=base_python_default,
+        spu_base=spu_base, xs_base=xs_base, source=source, mode=mode)
+    nodes = [_node(doc, party, raw, i, defaults) for i, (party, raw) in enumerate(_raw_nodes(doc, top, spu).items())]
+    head = _head(doc, top, nodes)
 
-    ssh_default = _ssh(doc, top.get("ssh"), ("ssh",), SshSpec())
-    python_default = doc.string(top, "python", (), DEFAULT_PYTHON)
-    cpus_default = doc.integer(top, "cpus", (), MIN_CPUS, 1, 1024, "cpus")
+    cluster = Cluster(
+        name=name or "invalid", head_name=head or "", nodes=tuple(nodes), ray=ray, spu=spu,
+        firewall=FirewallMode(fw), tls=TlsMode(tls), known_hosts=doc.string(top, "known_hosts", (), None),
+        ssh_config=doc.string(top, "ssh_config", (), None), source=source, provision=provision,
+        mode=mode,
+    )
+    if not doc.problems:
+        _check_ports(doc, cluster)
+    if doc.controller_files:
+        _check_controller_files(doc, top)
+    if doc.problems:
+        raise InventoryError(source, doc.problems)
+    return cluster
 
-    pm = doc.mapping(top.get("ports"), ("ports",), PORT_KEYS)
+
+def _ports(doc: YamlDoc, top: Dict[str, Any]) -> Tuple[RayPorts, int, int]:
+    """`ports:`: Ray's ports, and the bases of the SPU and cross-silo ports of the parties."""
     pp = ("ports",)
+    pm = doc.mapping(top.get("ports"), pp, PORT_KEYS)
     wm = doc.mapping(pm.get("worker_ports"), pp + ("worker_ports",), WORKER_KEYS)
     d = RayPorts()
     ray = RayPorts(
@@ -412,105 +196,108 @@ def parse_inventory(text: str, source: str = "<inventory>", controller_files: bo
         doc.error(pp + ("worker_ports",), f"range {ray.worker_min}-{ray.worker_max} goes past 65535")
     spu_base = doc.port(pm, "spu_base", pp, SpuSettings().base_port) or SpuSettings().base_port
     xs_base = doc.port(pm, "cross_silo_base", pp, CROSS_SILO_BASE) or CROSS_SILO_BASE
-    mode = Mode(doc.string(top, "mode", (), Mode.SIMULATION.value, _one_of(tuple(m.value for m in Mode)))
-                or Mode.SIMULATION.value)
+    return ray, spu_base, xs_base
 
-    sm = doc.mapping(top.get("spu"), ("spu",), SPU_KEYS)
-    spu = SpuSettings(
-        protocol=doc.string(sm, "protocol", ("spu",), "SEMI2K", _one_of(PROTOCOLS)) or "SEMI2K",
-        field=doc.string(sm, "field", ("spu",), "FM128", _one_of(FIELDS)) or "FM128",
-        base_port=spu_base,
-    )
-    fw = doc.string(top, "firewall", (), "open", _one_of(tuple(m.value for m in FirewallMode))) or "open"
-    top_ray_user = doc.string(top, "ray_user", (), None, _check_user)
-    tls = doc.string(top, "tls", (), TLS_DEFAULT.value, _one_of(tuple(m.value for m in TlsMode))) or TLS_DEFAULT.value
-    provision, base_python_default = _provision(doc, top.get("provision"), source, needs_ray=mode.runs_ray)
 
-    nodes: List[Node] = []
+def _raw_nodes(doc: YamlDoc, top: Dict[str, Any], spu: SpuSettings) -> Dict[str, Any]:
+    """`nodes:` as written (party -> its mapping), after the checks on the parties as a whole."""
     raw_nodes = top.get("nodes")
     if raw_nodes is None:
         doc.error(("nodes",), "missing (at least two parties are needed)")
-        raw_nodes = {}
-    elif not isinstance(raw_nodes, dict):
-        doc.error(("nodes",), f"expected a mapping of party name -> node, got {_show(raw_nodes)}")
-        raw_nodes = {}
-    elif len(raw_nodes) < 2:
+        return {}
+    if not isinstance(raw_nodes, dict):
+        doc.error(("nodes",), f"expected a mapping of party name -> node, got {show(raw_nodes)}")
+        return {}
+    if len(raw_nodes) < 2:
         doc.error(("nodes",), "a SecretFlow cluster needs at least two parties")
     else:
         needed = PROTOCOL_PARTIES.get(spu.protocol)
         if needed and len(raw_nodes) != needed:
             doc.error(("spu", "protocol"), f"{spu.protocol} needs exactly {needed} parties, `nodes` has "
                                            f"{len(raw_nodes)} (SEMI2K takes any number)")
-    for i, (party, raw) in enumerate(raw_nodes.items()):
-        np_ = ("nodes", party)
-        if _check_name(party):
-            doc.error(np_, f"party name {_check_name(party)}")
-        nm = doc.mapping(raw, np_, NODE_KEYS)
-        host = doc.string(nm, "host", np_, None, _check_host)
-        if nm.get("host") is None:
-            doc.error(np_ + ("host",), "missing (IP or DNS name that the other parties use)")
-        dm = nm.get("data") or {}
-        if not isinstance(dm, dict) or not all(isinstance(v, str) for v in dm.values()):
-            doc.error(np_ + ("data",), "expected a mapping of name -> path")
-            dm = {}
-        for k, v in list(dm.items()):
-            if not v.startswith("/"):  # a path on the node: relative to what? (the node refused it, after SSH)
-                doc.error(np_ + ("data", str(k)), f"expected an absolute path on {party}'s node, got {_show(v)}")
-                dm.pop(k)
-        advertise = doc.string(nm, "advertise", np_, None, _check_host)
-        bind = doc.string(nm, "bind", np_, None, _check_host)
-        spu_port = doc.port(nm, "spu_port", np_, None)
-        if spu_port is None:
-            spu_port = spu_base + i
-            if spu_port > 65535:
-                doc.error(np_ + ("spu_port",), f"default SPU port {spu_base}+{i} = {spu_port} is past 65535 (lower ports.spu_base)")
-        xs_port = doc.port(nm, "cross_silo_port", np_, None)
-        if xs_port is None:
-            xs_port = xs_base + i
-            if xs_port > 65535:
-                doc.error(np_ + ("cross_silo_port",), f"default cross-silo port {xs_base}+{i} = {xs_port} is past "
-                                                      "65535 (lower ports.cross_silo_base)")
-        keep = nm.get("keep_outputs", False)
-        if not isinstance(keep, bool):
-            doc.error(np_ + ("keep_outputs",), f"expected true or false, got {_show(keep)}")
-            keep = True  # the safe reading of a value we could not read
-        ca_cert = _ca_cert(doc, nm, np_, source, mode)
-        nodes.append(Node(
-            name=party,
-            host=host or "",
-            ssh=_ssh(doc, nm.get("ssh"), np_ + ("ssh",), ssh_default),
-            python=doc.string(nm, "python", np_, python_default) or DEFAULT_PYTHON,
-            cpus=doc.integer(nm, "cpus", np_, cpus_default, 1, 1024, "cpus") or MIN_CPUS,
-            spu_port=spu_port,
-            spu_advertise=advertise or host or "",
-            spu_bind=bind,
-            data=tuple(sorted((str(k), str(v)) for k, v in dm.items())),
-            firewall_backend=doc.string(nm, "firewall_backend", np_, "auto", _one_of(BACKENDS)) or "auto",
-            ray_user=doc.string(nm, "ray_user", np_, top_ray_user, _check_user),
-            base_python=doc.string(nm, "base_python", np_, base_python_default, _check_python) or DEFAULT_BASE_PYTHON,
-            root_python=doc.string(nm, "root_python", np_, DEFAULT_ROOT_PYTHON, _check_absolute) or DEFAULT_ROOT_PYTHON,
-            cross_silo_port=xs_port, keep_outputs=keep, ca_cert=ca_cert,
-        ))
+    return raw_nodes
 
+
+@dataclass(frozen=True)
+class _NodeDefaults:
+    """What a node inherits from the top of the inventory."""
+
+    ssh: SshSpec
+    python: Optional[str]
+    cpus: Optional[int]
+    ray_user: Optional[str]
+    base_python: str
+    spu_base: int
+    xs_base: int
+    source: str
+    mode: Mode
+
+
+def _node(doc: YamlDoc, party: str, raw: Any, i: int, top: _NodeDefaults) -> Node:
+    """`nodes.<party>` (the i-th party: its default SPU and cross-silo ports are the bases + i)."""
+    np_ = ("nodes", party)
+    if _check_name(party):
+        doc.error(np_, f"party name {_check_name(party)}")
+    nm = doc.mapping(raw, np_, NODE_KEYS)
+    host = doc.string(nm, "host", np_, None, _check_host)
+    if nm.get("host") is None:
+        doc.error(np_ + ("host",), "missing (IP or DNS name that the other parties use)")
+    advertise = doc.string(nm, "advertise", np_, None, _check_host)
+    keep = nm.get("keep_outputs", False)
+    if not isinstance(keep, bool):
+        doc.error(np_ + ("keep_outputs",), f"expected true or false, got {show(keep)}")
+        keep = True  # the safe reading of a value we could not read
+    return Node(
+        name=party,
+        host=host or "",
+        ssh=_ssh(doc, nm.get("ssh"), np_ + ("ssh",), top.ssh),
+        python=doc.string(nm, "python", np_, top.python) or DEFAULT_PYTHON,
+        cpus=doc.integer(nm, "cpus", np_, top.cpus, 1, 1024, "cpus") or MIN_CPUS,
+        spu_port=_party_port(doc, nm, np_, "spu_port", top.spu_base, i, "SPU", "spu_base"),
+        spu_advertise=advertise or host or "",
+        spu_bind=doc.string(nm, "bind", np_, None, _check_host),
+        data=_data(doc, nm, np_, party),
+        firewall_backend=doc.string(nm, "firewall_backend", np_, "auto", _one_of(BACKENDS)) or "auto",
+        ray_user=doc.string(nm, "ray_user", np_, top.ray_user, _check_user),
+        base_python=doc.string(nm, "base_python", np_, top.base_python, _check_python) or DEFAULT_BASE_PYTHON,
+        root_python=doc.string(nm, "root_python", np_, DEFAULT_ROOT_PYTHON, _check_absolute) or DEFAULT_ROOT_PYTHON,
+        cross_silo_port=_party_port(doc, nm, np_, "cross_silo_port", top.xs_base, i, "cross-silo", "cross_silo_base"),
+        keep_outputs=keep, ca_cert=_ca_cert(doc, nm, np_, top.source, top.mode),
+    )
+
+
+def _party_port(doc: YamlDoc, nm: Dict[str, Any], np_: Tuple[str, ...], key: str, base: int, i: int, what: str,
+                base_key: str) -> int:
+    """A party's own port: as written, else the base + the party's index."""
+    port = doc.port(nm, key, np_, None)
+    if port is None:
+        port = base + i
+        if port > 65535:
+            doc.error(np_ + (key,), f"default {what} port {base}+{i} = {port} is past 65535 (lower ports.{base_key})")
+    return port
+
+
+def _data(doc: YamlDoc, nm: Dict[str, Any], np_: Tuple[str, ...], party: str) -> Tuple[Tuple[str, str], ...]:
+    """`nodes.<party>.data`: name -> absolute path on that node."""
+    dm = nm.get("data") or {}
+    if not isinstance(dm, dict) or not all(isinstance(v, str) for v in dm.values()):
+        doc.error(np_ + ("data",), "expected a mapping of name -> path")
+        return ()
+    for k, v in list(dm.items()):
+        if not v.startswith("/"):  # a path on the node: relative to what? (the node refused it, after SSH)
+            doc.error(np_ + ("data", str(k)), f"expected an absolute path on {party}'s node, got {show(v)}")
+            dm.pop(k)
+    return tuple(sorted((str(k), str(v)) for k, v in dm.items()))
+
+
+def _head(doc: YamlDoc, top: Dict[str, Any], nodes: List[Node]) -> Optional[str]:
+    """`head:` (default: the first party); `nodes` sorted head first, the others in file order."""
     head = doc.string(top, "head", (), nodes[0].name if nodes else None)
     if head is not None and nodes and head not in {n.name for n in nodes}:
         doc.error(("head",), f"'{head}' is not among nodes ({', '.join(n.name for n in nodes)})")
     elif head is not None:
-        nodes.sort(key=lambda n: n.name != head)  # head first, others in file order
-
-    cluster = Cluster(
-        name=name or "invalid", head_name=head or "", nodes=tuple(nodes), ray=ray, spu=spu,
-        firewall=FirewallMode(fw), tls=TlsMode(tls), known_hosts=doc.string(top, "known_hosts", (), None),
-        ssh_config=doc.string(top, "ssh_config", (), None), source=source, provision=provision,
-        mode=mode,
-    )
-    if not doc.problems:
-        _check_ports(doc, cluster)
-    if doc.controller_files:
-        _check_controller_files(doc, top)
-    if doc.problems:
-        raise InventoryError(source, doc.problems)
-    return cluster
+        nodes.sort(key=lambda n: n.name != head)
+    return head
 
 
 def _readable_file(path: str) -> Optional[str]:
@@ -526,7 +313,7 @@ def _readable_file(path: str) -> Optional[str]:
     return None if os.path.isfile(full) else f"{path} is not a file"
 
 
-def _check_controller_files(doc: _Doc, top: Dict[str, Any]) -> None:
+def _check_controller_files(doc: YamlDoc, top: Dict[str, Any]) -> None:
     """The files on this controller the inventory names: found now, with their YAML path, not as
     an SSH failure per node later (a missing identity_file reads as 'authentication failed', a
     missing known_hosts as every host key unknown)."""
@@ -550,7 +337,7 @@ def _check_controller_files(doc: _Doc, top: Dict[str, Any]) -> None:
                 doc.error(path + ("identity_file",), why + " (the private key SSH logs in with)")
 
 
-def _ca_cert(doc: _Doc, nm: Dict[str, Any], np_: Tuple[str, ...], source: str, mode: Mode) -> Optional[str]:
+def _ca_cert(doc: YamlDoc, nm: Dict[str, Any], np_: Tuple[str, ...], source: str, mode: Mode) -> Optional[str]:
     """A party's own CA certificate (production mode, each organisation its own CA): a readable
     PEM file on the controller holding one CA certificate; the path is relative to the inventory."""
     raw = doc.string(nm, "ca_cert", np_, None)
@@ -576,7 +363,7 @@ def _ca_cert(doc: _Doc, nm: Dict[str, Any], np_: Tuple[str, ...], source: str, m
     return path
 
 
-def _ssh(doc: _Doc, raw: Any, path: Tuple[str, ...], base: SshSpec) -> SshSpec:
+def _ssh(doc: YamlDoc, raw: Any, path: Tuple[str, ...], base: SshSpec) -> SshSpec:
     m = doc.mapping(raw, path, SSH_KEYS)
     return SshSpec(
         user=doc.string(m, "user", path, base.user),
@@ -587,7 +374,7 @@ def _ssh(doc: _Doc, raw: Any, path: Tuple[str, ...], base: SshSpec) -> SshSpec:
     )
 
 
-def _provision(doc: _Doc, raw: Any, source: str, needs_ray: bool = True) -> Tuple[Optional[Provision], str]:
+def _provision(doc: YamlDoc, raw: Any, source: str, needs_ray: bool = True) -> Tuple[Optional[Provision], str]:
     """`provision:` (what `sfcluster provision` installs) and the default base_python of the nodes.
     Controller paths (wheelhouse, index_credentials, lock) are relative to the inventory's directory."""
     path = ("provision",)
@@ -655,7 +442,7 @@ def _check_index_url(v: str) -> Optional[str]:
     return None
 
 
-def _check_ports(doc: _Doc, cluster: Cluster) -> None:
+def _check_ports(doc: YamlDoc, cluster: Cluster) -> None:
     """Overlapping ports on one host are errors (two parties may share a host in tests)."""
     from sfcluster.inventory.ports import plan_ports
 
