@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from sfcluster.connect import Nodes
-from sfcluster.doctor import run_checks
-from sfcluster.facts import NodeFacts, gather_all
 from sfcluster.firewall import plan_add
 from sfcluster.inventory.model import Cluster
+from sfcluster.lifecycle.preflight import facts_for_up
 from sfcluster.raycluster.argv import head_start_argv, worker_start_argv
 from sfcluster.tls.install import enabled as tls_enabled, inspect as inspect_tls
 from sfcluster.tls.pki import load_ca
@@ -56,7 +55,7 @@ class UpDryRun:
 def plan(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False) -> UpDryRun:
     """The facts (with the preflight unless skip_check, as `up`), the plan from them, and the
     certificates as `up` would find them; raises what `up` would raise before acting."""
-    facts = _facts(cluster, nodes, skip_check)
+    facts = facts_for_up(cluster, nodes, skip_check=skip_check, rotate_certs=False)  # the same preflight as `up`
     up_plan = plan_up(cluster, facts)
     out = UpDryRun(cluster.name, cluster.mode.value)
     for step in up_plan.firewall:
@@ -71,18 +70,6 @@ def plan(cluster: Cluster, nodes: Nodes, *, skip_check: bool = False) -> UpDryRu
     if tls_enabled(cluster):
         _certificates(cluster, nodes, out)
     return out
-
-
-def _facts(cluster: Cluster, nodes: Nodes, skip_check: bool) -> Dict[str, NodeFacts]:
-    from sfcluster.lifecycle import PreflightFailed  # lifecycle imports the whole bring-up; only its error here
-    if skip_check:
-        g = gather_all(cluster, nodes.runners)
-        g.raise_if_failed("gathering facts")
-        return g.results
-    report = run_checks(cluster, nodes.runners)
-    if not report.ok:
-        raise PreflightFailed(report)
-    return report.facts
 
 
 def _certificates(cluster: Cluster, nodes: Nodes, out: UpDryRun) -> None:

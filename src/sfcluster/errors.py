@@ -6,7 +6,7 @@ the Python API (sfcluster.api) sees the same outcome as the CLI's caller:
     RemoteError        1   a remote step failed, naming the host: remote.base.CommandFailed, ProvisionError
     NotInInventory    78   a party or data name the inventory lacks (data.py)
     InventoryError    78   invalid inventory; `problems`, each with its YAML path and line
-    PlanError          1   cannot be brought up as planned; PreflightFailed (lifecycle.py): 65, or
+    PlanError          1   cannot be brought up as planned; PreflightFailed (lifecycle/preflight.py): 65, or
                            77 when sudo asking for a password is all that failed; `.report`
     UnavailableError  69   a node, the cluster or its Ray cannot be reached
     ConnectError, HostKeyError, CommandTimeout   69 (RemoteError's: they name the host)

@@ -1,29 +1,16 @@
 """What `up` must do, decided from the nodes' facts alone (no I/O): which nodes get firewall rules
 and why, whether the head and which workers must be started, or why `up` refuses to touch anything.
-lifecycle.py applies the plan."""
+lifecycle/bringup.py applies the plan."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Literal, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from sfcluster.errors import PlanError, PrivilegeError
 from sfcluster.facts import NodeFacts
 from sfcluster.firewall import FirewallFacts, plan_add
+from sfcluster.firewall.steps import FirewallAction, FirewallStep
 from sfcluster.inventory.model import Cluster, FirewallMode, TlsMode
-
-# add: none of our rules there; repair: some of ours are missing; replace: all there, but the node's
-# record names another plan (a peer's address or the backend changed since the rules went in).
-FirewallAction = Literal["add", "repair", "replace"]
-
-
-@dataclass(frozen=True)
-class FirewallStep:
-    """Add this cluster's rules on `node` with `backend`."""
-
-    node: str
-    backend: str
-    action: FirewallAction
-
 
 @dataclass(frozen=True)
 class UpPlan:

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 import sfcluster
 from sfcluster import api, lifecycle
+from sfcluster.lifecycle import bringup, preflight, teardown
 from sfcluster.cli.main import cli
 from sfcluster.doctor import Report, Status
 from sfcluster.errors import InventoryError, PrivilegeError, SfclusterError, UnavailableError
@@ -89,8 +90,8 @@ def test_every_error_class_carries_an_exit_code_of_the_table():
 
 def test_up_refused_by_its_plan_raises_77_and_touches_no_node(state, monkeypatch):
     c = cluster_for("open")
-    monkeypatch.setattr(lifecycle, "cluster_lock", no_lock)
-    monkeypatch.setattr(lifecycle, "gather_all",
+    monkeypatch.setattr(bringup, "cluster_lock", no_lock)
+    monkeypatch.setattr(preflight, "gather_all",
                         lambda *a, **kw: GroupResult(results=facts_for(c, {"carol": {"sudo": "password"}})))
     cluster = api.Cluster(c, runners={n: Untouchable(n) for n in NODES})
     with pytest.raises(PrivilegeError) as ei:
@@ -100,8 +101,8 @@ def test_up_refused_by_its_plan_raises_77_and_touches_no_node(state, monkeypatch
 
 def test_down_with_a_node_out_of_reach_raises_69_and_stops_nothing(state, monkeypatch):
     c = cluster_for("open")
-    monkeypatch.setattr(lifecycle, "cluster_lock", no_lock)
-    monkeypatch.setattr(lifecycle, "gather_all", lambda *a, **kw: GroupResult(
+    monkeypatch.setattr(teardown, "cluster_lock", no_lock)
+    monkeypatch.setattr(teardown, "gather_all", lambda *a, **kw: GroupResult(
         results=facts_for(c, {}), errors={"bob": UnavailableError("[bob] connection refused")}))
     with pytest.raises(UnavailableError) as ei:
         api.Cluster(c, runners={n: Untouchable(n) for n in NODES}).down()

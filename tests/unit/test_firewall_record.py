@@ -15,7 +15,7 @@ from typing import List
 
 import pytest
 
-from sfcluster import lifecycle
+from sfcluster.lifecycle import teardown
 from sfcluster.connect import Nodes
 from sfcluster.errors import RemoteError
 from sfcluster.facts import NodeFacts
@@ -204,11 +204,11 @@ def test_down_after_a_peers_ip_changed_removes_what_up_added(node, cluster, monk
                       addresses=[], ports={}, ray_processes=[], sudo="root", firewall=fw, mem_available=None,
                       shm_free=None, tmp_free=None)
     monkeypatch.setenv("SFCLUSTER_STATE_DIR", str(tmp_path / "controller"))  # no cached copy either
-    monkeypatch.setattr(lifecycle, "gather_all", lambda *a, **kw: GroupResult(results={"alice": facts}))
-    monkeypatch.setattr(lifecycle, "stop_ray", lambda *a: {"stopped": [], "killed": []})
+    monkeypatch.setattr(teardown, "gather_all", lambda *a, **kw: GroupResult(results={"alice": facts}))
+    monkeypatch.setattr(teardown, "stop_ray", lambda *a: {"stopped": [], "killed": []})
 
     nodes = Nodes(moved, runners={"alice": node.runner})  # the core takes any Runner
-    res = lifecycle._down(moved, nodes, force=False, progress=lambda n, m: None)  # _down: without the cluster lock
+    res = teardown._down(moved, nodes, force=False, progress=lambda n, m: None)  # _down: without the cluster lock
     assert res.errors == {} and res.firewall_removed == ["alice"]
     assert node.rules() == [] and not node.record.exists()
 

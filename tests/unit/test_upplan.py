@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import pytest
 
-from sfcluster import lifecycle
+from sfcluster.lifecycle import bringup, preflight
 from sfcluster.connect import Nodes
 from sfcluster.errors import PlanError, PrivilegeError
 from sfcluster.facts import NodeFacts
@@ -14,7 +14,8 @@ from sfcluster.firewall import FirewallFacts, Recorded, plan_add
 from sfcluster.inventory import parse_inventory
 from sfcluster.inventory.model import Cluster
 from sfcluster.remote.group import GroupResult
-from sfcluster.upplan import FirewallStep, UpPlan, plan_up
+from sfcluster.firewall.steps import FirewallStep
+from sfcluster.upplan import UpPlan, plan_up
 
 INV = """
 cluster: demo
@@ -185,10 +186,10 @@ def test_up_refuses_before_touching_any_node(monkeypatch: pytest.MonkeyPatch, tm
     cluster = cluster_for("open")
     facts = facts_for(cluster, {"carol": {"sudo": "password"}})
     monkeypatch.setenv("SFCLUSTER_STATE_DIR", str(tmp_path))
-    monkeypatch.setattr(lifecycle, "gather_all", lambda *a, **kw: GroupResult(results=facts))
+    monkeypatch.setattr(preflight, "gather_all", lambda *a, **kw: GroupResult(results=facts))
     nodes = Nodes(cluster, runners={n: Untouchable(n) for n in NODES})
     with pytest.raises(PrivilegeError, match=r"\[carol\]"):
-        lifecycle._up(cluster, nodes, skip_check=True, keep_on_failure=False, progress=lambda n, m: None,
+        bringup._up(cluster, nodes, skip_check=True, keep_on_failure=False, progress=lambda n, m: None,
                       join_timeout=1)  # _up: without the cluster lock
     assert not list(tmp_path.iterdir())  # no state saved either
 
