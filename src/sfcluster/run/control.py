@@ -9,7 +9,10 @@ one changes nothing: the driver's exit code is the wrapper's, written before its
 from __future__ import annotations
 
 import json
-from typing import Callable, Dict, Optional
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, Optional
 
 from sfcluster.nodescripts import contract as C
 
@@ -57,3 +60,29 @@ class ControlLines:
                 self.note(f"stopping the driver: {payload}")
         except (ValueError, KeyError, TypeError):
             self.note(f"unreadable control line from the head: {line[:200]!r}")
+
+
+@contextmanager
+def stop_on_signals(note: Callable[[str], None], what: str,
+                    on_first: Callable[[], None] = lambda: None) -> Iterator[threading.Event]:
+    """While a run streams, Ctrl-C or SIGTERM: the first sets the event it yields (the caller
+    closes the wrappers' stdin with it: each wrapper stops its driver and reports how it ended)
+    and says so; a second abandons (KeyboardInterrupt). The handlers are installed from the main
+    thread only (the API may run a run from another one), and restored after."""
+    interrupted = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ANN001
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        on_first()
+        note(f"interrupted: stopping {what} (again to abandon)")
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, on_signal)
+    try:
+        yield interrupted
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)

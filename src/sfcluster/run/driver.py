@@ -7,13 +7,11 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import BinaryIO, Callable, Dict, List, Optional
 
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
@@ -29,7 +27,7 @@ from sfcluster.nodescripts import GATE_FILE, wrapper
 from sfcluster.inventory.model import MIN_CPUS
 from sfcluster.remote.group import fan_out
 from sfcluster.run import fetch as fetching
-from sfcluster.run.control import ControlLines
+from sfcluster.run.control import ControlLines, stop_on_signals
 from sfcluster.run import history
 
 RUNTIME_FILE = Path(__file__).resolve().parents[1] / "runtime.py"
@@ -110,77 +108,62 @@ def _request(cluster: Cluster, opts: RunOptions, run_id: str, dirs: Dict[str, st
     }
 
 
-def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes], None],
-        err: Callable[[bytes], None], note: Callable[[str], None]) -> int:
-    """Run the driver; return its exit code. Ctrl-C/SIGTERM stop it remotely and wait for that."""
+def check_inputs(opts: RunOptions) -> None:
+    """The script and every --files are files here, before anything is shipped."""
     if not Path(opts.script).is_file():
         raise SfclusterError(f"script {opts.script} not found")
     for f in opts.files:
         if not Path(f).is_file():
             raise SfclusterError(f"--files {f}: not a file")
+
+
+def new_record(cluster: Cluster, opts: RunOptions, run_id: str, **kw: object) -> history.RunRecord:
+    """The run's history record as it starts (this controller, this user, the inventory's digest)."""
+    return history.RunRecord(run_id=run_id, cluster=cluster.name, script=os.path.basename(opts.notebook or opts.script),
+                             args=list(opts.args), user=getpass.getuser(), controller=socket.gethostname(),
+                             started=time.time(), inventory=os.path.abspath(cluster.source),
+                             inventory_digest=history.inventory_digest(cluster.source), **kw)  # type: ignore[arg-type]
+
+
+def tee(log: BinaryIO, to: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        log.write(data)
+        to(data)
+    return write
+
+
+def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes], None],
+        err: Callable[[bytes], None], note: Callable[[str], None]) -> int:
+    """Run the driver; return its exit code. Ctrl-C/SIGTERM stop it remotely and wait for that."""
+    check_inputs(opts)
     run_id = opts.run_id or history.new_run_id()  # the API names it beforehand (api.Cluster.run)
     tls_dirs = dirs_for_run(cluster, nodes)  # tls: on: where each node keeps its certificates
     dirs = _ship(cluster, nodes, opts, run_id, tls_dirs)
     req = _request(cluster, opts, run_id, dirs)
-    rec = history.RunRecord(run_id=run_id, cluster=cluster.name, script=os.path.basename(opts.notebook or opts.script),
-                            args=list(opts.args), user=req["user"], controller=req["controller"], started=time.time(),
-                            detached=opts.detach, inventory=os.path.abspath(cluster.source),
-                            inventory_digest=history.inventory_digest(cluster.source))
+    rec = new_record(cluster, opts, run_id, detached=opts.detach)
     log_path = history.make_home(cluster.name, run_id) / C.LOG_NAME  # the fetch replaces it by the head's whole log
     log = open(log_path, "ab")
-
-    def passthrough(line: bytes) -> None:
-        log.write(line)
-        err(line)
-
-    control = ControlLines(note, passthrough)
-    on_err_line = control.feed
-
-    def on_out(data: bytes) -> None:
-        log.write(data)
-        out(data)
-
-    interrupted = threading.Event()
-    old = {}
-
-    def on_signal(signum, frame):  # noqa: ANN001
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        interrupted.set()
-        note("interrupted: stopping the driver on the head (again to abandon)")
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, on_signal)
+    control = ControlLines(note, tee(log, err))
     try:
-        # the wrapper is a file of the run dir; the request (token included) goes on stdin, never
-        # on a command line. With tls: on, the wrapper (its GCS client) and the driver get Ray's
-        # TLS environment: without it they could not even connect.
-        code = nodes.ray(cluster.head_name).stream(
-            with_env([cluster.head.python, f"{dirs[cluster.head_name]}/{C.WRAPPER_NAME}"], tls_dirs.get(cluster.head_name)),
-            stdin=json.dumps(req) + "\n",
-            on_stdout=on_out, on_stderr=by_line(on_err_line), keep_stdin_open=not opts.detach, close_stdin=interrupted,
-            # the wrapper beats every 5 s while it waits for the lock and while the driver
-            # runs: a head that goes silent (frozen, powered off, cut off) ends the run
-            idle_timeout=HEAD_SILENCE)
+        with stop_on_signals(note, "the driver on the head") as interrupted:
+            # the wrapper is a file of the run dir; the request (token included) goes on stdin,
+            # never on a command line. With tls: on, the wrapper (its GCS client) and the driver
+            # get Ray's TLS environment: without it they could not even connect.
+            code = nodes.ray(cluster.head_name).stream(
+                with_env([cluster.head.python, f"{dirs[cluster.head_name]}/{C.WRAPPER_NAME}"],
+                         tls_dirs.get(cluster.head_name)),
+                stdin=json.dumps(req) + "\n", on_stdout=tee(log, out), on_stderr=by_line(control.feed),
+                keep_stdin_open=not opts.detach, close_stdin=interrupted,
+                # the wrapper beats every 5 s while it waits for the lock and while the driver
+                # runs: a head that goes silent (frozen, powered off, cut off) ends the run
+                idle_timeout=HEAD_SILENCE)
     finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
         log.close()
         if C.STARTED in control:
             history.save(rec)  # a run, whatever happens next (`fetch` completes it)
         else:  # refused (lock held, another driver, no Ray) or never heard of: no run to remember
             shutil.rmtree(log_path.parent, ignore_errors=True)
-    if code == C.HELD_EXIT and C.LOCKED in control:
-        raise held_error(cluster, json.loads(control[C.LOCKED]), "run")
-    if code == C.FOREIGN_EXIT and C.FOREIGN in control and C.STARTED not in control:
-        raise ForeignDriver(f"another driver is connected to the cluster: {_drivers(control[C.FOREIGN])}",
-                            FOREIGN_FIX)
-    if C.UNSAFE in control and C.STARTED not in control:
-        raise unsafe_state(cluster.head_name, control[C.UNSAFE])
-    if code == C.NORAY_EXIT and C.STARTED not in control:
-        raise UnavailableError(f"Ray is not reachable at {cluster.ray_address}: {control.get(C.NORAY) or ''}",
-                               "bring the cluster up first: sfcluster up")
+    _raise_refusal(cluster, code, control)
     if opts.detach and C.STARTED in control:
         note(f"detached: run {run_id} goes on; follow it with `sfcluster logs -f`, stop it with `sfcluster cancel`, "
              f"fetch its outputs once it has ended with `sfcluster fetch {run_id}`")
@@ -193,6 +176,22 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     for line in said:
         note(line)
     return final
+
+
+def _raise_refusal(cluster: Cluster, code: int, control: ControlLines) -> None:
+    """The wrapper refused to start the driver: the error that says why."""
+    if code == C.HELD_EXIT and C.LOCKED in control:
+        raise held_error(cluster, json.loads(control[C.LOCKED]), "run")
+    if C.STARTED in control:
+        return
+    if code == C.FOREIGN_EXIT and C.FOREIGN in control:
+        raise ForeignDriver(f"another driver is connected to the cluster: {_drivers(control[C.FOREIGN])}",
+                            FOREIGN_FIX)
+    if C.UNSAFE in control:
+        raise unsafe_state(cluster.head_name, control[C.UNSAFE])
+    if code == C.NORAY_EXIT:
+        raise UnavailableError(f"Ray is not reachable at {cluster.ray_address}: {control.get(C.NORAY) or ''}",
+                               "bring the cluster up first: sfcluster up")
 
 
 def _record_end(rec: history.RunRecord, control: dict, final: int) -> None:

@@ -24,12 +24,11 @@ import os
 import queue
 import secrets
 import shutil
-import signal
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, BinaryIO, Callable, Dict, List, Optional
 
 from sfcluster.clusterlock import holder_text
 from sfcluster.config import production_config
@@ -44,9 +43,9 @@ from sfcluster.remote.group import fan_out
 from sfcluster.remote.transfer import bundle, push, unsafe_state
 from sfcluster.run import fetch as fetching
 from sfcluster.run import history
-from sfcluster.run.control import ControlLines
+from sfcluster.run.control import ControlLines, stop_on_signals
 from sfcluster.run.history import new_run_id
-from sfcluster.run.driver import RUNTIME_FILE, RunOptions, exit_code_of
+from sfcluster.run.driver import RUNTIME_FILE, RunOptions, check_inputs, exit_code_of, new_record
 from sfcluster.tls.install import dirs_for_run, enabled as tls_enabled
 
 LAUNCH_FILE = RUNTIME_FILE.parent / "launch.py"
@@ -138,14 +137,31 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
         err: Callable[[bytes], None], note: Callable[[str], None]) -> int:
     """Run one driver per party; return the run's exit code (0 only when every party's driver
     exited 0). Ctrl-C/SIGTERM stop every party's driver and wait for that."""
+    run_id = _run_id(cluster, opts)
+    tls_dirs = dirs_for_run(cluster, nodes)
+    dirs = _ship(cluster, nodes, opts, run_id, tls_dirs)
+    rec = new_record(cluster, opts, run_id, mode="production")
+    home = history.make_home(cluster.name, run_id)
+    drivers = _Drivers(cluster, nodes, opts, run_id, dirs, note)
+    with open(home / C.LOG_NAME, "ab") as log, \
+            stop_on_signals(note, "the driver of every party", on_first=drivers.stop_all.set) as interrupted:
+        drivers.stream(log, out, err)
+    parties, cause = drivers.parties, drivers.cause
+    if not any(p.started for p in parties.values()):
+        shutil.rmtree(home, ignore_errors=True)  # refused everywhere: no run to remember
+    _raise_refusal(cluster, nodes, rec, parties, opts, note, cause)
+    final = _final_code(parties, cause, interrupted.is_set())
+    _finish(cluster, nodes, rec, parties, final, opts, note, cause)
+    return final
+
+
+def _run_id(cluster: Cluster, opts: RunOptions) -> str:
+    """The run's id, after the checks that need no node: a federated party must be given the id
+    every operator starts with, and an id is used once."""
     if opts.detach:
         raise SfclusterError("--detach is not supported in production mode yet",
                              "run it in the foreground (e.g. under nohup or tmux on the controller)")
-    if not Path(opts.script).is_file():
-        raise SfclusterError(f"script {opts.script} not found")
-    for f in opts.files:
-        if not Path(f).is_file():
-            raise SfclusterError(f"--files {f}: not a file")
+    check_inputs(opts)
     run_id = opts.run_id or new_run_id()
     if cluster.federated and not opts.run_id:
         raise SfclusterError(
@@ -155,108 +171,105 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     if history.run_home(cluster.name, run_id).exists():
         raise SfclusterError(f"run {run_id} is already in this controller's history: a run id is used once",
                              f"agree on a new one with the other operators (e.g. --run-id {new_run_id()})")
-    tls_dirs = dirs_for_run(cluster, nodes)
-    dirs = _ship(cluster, nodes, opts, run_id, tls_dirs)
-    token = secrets.token_hex(16)
-    rec = history.RunRecord(run_id=run_id, cluster=cluster.name, script=os.path.basename(opts.script),
-                            args=list(opts.args), user=getpass.getuser(), controller=socket.gethostname(),
-                            started=time.time(), inventory=os.path.abspath(cluster.source),
-                            inventory_digest=history.inventory_digest(cluster.source), mode="production")
-    home = history.make_home(cluster.name, run_id)
-    log = open(home / C.LOG_NAME, "ab")
-    log_lock = threading.Lock()
-    parties = {n: _Party(n) for n in cluster.operated_names}
-    stop_all = threading.Event()   # closes every party's channel: each wrapper stops its driver
-    ended: "queue.Queue[str]" = queue.Queue()
-    interrupted = threading.Event()
+    return run_id
 
-    def party_stream(p: _Party) -> None:
+
+class _Drivers:
+    """Every party's wrapper streamed at once (a thread each) and watched: the first party whose
+    driver fails, goes silent or is lost ends the run for all (stop_all closes every channel, and
+    each wrapper stops its driver); so do drivers that do not all reach every peer in time.
+    `cause`: the party whose end ended the run, why, and (when sfcluster's) the exit code."""
+
+    def __init__(self, cluster: Cluster, nodes: Nodes, opts: RunOptions, run_id: str, dirs: Dict[str, str],
+                 note: Callable[[str], None]) -> None:
+        self.cluster, self.nodes, self.opts, self.run_id, self.dirs, self.note = cluster, nodes, opts, run_id, dirs, note
+        self.parties = {n: _Party(n) for n in cluster.operated_names}
+        self.stop_all = threading.Event()
+        self.cause: Dict[str, Any] = {}
+        self._ended: "queue.Queue[str]" = queue.Queue()
+        self._token = secrets.token_hex(16)
+        self._log_lock = threading.Lock()
+
+    def stream(self, log: BinaryIO, out: Callable[[bytes], None], err: Callable[[bytes], None]) -> None:
+        threads = [threading.Thread(target=self._party, args=(p, log, out, err), name=f"sfcluster-run-{p.name}",
+                                    daemon=True) for p in self.parties.values()]
+        for t in threads:
+            t.start()
+        self._watch()
+        for t in threads:
+            t.join(5)
+
+    def _party(self, p: _Party, log: BinaryIO, out: Callable[[bytes], None], err: Callable[[bytes], None]) -> None:
         tag = f"[{p.name}] ".encode()
 
         def write(data: bytes, to: Callable[[bytes], None]) -> None:
             p.tail.append(data[len(tag):].decode(errors="replace").rstrip()[:300])
-            with log_lock:
+            with self._log_lock:
                 log.write(data)
                 to(data)
-
-        def passthrough(line: bytes) -> None:
-            write(tag + line, err)
-        p.control = ControlLines(lambda m: note(f"[{p.name}] {m}"), passthrough)
+        p.control = ControlLines(lambda m: self.note(f"[{p.name}] {m}"), lambda line: write(tag + line, err))
+        req = _request(self.cluster, self.opts, self.run_id, p.name, self.dirs[p.name], self._token)
         try:
-            p.code = nodes.ray(p.name).stream(
-                [cluster.node(p.name).python, f"{dirs[p.name]}/{C.WRAPPER_NAME}"],
-                stdin=json.dumps(_request(cluster, opts, run_id, p.name, dirs[p.name], token)) + "\n",
+            p.code = self.nodes.ray(p.name).stream(
+                [self.cluster.node(p.name).python, f"{self.dirs[p.name]}/{C.WRAPPER_NAME}"],
+                stdin=json.dumps(req) + "\n",
                 on_stdout=by_line(lambda line: write(tag + line + b"\n", out)), on_stderr=by_line(p.control.feed),
-                keep_stdin_open=True, close_stdin=stop_all, idle_timeout=PARTY_SILENCE)
+                keep_stdin_open=True, close_stdin=self.stop_all, idle_timeout=PARTY_SILENCE)
         except BaseException as e:  # noqa: BLE001 - reported in the caller's thread
             p.error = e
         finally:
-            ended.put(p.name)
+            self._ended.put(p.name)
 
-    old = {}
-
-    def on_signal(signum, frame):  # noqa: ANN001
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        interrupted.set()
-        stop_all.set()
-        note("interrupted: stopping the driver of every party (again to abandon)")
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, on_signal)
-    cause: Dict[str, Any] = {}   # the party whose end ended the run, why, and (when sfcluster's) the exit code
-    try:
-        threads = [threading.Thread(target=party_stream, args=(p,), name=f"sfcluster-run-{p.name}", daemon=True)
-                   for p in parties.values()]
-        for t in threads:
-            t.start()
-        start_timeout = opts.start_timeout
-        deadline = time.monotonic() + start_timeout
-        left = set(parties)
+    def _watch(self) -> None:
+        deadline = time.monotonic() + self.opts.start_timeout
+        left = set(self.parties)
         while left:
             try:
-                name = ended.get(timeout=0.2)
+                name = self._ended.get(timeout=0.2)
             except queue.Empty:
-                if not stop_all.is_set() and time.monotonic() > deadline and not all(p.ready for p in parties.values()):
-                    absent = sorted(n for n, p in parties.items() if not p.linking)
-                    missing = absent or sorted(n for n, p in parties.items() if not p.ready)
-                    cause.setdefault("party", missing[0])
-                    cause.setdefault("code", int(Exit.UNAVAILABLE))
-                    cause.setdefault("why", (
-                        f"the driver of {', '.join(absent)} did not come to sf.init within {start_timeout:g} s"
-                        if absent else f"the drivers of {', '.join(missing)} did not reach every peer within "
-                        f"{start_timeout:g} s (each party must reach the others' cross-silo ports: sfcluster check"
-                        + (f"; the other parties' operators must start theirs with --run-id {run_id}"
-                           if cluster.federated else "") + ")"))
-                    note(f"{cause['why']}: stopping every party")
-                    stop_all.set()
+                if not self.stop_all.is_set() and time.monotonic() > deadline \
+                        and not all(p.ready for p in self.parties.values()):
+                    self._stop(self._not_linked(), "every party")
                 continue
             left.discard(name)
-            p = parties[name]
+            p = self.parties[name]
             ex = p.exit()
-            failed = p.error is not None or ex is None or int(ex.get("code", 1)) != 0
-            if failed and not stop_all.is_set():
-                cause.setdefault("party", name)
+            if (p.error is not None or ex is None or int(ex.get("code", 1)) != 0) and not self.stop_all.is_set():
+                self.cause.setdefault("party", name)
                 if p.error is not None or ex is None:  # silent, cut off, its SSH gone: the party is lost
-                    cause.setdefault("code", int(Exit.NODE_LOST))
-                cause.setdefault("why", _why(p))
-                if left:
-                    note(f"{cause['why']}: stopping the other parties ({', '.join(sorted(left))})")
-                stop_all.set()
-        for t in threads:
-            t.join(5)
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-        log.close()
-    if not any(p.started for p in parties.values()):
-        shutil.rmtree(home, ignore_errors=True)  # refused everywhere: no run to remember
+                    self.cause.setdefault("code", int(Exit.NODE_LOST))
+                self._stop(_why(p), f"the other parties ({', '.join(sorted(left))})" if left else "")
+
+    def _not_linked(self) -> str:
+        """Why the run stops when its drivers did not all reach every peer within start_timeout."""
+        t = self.opts.start_timeout
+        absent = sorted(n for n, p in self.parties.items() if not p.linking)
+        missing = absent or sorted(n for n, p in self.parties.items() if not p.ready)
+        self.cause.setdefault("party", missing[0])
+        self.cause.setdefault("code", int(Exit.UNAVAILABLE))
+        if absent:
+            return f"the driver of {', '.join(absent)} did not come to sf.init within {t:g} s"
+        return (f"the drivers of {', '.join(missing)} did not reach every peer within {t:g} s (each party must reach "
+                "the others' cross-silo ports: sfcluster check"
+                + (f"; the other parties' operators must start theirs with --run-id {self.run_id}"
+                   if self.cluster.federated else "") + ")")
+
+    def _stop(self, why: str, whom: str) -> None:
+        self.cause.setdefault("why", why)
+        if whom:
+            self.note(f"{self.cause['why']}: stopping {whom}")
+        self.stop_all.set()
+
+
+def _raise_refusal(cluster: Cluster, nodes: Nodes, rec: history.RunRecord, parties: Dict[str, "_Party"],
+                   opts: RunOptions, note: Callable[[str], None], cause: Dict[str, Any]) -> None:
+    """A party's wrapper refused to start its driver: the error that says why (a lock held on a
+    party ends the run of the parties that did start, recorded as such)."""
     held = [p for p in parties.values() if p.code == C.HELD_EXIT and p.control is not None
             and C.LOCKED in p.control and not p.started]
     if held:
         p = held[0]
-        h = json.loads(p.control[C.LOCKED])
+        h = json.loads(p.control[C.LOCKED])  # type: ignore[index]
         if any(q.started for q in parties.values()):
             _finish(cluster, nodes, rec, parties, int(Exit.LOCKED), opts, note, cause)
         raise LockHeld(f"cluster '{cluster.name}': party {p.name}'s lock is held by {holder_text(h)} (on "
@@ -271,9 +284,6 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
     errors = [p for p in parties.values() if p.error is not None and not p.started]
     if errors and not any(p.started for p in parties.values()):
         raise errors[0].error  # type: ignore[misc]
-    final = _final_code(parties, cause, interrupted.is_set())
-    _finish(cluster, nodes, rec, parties, final, opts, note, cause)
-    return final
 
 
 def _why(p: _Party) -> str:
