@@ -36,14 +36,9 @@ def test_node_scripts_use_the_contract_not_literals():
 
 
 def _stall_clock():
-    """driver_wrapper.py's StallClock alone (the script acts on import: it reads its request)."""
-    import ast
-    from sfcluster.nodescripts import source
-    text = source("driver_wrapper")
-    node = next(n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == "StallClock")
-    ns: dict = {}
-    exec(compile(ast.get_source_segment(text, node), "driver_wrapper.py", "exec"), ns)
-    return ns["StallClock"]
+    """driver_wrapper.py's StallClock: the wrapper is a module that acts only as __main__."""
+    from sfcluster.nodescripts.driver_wrapper import StallClock
+    return StallClock
 
 
 def test_starvation_clock_survives_a_poll_without_the_demand():
@@ -73,15 +68,29 @@ def _node():
                            "nodes:\n  a: {host: 10.0.0.1, root_python: /usr/bin/python3}\n  b: {host: 10.0.0.2}\n").node("a")
 
 
-def test_each_script_ships_with_exactly_what_it_declares_it_needs():
+def test_each_script_ships_with_exactly_the_modules_it_imports():
     from sfcluster import nodescripts as N
+    state = ["nodescripts.contract", "nodescripts.nodestate"]
     for script in ("oplock", "run_ctl", "run_files", "data_files", "tls_check", "tls_purge", "provision", "firewall_apply"):
-        text = N.bundle(script)
-        assert text.index("HEARTBEAT_SILENCE =") < text.index("def state_dir(") < text.index(source(script)[:200])
-        compile(text, script, "exec")
+        assert N.imports(script) == state, script
+        compile(N.bundle(script), script, "exec")
+    assert N.imports("driver_wrapper") == state + ["gate"]
     for script in ("probe", "gcs", "ray_stop", "reach_listen", "reach_connect"):
-        assert N.bundle(script) == source(script)  # no state dir, nothing before them
-    assert N.bundle("driver_wrapper").index("class Gate") < N.bundle("driver_wrapper").index(source("driver_wrapper")[:200])
+        assert N.imports(script) == []  # no state dir: nothing but the stdlib
+    assert N.imports("nodestate") == ["nodescripts.contract"]
+
+
+def test_a_shipped_script_s_traceback_names_its_own_file_and_line():
+    import subprocess
+    import sys
+    from sfcluster import nodescripts as N
+    p = subprocess.run([sys.executable, "-c", N.bundle("run_ctl"), "not json"], capture_output=True, text=True, timeout=30)
+    line = next(i for i, text in enumerate(source("run_ctl").splitlines(), 1) if "json.loads(sys.argv[1])" in text)
+    assert p.returncode != 0 and f'File "run_ctl.py", line {line}' in p.stderr, p.stderr
+    # the modules it imports are there under their names, not pasted into its text
+    p = subprocess.run([sys.executable, "-c", N.bundle("tls_purge"), '{"cluster": "x/../y"}'], capture_output=True,
+                       text=True, timeout=30)
+    assert '"error"' in p.stdout and "Traceback" not in p.stderr, p.stdout + p.stderr
 
 
 def test_the_funnel_picks_the_interpreter_for_who_runs_the_script():

@@ -258,10 +258,9 @@ def test_a_missing_pin_names_node_and_package_and_keeps_every_old_venv(local_clu
 # -- the hash lock (issue 17, item 10): pip trusts neither the index nor the node's pip config
 
 def node_module() -> dict:
-    """The node script's functions, loaded here without running an action."""
-    ns: dict = {"__name__": "provision_node"}
-    exec(compile(bundle("provision"), "nodescripts/provision.py", "exec"), ns)
-    return ns
+    """The node script's functions: it is a module that acts only as __main__."""
+    from sfcluster.nodescripts import provision as node_provision
+    return vars(node_provision)
 
 
 def test_pip_runs_isolated_wheels_only_and_checks_every_hash():

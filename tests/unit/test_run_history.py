@@ -37,10 +37,9 @@ def state(tmp_path, monkeypatch) -> Path:
 
 
 def planners() -> dict:
-    """run_files.py's pure planners, loaded as the node would run them (contract + nodestate first)."""
-    ns: dict = {"__name__": "run_files_under_test"}
-    exec(compile(bundle("run_files"), "run_files.py", "exec"), ns)
-    return ns
+    """run_files.py's pure planners: the node script is a module that acts only as __main__."""
+    from sfcluster.nodescripts import run_files
+    return vars(run_files)
 
 
 # -- run ids ----------------------------------------------------------------------------------

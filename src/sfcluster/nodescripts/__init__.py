@@ -1,9 +1,11 @@
 """Scripts that run ON the nodes (Python 3.10, stdlib only; psutil/ray when present).
 
 They are shipped as source text (`python -c`), never imported on the controller, so that one
-remote process start gathers everything a step needs. The controller starts them through one
-funnel: `call` (ask and read the answer), `run` (the Result), `argv` (for a streamed call); each
-picks the interpreter for who runs it and ships what the script declares it needs.
+remote process start gathers everything a step needs. Each is a module that imports what it
+needs of sfcluster (contract, nodestate, gate) and acts under `if __name__ == "__main__"` only,
+so that unit tests import it; `bundle` ships it with those modules. The controller starts them
+through one funnel: `call` (ask and read the answer), `run` (the Result), `argv` (for a streamed
+call); each picks the interpreter for who runs it.
 """
 from __future__ import annotations
 
@@ -42,25 +44,69 @@ def answer(res: "Result", what: str) -> dict:
 
 
 GATE_FILE = HERE.parent / "gate.py"
-# `# sfcluster-needs: contract nodestate` among a script's first lines: the modules shipped before
-# it, in that order ("gate" is sfcluster/gate.py, the TLS-only doors the run's wrapper holds)
-_NEEDS = re.compile(r"^# sfcluster-needs:(.*)$", re.M)
+# A node script imports what it needs of sfcluster like any module (`from sfcluster.nodescripts.
+# nodestate import state_dir`, `from sfcluster.gate import Gate`): the node has no sfcluster, so
+# bundle() ships those modules with it (ansible's module_utils are the precedent) and LOADER
+# registers each under its name before the script runs; each is compiled under its own file name,
+# so a traceback's lines are the file's own.
+_IMPORT = re.compile(r"^from sfcluster\.(nodescripts\.\w+|gate) import ", re.M)
+LOADER = """import sys as _sys, types as _types
+def _sfc_module(name, path, text):
+    for pkg in ("sfcluster", "sfcluster.nodescripts"):
+        if pkg not in _sys.modules:
+            _sys.modules[pkg] = _types.ModuleType(pkg)
+            _sys.modules[pkg].__path__ = []
+    mod = _types.ModuleType(name)
+    mod.__file__ = path
+    _sys.modules[name] = mod
+    exec(compile(text, path, "exec"), mod.__dict__)
+    parent, _, leaf = name.rpartition(".")
+    setattr(_sys.modules[parent], leaf, mod)
+def _sfc_main(path, text):
+    real = _sys.argv[0] if _sys.argv and _sys.argv[0] not in ("", "-c") else path
+    exec(compile(text, path, "exec"), {"__name__": "__main__", "__file__": real, "__builtins__": __builtins__})
+"""
+
+
+def _module_file(module: str) -> Path:
+    """`nodescripts.nodestate` -> nodescripts/nodestate.py; `gate` -> sfcluster/gate.py."""
+    return GATE_FILE if module == "gate" else HERE / f"{module.split('.', 1)[1]}.py"
+
+
+def imports(name: str) -> List[str]:
+    """The sfcluster modules nodescripts/<name>.py needs, each after those it needs itself."""
+    out: List[str] = []
+
+    def visit(path: Path) -> None:
+        for found in _IMPORT.finditer(path.read_text()):
+            module = found.group(1)
+            if module not in out:
+                visit(_module_file(module))
+                if module not in out:
+                    out.append(module)
+    visit(HERE / f"{name}.py")
+    return out
 
 
 @lru_cache(maxsize=None)
 def bundle(name: str) -> str:
-    """The text shipped for nodescripts/<name>.py: the modules it declares it needs, then itself."""
+    """The text shipped for nodescripts/<name>.py: the modules it imports, then itself as
+    __main__. Its first line stays a line of its own (oplock's is how nodestate.is_oplock_of
+    recognises it in a command line)."""
     text = source(name)
-    found = _NEEDS.search(text[:2000])
-    parts = [GATE_FILE.read_text() if need == "gate" else source(need)
-             for need in (found.group(1).split() if found else ())]
-    return "\n\n".join(parts + [text])
+    first = text.split("\n", 1)[0] if text.startswith("#") else ""
+    parts = [f"# sfcluster node script {name}.py, with the modules it imports (nodescripts.bundle)", first, LOADER]
+    for module in imports(name):
+        path = _module_file(module)
+        parts.append(f"_sfc_module({'sfcluster.' + module!r}, {path.name!r}, {path.read_text()!r})")
+    parts.append(f"_sfc_main({name + '.py'!r}, {text!r})")
+    return "\n".join(parts) + "\n"
 
 
 def wrapper() -> str:
-    """The run's wrapper (driver_wrapper.py) as shipped: contract, nodestate and gate.py (the
-    TLS-only doors production mode's wrapper holds; simulation mode's driver runs the same file as
-    Ray actors, shipped beside runtime.py) before the script itself."""
+    """The run's wrapper (driver_wrapper.py) as shipped, with what it imports: contract,
+    nodestate and gate.py (the TLS-only doors production mode's wrapper holds; simulation mode's
+    driver runs the same file as Ray actors, shipped beside runtime.py)."""
     return bundle("driver_wrapper")
 
 

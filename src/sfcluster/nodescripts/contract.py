@@ -1,7 +1,7 @@
 # The contract between the controller and the node scripts, in ONE place that both sides read:
-# the controller imports this module (sfcluster.nodescripts.contract); every node script that
-# needs it gets this text prepended (nodescripts.bundle: `# sfcluster-needs: contract ...`). Python 3.10, stdlib only, no
-# imports beyond what every node script has.
+# the controller and every node script import this module (sfcluster.nodescripts.contract; on a
+# node it travels with the script: nodescripts.bundle). Python 3.10, stdlib only, no imports beyond
+# what every node script has.
 #
 # Exit codes of the node scripts (the controller maps them to sfcluster's own, exitcodes.py):
 HELD_EXIT = 75      # the cluster lock is held by another operation (oplock.py, driver_wrapper.py)

@@ -1,5 +1,4 @@
-# sfcluster-needs: contract nodestate
-# Runs on a node (after contract.py and nodestate.py), as the user Ray runs as: each party's data
+# Runs on a node, as the user Ray runs as: each party's data
 # files, named by the inventory's `data:` (name -> path on this node). argv[1]: a JSON request
 #   {"cluster", "action": "check", "files": {name: path}}
 #     -> {"files": {name: {"path", "size", "sha256", "cached"} | {"path", "error"}}}
@@ -14,11 +13,18 @@
 # private), checks size and sha256 of what arrived, then renames it over the target; a target that
 # is a link or not a regular file is refused, never written through.
 import hashlib
+import json
+import os
+import pwd
+import stat
 import sys
 import threading
 import time
 
-REQ = json.loads(sys.argv[1])
+from sfcluster.nodescripts.contract import DATA_BEAT, DATA_BEAT_EVERY
+from sfcluster.nodescripts.nodestate import UnsafeState, print_answer, read_private, state_dir, write_private
+
+REQ = json.loads(sys.argv[1]) if __name__ == "__main__" else {}
 
 
 def _beat():
@@ -33,7 +39,6 @@ def _beat():
             return
 
 
-threading.Thread(target=_beat, daemon=True).start()
 CACHE_NAME = "data-digests.json"
 CHUNK = 1 << 20
 
@@ -164,4 +169,6 @@ def put_or_refuse():
 
 
 USER = pwd.getpwuid(os.getuid()).pw_name
-print_answer(lambda: check() if REQ.get("action") == "check" else put_or_refuse())
+if __name__ == "__main__":
+    threading.Thread(target=_beat, daemon=True).start()
+    print_answer(lambda: check() if REQ.get("action") == "check" else put_or_refuse())

@@ -1,5 +1,4 @@
-# sfcluster-needs: contract nodestate gate
-# Runs on the head (after nodestate.py), once per `sfcluster run`, as a FILE in the run's private
+# Runs on the head, once per `sfcluster run`, as a FILE in the run's private
 # dir (<state>/runs/<id>/sfc_wrapper.py): lock, job-table check and driver start in ONE remote
 # process. The request (with the run token) comes as the first line of stdin, never on a command
 # line (`ps` shows command lines to every local user); then the controller's heartbeats.
@@ -13,12 +12,23 @@
 #    stdin and stop the driver on EOF (unless detached);
 #  - one watcher: a party's node lost, a second driver, a starved party end the run, naming it.
 import fcntl
+import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+
+from sfcluster.nodescripts.contract import (
+    BEAT, CONTROL_PREFIX, DRIVER_MARK, ENV_CONFIG, ENV_GATE, ENV_LOCK_INFO, ENV_OUTPUT, ENV_READY, ENV_RUN_TOKEN,
+    EXIT, FOREIGN, FOREIGN_EXIT, HELD_EXIT, LINKING, LOCKED, LOG_NAME, NODE_DOWN, NOGATE, NORAY, NORAY_EXIT,
+    OUTPUT_DIR, READY, RESULT_NAME, STARTED, START_OUTCOMES, STARVED, STOPPING, UNSAFE, UNSAFE_EXIT)
+from sfcluster.nodescripts.nodestate import (
+    UnsafeState, controller_gone, describe_holder, lock_info_path, open_lock, private_dir, proc_status, run_dir,
+    state_dir, write_private)
+from sfcluster.gate import Gate
 
 
 def guard_self():
@@ -91,18 +101,19 @@ def read_request():
     return json.loads(buf.decode())
 
 
-guard_self()
-R = read_request()
-try:
-    STATE = state_dir(R["cluster"])
-    RUN_DIR = run_dir(STATE, R["run_id"])
-    private_dir(RUN_DIR, create=False)
-except UnsafeState as e:
-    sys.stderr.write("%s%s %s\n" % (CONTROL_PREFIX, UNSAFE, json.dumps(str(e))))
-    sys.exit(UNSAFE_EXIT)
-INFO = lock_info_path(STATE)
-LOG = os.path.join(RUN_DIR, LOG_NAME)
-FILES_DIR = os.path.join(RUN_DIR, "files")
+if __name__ == "__main__":  # the run's own globals, read by the functions below (unit tests import them)
+    guard_self()
+    R = read_request()
+    try:
+        STATE = state_dir(R["cluster"])
+        RUN_DIR = run_dir(STATE, R["run_id"])
+        private_dir(RUN_DIR, create=False)
+    except UnsafeState as e:
+        sys.stderr.write("%s%s %s\n" % (CONTROL_PREFIX, UNSAFE, json.dumps(str(e))))
+        sys.exit(UNSAFE_EXIT)
+    INFO = lock_info_path(STATE)
+    LOG = os.path.join(RUN_DIR, LOG_NAME)
+    FILES_DIR = os.path.join(RUN_DIR, "files")
 OUT_LOCK = threading.Lock()  # one writer at a time on our stderr: a control line is never cut in two
 
 
@@ -595,13 +606,14 @@ def main():
     return code if code >= 0 else 128 - code
 
 
-rc = main()
-# No interpreter teardown: with Ray's GCS client loaded and the watcher possibly inside a call, it
-# can take seconds (C++ destructors wait for in-flight RPCs), and `run` waits for this process.
-# Everything that matters is done: the lock info is gone, the log closed, the EXIT line written.
-try:
-    sys.stdout.flush()
-    sys.stderr.flush()
-except (OSError, ValueError):
-    pass
-os._exit(rc if isinstance(rc, int) and 0 <= rc < 256 else 1)
+if __name__ == "__main__":
+    rc = main()
+    # No interpreter teardown: with Ray's GCS client loaded and the watcher possibly inside a call, it
+    # can take seconds (C++ destructors wait for in-flight RPCs), and `run` waits for this process.
+    # Everything that matters is done: the lock info is gone, the log closed, the EXIT line written.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(rc if isinstance(rc, int) and 0 <= rc < 256 else 1)

@@ -1,5 +1,4 @@
-# sfcluster-needs: contract nodestate
-# Runs on a node AS THE SSH USER (after nodestate.py): adds a cluster's firewall rules and records
+# Runs on a node AS THE SSH USER: adds a cluster's firewall rules and records
 # what it added, or removes exactly what that record says. The record, ~/.sfcluster/<cluster>/
 # firewall.json (0600 in the 0700 state dir), is the node's own truth about what `up` added there;
 # the controller keeps a cached copy only. Each firewall command runs as root through `sudo -n --`
@@ -31,9 +30,14 @@
 # command failed (kind "command_failed") or sudo asks for a password ("no_privilege"); 3 when it
 # refused ("refused": a removal that is not ours; "state": the state dir or the record file is
 # unsafe or unusable; "bad_request").
+import json
+import os
+import re
 import shlex
 import subprocess
 import sys
+
+from sfcluster.nodescripts.nodestate import UnsafeState, read_private, state_dir, write_private
 
 RECORD = "firewall.json"
 TOOL = {"iptables": "iptables", "nftables": "nft", "ufw": "ufw", "firewalld": "firewall-cmd"}
@@ -245,23 +249,24 @@ def main(req, out):
     out["kept"] = len(kept)
 
 
-answer = {"ok": False, "from": "nothing", "removed": 0, "gone": 0, "added": 0, "kept": 0, "error": None, "kind": None}
-try:
+if __name__ == "__main__":
+    answer = {"ok": False, "from": "nothing", "removed": 0, "gone": 0, "added": 0, "kept": 0, "error": None, "kind": None}
     try:
-        request = json.loads(sys.stdin.read())
-    except ValueError as e:
-        raise Refused("the request is not JSON: %s" % e, "bad_request")
-    if not isinstance(request, dict):
-        raise Refused("the request is not a JSON object", "bad_request")
-    main(request, answer)
-    answer["ok"] = True
-except (Refused, Failed) as e:
-    answer.update(error=str(e), kind=e.kind)
-except UnsafeState as e:
-    answer.update(error=str(e), kind="state")
-except OSError as e:
-    answer.update(error="%s: %s" % (e.filename or "the state dir", e.strerror or e), kind="state")
-except Exception as e:  # a bug of ours: still one answer, naming it
-    answer.update(error="%s: %s" % (type(e).__name__, e), kind="bad_request")
-print(json.dumps(answer))
-sys.exit(0 if answer["ok"] else 1 if answer["kind"] in ("command_failed", "no_privilege") else 3)
+        try:
+            request = json.loads(sys.stdin.read())
+        except ValueError as e:
+            raise Refused("the request is not JSON: %s" % e, "bad_request")
+        if not isinstance(request, dict):
+            raise Refused("the request is not a JSON object", "bad_request")
+        main(request, answer)
+        answer["ok"] = True
+    except (Refused, Failed) as e:
+        answer.update(error=str(e), kind=e.kind)
+    except UnsafeState as e:
+        answer.update(error=str(e), kind="state")
+    except OSError as e:
+        answer.update(error="%s: %s" % (e.filename or "the state dir", e.strerror or e), kind="state")
+    except Exception as e:  # a bug of ours: still one answer, naming it
+        answer.update(error="%s: %s" % (type(e).__name__, e), kind="bad_request")
+    print(json.dumps(answer))
+    sys.exit(0 if answer["ok"] else 1 if answer["kind"] in ("command_failed", "no_privilege") else 3)

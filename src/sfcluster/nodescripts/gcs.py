@@ -8,15 +8,9 @@ import os
 import sys
 import time
 
-req = json.loads(sys.argv[1])
-try:
-    from ray._raylet import GcsClient
-except Exception as e:  # noqa: BLE001
-    print(json.dumps({"error": "cannot import ray here: %s" % e}))
-    sys.exit(3)
 
 
-def snapshot(client):
+def snapshot(client, wanted):
     nodes = []
     for info in client.get_all_node_info(timeout=5).values():
         ip = info["node_name"]
@@ -31,7 +25,7 @@ def snapshot(client):
         pass
     alive_ips = {n["ip"] for n in nodes if n["alive"]}
     parties = {}
-    for party, ip in req["parties"].items():
+    for party, ip in wanted.items():
         parties[party] = {"ip": ip, "alive": ip in alive_ips, "resource": resources.get(party)}
     return nodes, parties
 
@@ -46,26 +40,36 @@ def jobs(client):
     return out
 
 
-try:
-    client = GcsClient(address=req["address"])
-    deadline = time.monotonic() + float(req.get("wait", 0))
-    seen = set()
-    while True:
-        nodes, parties = snapshot(client)
-        for p, st in parties.items():
-            if st["alive"] and st["resource"] and p not in seen:
-                seen.add(p)
-                print("JOINED " + p, flush=True)
-        if len(seen) == len(parties) or time.monotonic() >= deadline:
-            break
-        time.sleep(0.1)
-    result = {"parties": parties, "nodes": nodes}
-    if req.get("jobs"):
-        result["jobs"] = jobs(client)
-    print(json.dumps(result), flush=True)
-    # no interpreter teardown: with Ray imported it takes ~0.3-0.5 s, and `up` waits for this
-    # process (it returns when the last party has joined, not half a second later)
-    os._exit(0)
-except Exception as e:  # noqa: BLE001
-    print(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}))
-    sys.exit(4)
+def main(req):
+    try:
+        from ray._raylet import GcsClient
+    except Exception as e:  # noqa: BLE001
+        print(json.dumps({"error": "cannot import ray here: %s" % e}))
+        sys.exit(3)
+    try:
+        client = GcsClient(address=req["address"])
+        deadline = time.monotonic() + float(req.get("wait", 0))
+        seen = set()
+        while True:
+            nodes, parties = snapshot(client, req["parties"])
+            for p, st in parties.items():
+                if st["alive"] and st["resource"] and p not in seen:
+                    seen.add(p)
+                    print("JOINED " + p, flush=True)
+            if len(seen) == len(parties) or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        result = {"parties": parties, "nodes": nodes}
+        if req.get("jobs"):
+            result["jobs"] = jobs(client)
+        print(json.dumps(result), flush=True)
+        # no interpreter teardown: with Ray imported it takes ~0.3-0.5 s, and `up` waits for this
+        # process (it returns when the last party has joined, not half a second later)
+        os._exit(0)
+    except Exception as e:  # noqa: BLE001
+        print(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}))
+        sys.exit(4)
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))

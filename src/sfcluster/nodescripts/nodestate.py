@@ -1,4 +1,4 @@
-# The node side of a cluster's private state (prepended to the node scripts that need it; Python
+# The node side of a cluster's private state (imported by the node scripts that need it; Python
 # 3.10, stdlib only). Everything a guarantee depends on (the cluster-wide lock, the lock info, the
 # run dirs) lives in ~/.sfcluster/<cluster> of the user Ray runs as: 0700, checked with lstat
 # before use, never in Ray's temp dir (/tmp/sfc-<cluster>/r, which Ray makes world-writable) nor
@@ -14,6 +14,8 @@ import re
 import stat
 import sys
 import time
+
+from sfcluster.nodescripts.contract import BAD_EXIT, ENV_NODE_HOME, HEARTBEAT_SILENCE, RUN_ID_PATTERN, WRAPPER_NAME
 
 RUN_ID = re.compile(RUN_ID_PATTERN)
 

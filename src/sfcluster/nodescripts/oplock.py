@@ -1,7 +1,6 @@
 # sfcluster-oplock: holds the cluster lock for one up/down
 # (The line above is how nodestate.is_oplock_of recognises this process: keep it.)
-# sfcluster-needs: contract nodestate
-# Runs on the head (after nodestate.py), as the SSH user, for the whole of one `up` or `down`:
+# Runs on the head, as the SSH user, for the whole of one `up` or `down`:
 # takes the cluster lock (the flock on ~/.sfcluster/<cluster>, the same lock a run's wrapper
 # holds for the run's whole life), writes the lock info, says LOCKED, and holds the lock until
 # the controller lets go: EOF on stdin, or 10 s without its heartbeat (a controller that died or
@@ -10,11 +9,17 @@
 # stdout (contract.py): OP_WAITING <holder json> (once, while waiting), then OP_LOCKED, or OP_HELD
 # <holder json> and HELD_EXIT.
 import fcntl
+import json
+import os
 import socket
 import sys
 import time
 
-REQ = json.loads(sys.argv[1])
+from sfcluster.nodescripts.contract import BAD_EXIT, HELD_EXIT, OP_ERROR, OP_HELD, OP_LOCKED, OP_WAITING
+from sfcluster.nodescripts.nodestate import (
+    UnsafeState, controller_gone, describe_holder, lock_info_path, open_lock, state_dir, write_private)
+
+REQ = json.loads(sys.argv[1]) if __name__ == "__main__" else {}
 
 
 def say(line):
@@ -60,8 +65,9 @@ def main():
         os.close(fd)
 
 
-try:
-    main()
-except (UnsafeState, OSError) as e:
-    say(OP_ERROR + " " + json.dumps(str(e)))
-    sys.exit(BAD_EXIT)
+if __name__ == "__main__":
+    try:
+        main()
+    except (UnsafeState, OSError) as e:
+        say(OP_ERROR + " " + json.dumps(str(e)))
+        sys.exit(BAD_EXIT)

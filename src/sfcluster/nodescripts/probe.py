@@ -12,7 +12,7 @@ import stat
 import subprocess
 import sys
 
-REQ = json.loads(sys.argv[1])
+REQ = json.loads(sys.argv[1]) if __name__ == "__main__" else {}
 TEMP_DIR = REQ.get("temp_dir", "")
 # A process is this cluster's when its command line names the cluster's temp dir or its GCS
 # address (Ray's client server, started by `ray start`, carries only the latter).
@@ -418,4 +418,5 @@ def main():
     print(json.dumps(out))
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,4 @@
-# sfcluster-needs: contract nodestate
-# Runs on a node (after contract.py and nodestate.py) with the BASE Python (the CPython 3.10 the
+# Runs on a node with the BASE Python (the CPython 3.10 the
 # venv is made from: the venv's own python does not exist yet). argv[1]: a JSON request
 #   {"action": "inspect", "venv"}                      as the Ray user: what is at `venv` now
 #     -> {"base", "base_version", "venv_module", "user", "exists", "is_venv", "empty", "owner",
@@ -23,10 +22,21 @@
 # until the new one imports its pins, and is put back when it does not; never half a venv where
 # the inventory's `python` points. Importable (not __main__) for the unit tests of its pure parts.
 import hashlib
+import json
+import os
 import platform
+import pwd
+import re
 import shutil
+import stat
 import subprocess
+import sys
+import time
 import urllib.parse
+
+from sfcluster.nodescripts.contract import OLD_SUFFIX, SYSTEM_DIRS, VENV_MARKER, WHEELHOUSE_DIR, WHEELHOUSE_MANIFEST
+from sfcluster.nodescripts.nodestate import (
+    UnsafeState, cmdline, print_answer, private_dir, read_private, state_dir, write_private)
 
 REQ = json.loads(sys.argv[1]) if __name__ == "__main__" else {}
 USER = pwd.getpwuid(os.getuid()).pw_name

@@ -5,13 +5,11 @@ import socket
 import sys
 import threading
 
-req = json.loads(sys.argv[1])
-out = {}
 
 
-def probe(key, addr, port):
+def probe(out, timeout, key, addr, port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(req.get("timeout", 2.0))
+    s.settimeout(timeout)
     try:
         s.connect((addr, port))
         out[key] = "ok"
@@ -25,9 +23,15 @@ def probe(key, addr, port):
         s.close()
 
 
-threads = [threading.Thread(target=probe, args=t) for t in req["targets"]]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-print(json.dumps(out))
+def main(req):
+    out = {}
+    threads = [threading.Thread(target=probe, args=(out, req.get("timeout", 2.0), *t)) for t in req["targets"]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(json.loads(sys.argv[1]))))

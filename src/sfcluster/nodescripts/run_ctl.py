@@ -1,5 +1,4 @@
-# sfcluster-needs: contract nodestate
-# Runs on the head (after nodestate.py): what `status`, `logs` and `cancel` learn about who holds
+# Runs on the head: what `status`, `logs` and `cancel` learn about who holds
 # the cluster lock (a run, or an `up`/`down`), verified instead of trusted. argv[1]: {"cluster", "action": "info" | "cancel"}.
 #  - a run is active only while somebody holds the flock on the state dir; a lock info left
 #    behind by a run that is gone is removed, never acted on;
@@ -7,11 +6,16 @@
 #    run's wrapper file; the log path is computed from the run id, never read from the info.
 # Prints one JSON object.
 import fcntl
+import json
+import os
 import signal
 import sys
 import time
 
-REQ = json.loads(sys.argv[1])
+from sfcluster.nodescripts.nodestate import (
+    describe_holder, is_wrapper_of, lock_info_path, open_lock, print_answer, read_lock_info, state_dir)
+
+REQ = json.loads(sys.argv[1]) if __name__ == "__main__" else {}
 
 
 def main():
@@ -51,4 +55,5 @@ def main():
     return out
 
 
-print_answer(main)
+if __name__ == "__main__":
+    print_answer(main)

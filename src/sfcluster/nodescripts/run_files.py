@@ -1,5 +1,4 @@
-# sfcluster-needs: contract nodestate
-# Runs on the head (after nodestate.py), as the Ray user: what is left of a run once its driver
+# Runs on the head, as the Ray user: what is left of a run once its driver
 # has ended. argv[1]: {"cluster", "action": "fetch" | "clean", ...}.
 #  fetch {run_id, max_bytes, log_bytes, max_files}: a tar on stdout of the run's output dir (output/...),
 #    its log (driver.log, the last log_bytes) and result.json; then "SFC:FETCHED {json}" as the
@@ -12,8 +11,20 @@
 #    here, never waited for: skipped when held), mark `fetched` as stored, remove old run dirs
 #    and Ray's old session dirs of this cluster. Prints one JSON object (print_answer).
 import fcntl
+import json
+import os
+import re
 import shutil
+import stat
+import sys
 import tarfile
+import time
+
+from sfcluster.nodescripts.contract import (
+    BAD_EXIT, CONTROL_PREFIX, FETCHED, FETCHED_MARK, LOG_NAME, OUTPUT_DIR, RESULT_NAME)
+from sfcluster.nodescripts.nodestate import (
+    RUN_ID, UnsafeState, is_wrapper_of, open_lock, print_answer, private_dir, read_lock_info, run_dir, state_dir,
+    write_private)
 
 REQ = json.loads(sys.argv[1]) if __name__ == "__main__" else {}  # (unit tests load the planners)
 MAX_DEPTH = 32

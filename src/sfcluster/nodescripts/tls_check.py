@@ -1,5 +1,4 @@
-# sfcluster-needs: contract nodestate
-# Runs on a node (after contract.py and nodestate.py): what `check` learns about the node's TLS
+# Runs on a node: what `check` learns about the node's TLS
 # files in <state dir>/TLS_DIR (TLS_KEY, TLS_CERT, TLS_CA, pushed there by remote/transfer.py). It
 # only looks: each file must be a regular file of ours, not a link; the key 0600 and the key of the
 # certificate. The certificates come back as text for the controller to verify (tls/pki.py
@@ -8,10 +7,16 @@
 #    "key_matches", "cert_pem", "ca_pem"}
 # A message reads after "<dir>/<file>: ". Exit 0, or BAD_EXIT with {"error"} when the state dir
 # itself is not safe to use.
+import json
+import os
 import ssl
+import stat
 import sys
 
-REQ = json.loads(sys.argv[1])
+from sfcluster.nodescripts.contract import TLS_CA, TLS_CERT, TLS_DIR, TLS_KEY
+from sfcluster.nodescripts.nodestate import UnsafeState, print_answer, private_dir, read_private, state_dir
+
+REQ = json.loads(sys.argv[1]) if __name__ == "__main__" else {}
 TLS_FILES = (TLS_KEY, TLS_CERT, TLS_CA)
 MAX_PEM = 64 * 1024  # a certificate is a few hundred bytes; anything this big is not one
 
@@ -100,4 +105,5 @@ def main():
     return out
 
 
-print_answer(main)
+if __name__ == "__main__":
+    print_answer(main)

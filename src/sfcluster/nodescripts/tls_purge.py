@@ -1,5 +1,4 @@
-# sfcluster-needs: contract nodestate
-# Runs on a node (after contract.py and nodestate.py), for `down --purge`: removes the node's
+# Runs on a node, for `down --purge`: removes the node's
 # certificates (<state dir>/TLS_DIR), after the same checks as every use of the state dir (ours,
 # 0700, not a link). argv[1]: {"cluster"}. Prints one JSON object: {"removed": bool} or {"error"}.
 import json
@@ -7,7 +6,10 @@ import os
 import shutil
 import sys
 
-REQ = json.loads(sys.argv[1])
+from sfcluster.nodescripts.contract import TLS_DIR
+from sfcluster.nodescripts.nodestate import print_answer, private_dir, state_dir
+
+REQ = json.loads(sys.argv[1]) if __name__ == "__main__" else {}
 
 
 def main():
@@ -19,4 +21,5 @@ def main():
     return {"removed": removed}
 
 
-print_answer(main)
+if __name__ == "__main__":
+    print_answer(main)
