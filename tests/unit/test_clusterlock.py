@@ -13,6 +13,7 @@ from pathlib import Path
 from sfcluster.clusterlock import held_error, holder_text
 from sfcluster.inventory import parse_inventory
 from sfcluster.nodescripts import bundle
+from sfcluster.nodescripts import contract as C
 from tests.unit.test_nodestate import ctl
 
 CLUSTER = parse_inventory("cluster: demo\nnodes: {a: {host: 10.0.0.1}, b: {host: 10.0.0.2}}\n")
@@ -36,7 +37,7 @@ def test_one_holder_at_a_time_and_the_second_names_the_first(tmp_path, login_par
         assert first_line(a) == ("LOCKED", None)
         b = oplock(tmp_path, "down")
         kind, holder = first_line(b)
-        assert kind == "HELD" and b.wait(10) == 75
+        assert kind == "HELD" and b.wait(10) == C.HELD_EXIT
         assert holder["op"] == "up" and holder["verified"] is True and holder["pid"] == a.pid
         assert holder["user"] == "ops" and holder["controller"] == "ctl1"
         info = ctl(tmp_path)  # what status shows
@@ -55,7 +56,7 @@ def test_wait_is_bounded_and_takes_the_lock_once_free(tmp_path):
     t0 = time.monotonic()
     b = oplock(tmp_path, "down", wait=1.5)
     assert first_line(b)[0] == "WAITING"
-    assert first_line(b)[0] == "HELD" and b.wait(10) == 75 and time.monotonic() - t0 < 8
+    assert first_line(b)[0] == "HELD" and b.wait(10) == C.HELD_EXIT and time.monotonic() - t0 < 8
     c = oplock(tmp_path, "down", wait=20)
     assert first_line(c)[0] == "WAITING"
     a.stdin.close()  # the first controller lets go
@@ -123,7 +124,7 @@ def test_a_detached_imitation_of_an_oplock_is_not_verified(tmp_path, login_paren
         assert first_line(fake) == ("LOCKED", None)
         b = oplock(tmp_path, "up")
         kind, holder = first_line(b)
-        assert kind == "HELD" and b.wait(10) == 75
+        assert kind == "HELD" and b.wait(10) == C.HELD_EXIT
         assert holder["verified"] is False and "pid" not in holder
         assert ctl(tmp_path)["verified"] is False
     finally:

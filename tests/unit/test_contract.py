@@ -17,8 +17,9 @@ def test_the_runtime_helper_uses_the_contracts_env_names():
         C.ENV_CONFIG, C.ENV_RUN_TOKEN, C.ENV_LOCK_INFO, C.ENV_READY, C.ENV_GATE)
 
 
-def test_node_exit_codes_are_sfclusters_own():
-    assert C.HELD_EXIT == Exit.LOCKED and C.FOREIGN_EXIT == Exit.FOREIGN_DRIVER
+def test_node_exit_codes_are_their_own_never_one_of_sfclusters():
+    node = (C.HELD_EXIT, C.FOREIGN_EXIT, C.NORAY_EXIT, C.UNSAFE_EXIT, C.BAD_EXIT)
+    assert len(set(node)) == len(node) and not set(node) & {int(e) for e in Exit}
     assert set(STOPPED_EXIT) == set(C.STOP_KINDS)
 
 

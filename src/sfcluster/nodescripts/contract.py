@@ -3,11 +3,13 @@
 # node it travels with the script: nodescripts.bundle). Python 3.10, stdlib only, no imports beyond
 # what every node script has.
 #
-# Exit codes of the node scripts (the controller maps them to sfcluster's own, exitcodes.py):
-HELD_EXIT = 75      # the cluster lock is held by another operation (oplock.py, driver_wrapper.py)
-FOREIGN_EXIT = 76   # a driver sfcluster did not start is connected (driver_wrapper.py)
-NORAY_EXIT = 77     # the cluster's Ray cannot be reached from the head (driver_wrapper.py)
-UNSAFE_EXIT = 78    # the node's state dir is not safe to use (driver_wrapper.py)
+# Exit codes of the node scripts: their own range, never one of sfcluster's (exitcodes.py, 64-78),
+# which the controller maps them to, each together with the control line that says why (a
+# wrapper whose driver ran exits with the driver's code: the EXIT line tells them apart).
+HELD_EXIT = 81      # the cluster lock is held by another operation (oplock.py, driver_wrapper.py)
+FOREIGN_EXIT = 82   # a driver sfcluster did not start is connected (driver_wrapper.py)
+NORAY_EXIT = 83     # the cluster's Ray cannot be reached from the head (driver_wrapper.py)
+UNSAFE_EXIT = 84    # the node's state dir (or Ray's temp dir's parent) is not safe to use
 BAD_EXIT = 3        # a refused request or state (oplock.py, run_ctl.py, ship.sh)
 
 # Control lines: the driver wrapper writes "SFC:<KIND> <json>\n" on its stderr; a driver line

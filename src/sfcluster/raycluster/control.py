@@ -11,6 +11,7 @@ from typing import Callable, List, Optional
 from sfcluster.connect import Nodes
 from sfcluster.errors import SfclusterError
 from sfcluster import nodescripts
+from sfcluster.nodescripts import contract as C
 from sfcluster.inventory.model import Cluster
 from sfcluster.inventory.ports import plan_ports
 from sfcluster.raycluster.argv import START_TIMEOUT
@@ -65,11 +66,11 @@ _QUIET = ('log=$(mktemp) || exit 1; "$@" >"$log" 2>&1; rc=$?; '
 # sticky: once the directory is ours nobody else can swap or remove it. $1: the directory.
 PRIVATE_TEMP = ('d="$1"; shift; mkdir -m 0700 "$d" 2>/dev/null; '
                 'if [ -L "$d" ] || [ ! -d "$d" ]; then echo "sfcluster: $d (the parent of Ray\'s temp dir) is a link or '
-                'not a directory: someone else put it there; look at it, remove it (as root), then retry" >&2; exit 78; fi; '
+                'not a directory: someone else put it there; look at it, remove it (as root), then retry" >&2; exit @UNSAFE@; fi; '
                 'o=$(stat -c %u "$d"); if [ "$o" != "$(id -u)" ]; then echo "sfcluster: $d (the parent of Ray\'s temp dir) '
                 'belongs to $(stat -c %U "$d") (uid $o), not to $(id -un), the user Ray runs as: another local user made it '
-                'to get into Ray\'s sockets and logs; remove it (as root), then retry" >&2; exit 78; fi; '
-                'chmod 0700 "$d" || exit 78; exec "$@"')
+                'to get into Ray\'s sockets and logs; remove it (as root), then retry" >&2; exit @UNSAFE@; fi; '
+                'chmod 0700 "$d" || exit @UNSAFE@; exec "$@"').replace("@UNSAFE@", str(C.UNSAFE_EXIT))
 
 
 def start_quietly(cluster: Cluster, nodes: Nodes, n: str, argv: List[str], stop: threading.Event,
@@ -84,7 +85,7 @@ def start_quietly(cluster: Cluster, nodes: Nodes, n: str, argv: List[str], stop:
     if code == 124 and not head:
         return SfclusterError(f"[{n}] `ray start` did not join the head {cluster.ray_address} within {START_TIMEOUT} s",
                               f"check that {n} reaches {cluster.ray_address} (tcp/{cluster.ray.gcs}): sfcluster check")
-    if code == 78:
+    if code == C.UNSAFE_EXIT:
         msg = err.decode(errors="replace").strip().splitlines()
         return SfclusterError(f"[{n}] {msg[-1] if msg else 'the parent of Ray' + chr(39) + 's temp dir is not safe'}",
                               f"only the user Ray runs as may own {cluster.temp_root} on {n}; nothing was started there")
