@@ -21,6 +21,7 @@ from sfcluster.errors import LockHeld, SfclusterError, UnavailableError
 from sfcluster.inventory.model import Cluster
 from sfcluster import nodescripts
 from sfcluster.remote.base import by_line
+from sfcluster.nodescripts.answers import LockHolder
 from sfcluster.nodescripts.contract import OP_ERROR, OP_HELD, OP_LOCKED, OP_WAITING
 from sfcluster.remote.transfer import unsafe_state
 
@@ -28,28 +29,12 @@ ACQUIRE_GRACE = 30      # past --wait, how long the head may take to answer at a
 WAIT_TIMEOUT = 3600     # --wait's default bound: nothing waits forever
 
 
-def holder_text(h: dict) -> str:
-    """Who holds the lock, in one phrase, from the head's verified description (describe_holder)."""
-    who = f"{h.get('user', '?')}@{h.get('controller', '?')}"
-    op = h.get("op")
-    if op == "run":
-        what = (f"run {h.get('run_id', '?')} ({h.get('script', '?')}{', detached' if h.get('detached') else ''}) "
-                f"started {h.get('since', '?')} by {who}")
-    elif op in ("up", "down"):
-        what = f"`sfcluster {op}` from {who}, since {h.get('since', '?')}"
-    else:
-        what = "an operation that is starting (it has not written who it is yet)"
-    if op and not h.get("verified"):
-        what += f" [unverified: {h.get('why', 'its process is not ours or gone')}]"
-    return what
-
-
-def held_error(cluster: Cluster, h: dict, op: str) -> LockHeld:
+def held_error(cluster: Cluster, h: LockHolder, op: str) -> LockHeld:
     fix = f"wait for it: retry, or `sfcluster {op} --wait`"
-    if h.get("op") == "run":
+    if h.op == "run":
         fix = (f"wait for it (`sfcluster {op} --wait`), follow it (`sfcluster logs -f`) or stop it (`sfcluster cancel`)"
                + ("; `sfcluster down --cancel-run` cancels it, then tears down" if op == "down" else ""))
-    return LockHeld(f"cluster '{cluster.name}' is locked by {holder_text(h)} (lock on {cluster.lock_party})", fix, h)
+    return LockHeld(f"cluster '{cluster.name}' is locked by {h.text()} (lock on {cluster.lock_party})", fix, h.to_json())
 
 
 @contextmanager
@@ -67,7 +52,7 @@ def cluster_lock(cluster: Cluster, nodes: Nodes, op: str, wait: float = 0,
     def on_line(line: bytes) -> None:
         kind, _, payload = line.decode(errors="replace").partition(" ")
         if kind == OP_WAITING:
-            note(f"waiting for the cluster lock (up to {wait:g} s), held by {holder_text(_json(payload))}")
+            note(f"waiting for the cluster lock (up to {wait:g} s), held by {LockHolder.parse(_json(payload)).text()}")
         else:
             answers.put((kind, payload))
 
@@ -91,7 +76,7 @@ def cluster_lock(cluster: Cluster, nodes: Nodes, op: str, wait: float = 0,
     if kind == "EXC":
         raise payload
     if kind == OP_HELD:
-        raise held_error(cluster, _json(payload), op)
+        raise held_error(cluster, LockHolder.parse(_json(payload)), op)
     if kind == OP_ERROR:
         raise unsafe_state(head.name, str(_json(payload)["why"]))
     if kind != OP_LOCKED:
@@ -115,11 +100,11 @@ def _json(payload: str) -> dict:
     return v if isinstance(v, dict) else {"why": str(v)[:300]}
 
 
-def lock_holder(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
-    """Who holds the cluster lock, as the head verifies it (nodescripts/run_ctl.py): {"active":
-    False}, or the holder's description with `op` (run/up/down) and `verified`; for a verified
-    run, also its pid, driver pid and log (and `cancelled` with action "cancel")."""
+def lock_holder(cluster: Cluster, nodes: Nodes, action: str = "info") -> LockHolder:
+    """Who holds the cluster lock, as the head verifies it (nodescripts/run_ctl.py): not active,
+    or the holder with `op` (run/up/down) and `verified`; for a verified run, also its pid, driver
+    pid and log (and `cancelled` with action "cancel")."""
     head = cluster.node(cluster.lock_party)
-    return nodescripts.call(nodes.ray(head.name), head, "run_ctl", {"cluster": cluster.name, "action": action},
-                            what="the cluster lock", timeout=40 if action == "cancel" else 15)
+    return LockHolder.parse(nodescripts.call(nodes.ray(head.name), head, "run_ctl", {"cluster": cluster.name, "action": action},
+                            what="the cluster lock", timeout=40 if action == "cancel" else 15))
 

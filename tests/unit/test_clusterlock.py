@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from sfcluster.clusterlock import held_error, holder_text
+from sfcluster.clusterlock import held_error
+from sfcluster.nodescripts.answers import LockHolder
 from sfcluster.inventory import parse_inventory
 from sfcluster.nodescripts import bundle
 from sfcluster.nodescripts import contract as C
@@ -84,7 +85,7 @@ def test_forged_op_holder_is_not_verified(tmp_path):
         b = oplock(tmp_path, "up")
         kind, holder = first_line(b)
         assert kind == "HELD" and holder["verified"] is False and "pid" not in holder
-        assert "unverified" in holder_text(holder)
+        assert "unverified" in LockHolder.parse(holder).text()
     finally:
         victim.kill()
         a.stdin.close()
@@ -99,10 +100,11 @@ def test_a_bad_op_is_refused(tmp_path):
 def test_held_error_names_the_holder_and_the_way_out():
     run = {"op": "run", "verified": True, "run_id": "20261201-000000-abcdef", "script": "train.py",
            "user": "ann", "controller": "lap", "since": "2026-12-01 10:00:00 UTC"}
-    e = held_error(CLUSTER, run, "down")
+    e = held_error(CLUSTER, LockHolder.parse(run), "down")
     assert e.exit_code == 75 and "run 20261201-000000-abcdef (train.py)" in e.message and "ann@lap" in e.message
     assert "--cancel-run" in e.hint and e.details() == {"holder": run}
-    e = held_error(CLUSTER, {"op": "up", "verified": True, "user": "bo", "controller": "c2", "since": "x"}, "run")
+    e = held_error(CLUSTER, LockHolder.parse({"op": "up", "verified": True, "user": "bo", "controller": "c2",
+                                            "since": "x"}), "run")
     assert "`sfcluster up` from bo@c2" in e.message and "--wait" in e.hint and "--cancel-run" not in e.hint
 
 

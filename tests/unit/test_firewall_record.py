@@ -25,6 +25,7 @@ from sfcluster.inventory import parse_inventory
 from sfcluster.inventory.model import Cluster
 from sfcluster.nodescripts import source, bundle
 from sfcluster.remote.group import GroupResult
+from sfcluster.nodescripts.answers import RayStopped
 from sfcluster.remote.local import LocalRunner
 
 INV = f"""
@@ -205,7 +206,7 @@ def test_down_after_a_peers_ip_changed_removes_what_up_added(node, cluster, monk
                       shm_free=None, tmp_free=None)
     monkeypatch.setenv("SFCLUSTER_STATE_DIR", str(tmp_path / "controller"))  # no cached copy either
     monkeypatch.setattr(teardown, "gather_all", lambda *a, **kw: GroupResult(results={"alice": facts}))
-    monkeypatch.setattr(teardown, "stop_ray", lambda *a: {"stopped": [], "killed": []})
+    monkeypatch.setattr(teardown, "stop_ray", lambda *a: RayStopped())
 
     nodes = Nodes(moved, runners={"alice": node.runner})  # the core takes any Runner
     res = teardown._down(moved, nodes, force=False, progress=lambda n, m: None)  # _down: without the cluster lock

@@ -14,7 +14,8 @@ from sfcluster.cli import common
 from sfcluster.cli import lifecycle as cli_lifecycle
 from sfcluster.cli import run as cli_run
 from sfcluster.cli.main import cli
-from sfcluster.clusterlock import held_error, holder_text
+from sfcluster.clusterlock import held_error
+from sfcluster.nodescripts.answers import LockHolder
 from sfcluster.nodescripts import contract as C
 from sfcluster.run import driver, history
 from sfcluster.run import fetch as fetching
@@ -71,7 +72,7 @@ def assert_safe(text: str) -> None:
 
 def test_a_lock_holder_named_by_run_shows_no_escape_and_no_markup(inv, monkeypatch):
     def locked(cluster, nodes, opts, out, err, note):
-        raise held_error(cluster, holder(), "run")
+        raise held_error(cluster, LockHolder.parse(holder()), "run")
     monkeypatch.setattr(driver, "run", locked)
     script = inv.parent / "train.py"
     script.write_text("print(1)\n")
@@ -85,7 +86,7 @@ def test_a_lock_holder_in_status_shows_no_escape(inv, monkeypatch):
     st = {"cluster": "demo", "health": "healthy", "nodes": [], "problems": [],
           "drivers": [{"driver_ip": f"[red]10.0.0.9{PWN}", "driver_pid": 7, "sanctioned": False,
                        "entrypoint": f"python evil.py{PWN}"}],
-          "lock": {"held": True, "text": holder_text(holder(verified=False, why=f"gone{PWN}"))}}
+          "lock": {"held": True, "text": LockHolder.parse(holder(verified=False, why=f"gone{PWN}")).text()}}
     monkeypatch.setattr(cli_lifecycle.lifecycle, "status", lambda c, n: st)
     r = CliRunner().invoke(cli, ["status", "-i", str(inv)])
     assert r.exit_code == 0, r.output

@@ -287,4 +287,4 @@ def cancel_cmd(inventory_path: str, parties: Tuple[str, ...]) -> None:
     cluster = load(inventory_path, parties)
     with Nodes(cluster, [cluster.lock_party]) as nodes:
         info = driver.cancel(cluster, nodes)
-    err_console.print(escape(f"cancelled run {info['run_id']} ({info['script']}, started {info['since']} by {info['user']})"))
+    err_console.print(escape(f"cancelled run {info.run_id} ({info.script}, started {info.since} by {info.user})"))

@@ -140,7 +140,7 @@ def _stop_everywhere(cluster: Cluster, nodes: Nodes, progress: Progress, why: st
     for stage in ([w.name for w in cluster.workers], [cluster.head_name]):
         def stop(n: str) -> None:
             out = stop_ray(cluster, nodes, n)
-            progress(n, f"stopped {len(out['stopped'])} process(es): {why}")
+            progress(n, f"stopped {len(out.stopped)} process(es): {why}")
         fan_out(stop, stage).raise_if_failed("stopping Ray")
 
 

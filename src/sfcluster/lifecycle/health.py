@@ -3,14 +3,15 @@ who holds the cluster lock (verified on the head), the drivers connected, and th
 make the cluster degraded. Every remote step is bounded: a frozen head ends `status` naming it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from sfcluster.clusterlock import holder_text, lock_holder
+from sfcluster.clusterlock import lock_holder
 from sfcluster.connect import Nodes
 from sfcluster.errors import SfclusterError
 from sfcluster.facts import NodeFacts, gather_all
 from sfcluster.inventory.model import Cluster, FirewallMode
+from sfcluster.nodescripts.answers import GcsAnswer, LockHolder, PartyInGcs
 from sfcluster.raycluster.control import gcs_query
 from sfcluster.remote.group import GroupResult
 from sfcluster.tls.install import enabled as tls_enabled, inspect as inspect_tls
@@ -67,13 +68,13 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
     if not cluster.mode.runs_ray:
         return status_production(cluster, nodes)
     g, certs = _probe(cluster, nodes)
-    gcs: dict = {}
+    gcs = GcsAnswer()
     if cluster.head_name in g.results and g.results[cluster.head_name].our_raylet_pids:
         head_tls = certs.get(cluster.head_name)
         try:
             gcs = gcs_query(cluster, nodes, jobs=True, tls_dir=head_tls.dir if head_tls else None)
         except SfclusterError as e:
-            gcs = {"error": str(e)}
+            gcs = GcsAnswer(error=str(e))
     rows = _rows(cluster, g, gcs, certs)
     lock, drivers = _lock_and_drivers(cluster, nodes, g, gcs)
     problems = [_problem(r.party, f"{r.party} ({r.host}): " + (f"unreachable: {r.error}" if not r.reachable
@@ -82,49 +83,48 @@ def status(cluster: Cluster, nodes: Nodes) -> dict:
     notes = _simulation_problems(cluster, g, certs, drivers, problems)
     health = "down" if not any(r.ray_alive for r in rows) else ("healthy" if not problems else "degraded")
     return {"cluster": cluster.name, "health": health, "ray_address": cluster.ray_address, "tls": cluster.tls.value,
-            "nodes": [r.__dict__ for r in rows], "drivers": drivers, "lock": lock, "gcs_error": gcs.get("error"),
+            "nodes": [r.__dict__ for r in rows], "drivers": drivers, "lock": lock, "gcs_error": gcs.error,
             "problems": problems, "notes": notes}
 
 
-def _rows(cluster: Cluster, g: GroupResult[NodeFacts], gcs: dict, certs: Dict[str, Any]) -> List[NodeStatus]:
+def _rows(cluster: Cluster, g: GroupResult[NodeFacts], gcs: GcsAnswer, certs: Dict[str, Any]) -> List[NodeStatus]:
     rows = []
     for n in cluster.nodes:
         f = g.results.get(n.name)
-        p = (gcs.get("parties") or {}).get(n.name, {})
+        p = gcs.parties.get(n.name) or PartyInGcs()
         role = "head" if n.name == cluster.head_name else "worker"
         if f is None:
             rows.append(NodeStatus(n.name, n.host, role, False, None, [], False, "?", reachable=False,
                                    error=str(g.errors.get(n.name))))
             continue
         spu = [b for b in f.busy("spu") if b.ours]
-        rows.append(NodeStatus(n.name, n.host, role, bool(p.get("alive")) and bool(f.our_raylet_pids), p.get("resource"),
+        rows.append(NodeStatus(n.name, n.host, role, p.alive and bool(f.our_raylet_pids), p.resource,
                                f.our_raylet_pids, bool(spu), f.firewall.summary(), tls=f.ray_tls,
                                cert_days_left=certs[n.name].days_left if n.name in certs else None))
     return rows
 
 
-def _lock_and_drivers(cluster: Cluster, nodes: Nodes, g: GroupResult[NodeFacts], gcs: dict) -> Tuple[dict, List[dict]]:
+def _lock_and_drivers(cluster: Cluster, nodes: Nodes, g: GroupResult[NodeFacts],
+                      gcs: GcsAnswer) -> Tuple[dict, List[dict]]:
     """Who holds the cluster lock (a run, an `up`, a `down`), verified on the head, and the live
     drivers; sanctioned = exactly the active run's own driver (pid and node, as its verified
     wrapper recorded it), never a command line that merely looks like ours."""
-    run: dict = {}
-    if cluster.head_name in g.results:
-        try:
-            run = lock_holder(cluster, nodes)
-        except SfclusterError as e:
-            run = {"error": str(e)}
-    lock = {k: v for k, v in run.items() if k not in ("removed_stale_info", "log")}
-    lock["held"] = bool(lock.pop("active", False))
-    if lock["held"]:
-        lock["text"] = holder_text(run)
-    if run.get("op") != "run":
-        run = {}
+    holder = _holder(cluster, nodes, g)
     drivers = []
-    for j in (j for j in gcs.get("jobs", []) or [] if not j["is_dead"]):
-        sanctioned = bool(run.get("verified")) and j["driver_ip"] == cluster.head.host \
-            and j["driver_pid"] == run.get("driver_pid")
-        drivers.append(dict(j, sanctioned=sanctioned))
-    return lock, drivers
+    for j in gcs.live_jobs():
+        sanctioned = holder.run and j.driver_ip == cluster.head.host and j.driver_pid == holder.driver_pid
+        drivers.append(dict(asdict(j), sanctioned=sanctioned))
+    return holder.for_status(), drivers
+
+
+def _holder(cluster: Cluster, nodes: Nodes, g: GroupResult[NodeFacts]) -> LockHolder:
+    """The lock's holder, when the lock's node answered its probe (else: not asked)."""
+    if cluster.lock_party not in g.results:
+        return LockHolder(active=False)
+    try:
+        return lock_holder(cluster, nodes)
+    except SfclusterError as e:
+        return LockHolder(active=False, error=str(e))
 
 
 def _simulation_problems(cluster: Cluster, g: GroupResult[NodeFacts], certs: Dict[str, Any], drivers: List[dict],
@@ -161,14 +161,7 @@ def status_production(cluster: Cluster, nodes: Nodes) -> dict:
     for n in (cluster.node(name) for name in cluster.operated_names):
         rows.append(_party_row(cluster, n, g, certs, problems))
     notes = _cert_problems(certs, problems)
-    lock: dict = {"held": False}
-    try:
-        h = lock_holder(cluster, nodes) if cluster.lock_party in g.results else {}
-    except SfclusterError as e:
-        h = {"error": str(e)}
-    if h.get("active"):
-        lock = {k: v for k, v in h.items() if k not in ("removed_stale_info", "log", "active")}
-        lock.update(held=True, text=holder_text(h))
+    lock = _holder(cluster, nodes, g).for_status()
     health = "down" if not any(r["ready"] for r in rows) else ("healthy" if not problems else "degraded")
     return {"cluster": cluster.name, "mode": "production", "health": health, "tls": cluster.tls.value,
             "parties": list(cluster.operated_names), "nodes": rows, "drivers": [], "lock": lock, "problems": problems,

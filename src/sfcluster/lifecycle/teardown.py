@@ -70,15 +70,14 @@ def _cancel_active_run(cluster: Cluster, nodes: Nodes, note: Callable[[str], Non
     """`down --cancel-run`: stop the run holding the lock (verified, as `cancel` does); True when
     there was one."""
     h = lock_holder(cluster, nodes)
-    if not (h.get("active") and h.get("op") == "run"):
+    if not (h.active and h.op == "run"):
         return False
-    if not h.get("verified"):
+    if not h.verified:
         raise held_error(cluster, h, "down")
     h = lock_holder(cluster, nodes, "cancel")
-    if not h.get("cancelled"):
-        raise SfclusterError(f"run {h.get('run_id')} did not stop within 20 s; nothing was torn down")
-    note(f"cancelled run {h.get('run_id')} ({h.get('script')}, started {h.get('since')} by "
-         f"{h.get('user')}@{h.get('controller')})")
+    if not h.cancelled:
+        raise SfclusterError(f"run {h.run_id} did not stop within 20 s; nothing was torn down")
+    note(f"cancelled run {h.run_id} ({h.script}, started {h.since} by {h.user}@{h.controller})")
     return True
 
 
@@ -96,8 +95,8 @@ def _down(cluster: Cluster, nodes: Nodes, *, force: bool, progress: Progress, pu
     def teardown(n: str) -> None:
         t0 = time.monotonic()
         out = stop_ray(cluster, nodes, n)
-        result.stopped[n], result.killed[n] = out["stopped"], out["killed"]
-        progress(n, f"stopped {len(out['stopped'])} process(es)" if out["stopped"] else "nothing running")
+        result.stopped[n], result.killed[n] = list(out.stopped), list(out.killed)
+        progress(n, f"stopped {len(out.stopped)} process(es)" if out.stopped else "nothing running")
         removed = remove_at_down(nodes[n], cluster, n, facts[n].firewall, cached_fw, needs_sudo(facts[n]))
         if removed is not None and removed.source != "nothing":
             result.firewall_removed.append(n)

@@ -12,6 +12,7 @@ from sfcluster.connect import Nodes
 from sfcluster.errors import SfclusterError
 from sfcluster import nodescripts
 from sfcluster.nodescripts import contract as C
+from sfcluster.nodescripts.answers import GcsAnswer, RayStopped
 from sfcluster.inventory.model import Cluster
 from sfcluster.inventory.ports import plan_ports
 from sfcluster.raycluster.argv import START_TIMEOUT
@@ -23,7 +24,7 @@ JOIN_GRACE = 8  # past the join wait's own end on the head, we stop waiting for 
 
 def gcs_query(cluster: Cluster, nodes: Nodes, wait: float = 0, jobs: bool = False,
               on_line: Optional[Callable[[str], None]] = None, stop: Optional[threading.Event] = None,
-              tls_dir: Optional[str] = None) -> dict:
+              tls_dir: Optional[str] = None) -> GcsAnswer:
     """Ask the head's GCS (with the head's own Ray) about nodes, party resources and drivers."""
     head = cluster.head
     req = {"address": cluster.ray_address, "parties": {n.name: n.host for n in cluster.nodes}, "wait": wait, "jobs": jobs}
@@ -51,7 +52,7 @@ def gcs_query(cluster: Cluster, nodes: Nodes, wait: float = 0, jobs: bool = Fals
         data = {"error": lines[-1][-500:]}
     if code != 0 and "error" not in data:
         data["error"] = f"exit {code}"
-    return data
+    return GcsAnswer.parse(data)
 
 
 # A `ray start` whose output goes to a private file (mktemp: 0600, a fresh name) instead of the SSH
@@ -98,9 +99,9 @@ def start_quietly(cluster: Cluster, nodes: Nodes, n: str, argv: List[str], stop:
     return None
 
 
-def stop_ray(cluster: Cluster, nodes: Nodes, n: str) -> dict:
+def stop_ray(cluster: Cluster, nodes: Nodes, n: str) -> RayStopped:
     node = cluster.node(n)
     ports = sorted({e.port for e in plan_ports(cluster).for_node(n)})
     res = nodescripts.run(nodes[n], node, "ray_stop", {"temp_dir": cluster.temp_dir, "ray_address": cluster.ray_address,
                                                       "ports": ports, "grace": 5}, as_="root", timeout=30).check()
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return RayStopped.parse(json.loads(res.stdout.strip().splitlines()[-1]))

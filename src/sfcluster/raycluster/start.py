@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 from sfcluster.connect import Nodes
 from sfcluster.errors import CommandTimeout, SfclusterError, UnavailableError
 from sfcluster.inventory.model import Cluster
+from sfcluster.nodescripts.answers import GcsAnswer
 from sfcluster.raycluster.argv import START_TIMEOUT, gcs_port_wait_argv, head_start_argv, worker_start_argv
 from sfcluster.raycluster.control import gcs_query, start_quietly
 from sfcluster.tls.install import with_env
@@ -35,7 +36,7 @@ POLL = 0.05
 class Joined:
     """What the start did: every party's state in the GCS (each alive, with its resource)."""
 
-    parties: Dict[str, dict]
+    parties: Dict[str, dict]   # party -> {ip, alive, resource}
     head_started: bool
     workers_started: List[str] = field(default_factory=list)
 
@@ -55,7 +56,7 @@ class RayStart:
         self._head_thread: Optional[threading.Thread] = None   # None: nothing of the head to wait for
         self._stop_head, self._stop_starts, self._stop_wait = threading.Event(), threading.Event(), threading.Event()
         self._head_joined = threading.Event()
-        self._joined: Dict[str, Any] = {}
+        self._joined: Optional[GcsAnswer] = None
         self._failed: Dict[str, BaseException] = {}
         self._starters: List[threading.Thread] = []
         self._waiter: Optional[threading.Thread] = None
@@ -114,12 +115,12 @@ class RayStart:
             if party == head:
                 self._head_joined.set()
         try:
-            self._joined.update(gcs_query(self.cluster, self.nodes, wait=self.join_timeout, on_line=on_joined,
-                                          stop=self._stop_wait, tls_dir=self.tls_dirs.get(head)))
+            self._joined = gcs_query(self.cluster, self.nodes, wait=self.join_timeout, on_line=on_joined,
+                                     stop=self._stop_wait, tls_dir=self.tls_dirs.get(head))
         except CommandTimeout as e:  # the head went silent: reported, never rolled back into
-            self._joined.update(error=e.message, timeout=True)
+            self._joined = GcsAnswer(error=e.message, timeout=True)
         except Exception as e:  # noqa: BLE001 - reported in the caller's thread
-            self._joined["error"] = str(e)
+            self._joined = GcsAnswer(error=str(e))
 
     def _start_workers(self) -> None:
         def run(n: str) -> None:
@@ -159,12 +160,12 @@ class RayStart:
 
     def _conclude(self, head_fresh: bool) -> Joined:
         head = self.cluster.head_name
-        data = self._joined or {"error": "the wait on the head ended without an answer"}
-        if data.get("timeout"):
+        data = self._joined or GcsAnswer(error="the wait on the head ended without an answer")
+        if data.timeout:
             # the head went silent: nothing of it (nor of the workers joining it) will end in time
             self.silent.add(head)
             self._let_go()
-            raise UnavailableError(f"[{head}] went silent during the join wait: {data['error']}",
+            raise UnavailableError(f"[{head}] went silent during the join wait: {data.error}",
                                    f"is {head} frozen or cut off? once it is back: sfcluster down, then up")
         if not head_fresh:
             # A repair (the head was already up): the GCS may still list a dead raylet of a party
@@ -172,17 +173,17 @@ class RayStart:
             # is done. A head started by this `up` has a fresh GCS: no stale entries.
             self._join_starters()
             self._raise_failed()
-        if "error" not in data and all(s["alive"] and s["resource"] for s in data["parties"].values()):
+        if data.error is None and not data.missing:
             self._let_go()  # every party joined: the `ray start` CLIs still talking only finish their output
         else:
             self._join_starters()
-        if "error" in data:
-            raise SfclusterError(f"[{head}] cannot query Ray's GCS at {self.cluster.ray_address}: {data['error']}")
-        missing = [p for p, s in data["parties"].items() if not (s["alive"] and s["resource"])]
+        if data.error is not None:
+            raise SfclusterError(f"[{head}] cannot query Ray's GCS at {self.cluster.ray_address}: {data.error}")
+        missing = data.missing
         if missing:
             raise SfclusterError(f"party resource not visible after {self.join_timeout:g} s: {', '.join(missing)}",
                                  "run `sfcluster check` and look at the Ray logs on those nodes")
-        return Joined(data["parties"], head_fresh, list(self.workers))
+        return Joined(data.parties_json(), head_fresh, list(self.workers))
 
     # -- helpers ---------------------------------------------------------------------------------
     def _finish_head(self) -> None:

@@ -15,7 +15,8 @@ from typing import BinaryIO, Callable, Dict, List, Optional
 
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
-from sfcluster.clusterlock import WAIT_TIMEOUT, held_error, holder_text, lock_holder
+from sfcluster.clusterlock import WAIT_TIMEOUT, held_error, lock_holder
+from sfcluster.nodescripts.answers import LockHolder
 from sfcluster.remote.base import by_line
 from sfcluster.remote.transfer import bundle, push, unsafe_state
 from sfcluster.tls.install import dirs_for_run, with_env
@@ -181,7 +182,7 @@ def run(cluster: Cluster, nodes: Nodes, opts: RunOptions, out: Callable[[bytes],
 def _raise_refusal(cluster: Cluster, code: int, control: ControlLines) -> None:
     """The wrapper refused to start the driver: the error that says why."""
     if code == C.HELD_EXIT and C.LOCKED in control:
-        raise held_error(cluster, json.loads(control[C.LOCKED]), "run")
+        raise held_error(cluster, LockHolder.parse(json.loads(control[C.LOCKED])), "run")
     if C.STARTED in control:
         return
     if code == C.FOREIGN_EXIT and C.FOREIGN in control:
@@ -258,14 +259,14 @@ def exit_code_of(code: int, kind: str) -> int:
     return code if 0 <= code < 256 else 128 - code if code < 0 else 1
 
 
-def _active(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
+def _active(cluster: Cluster, nodes: Nodes, action: str = "info") -> LockHolder:
     info = lock_holder(cluster, nodes, action)
-    if not info.get("active") or info.get("op") not in ("run", None):
+    if not info.active or info.op not in ("run", None):
         raise SfclusterError(f"no run is active on cluster '{cluster.name}'"
-                             + (f" (the cluster lock is held by {holder_text(info)})" if info.get("active") else ""))
-    if not info.get("verified"):
+                             + (f" (the cluster lock is held by {info.text()})" if info.active else ""))
+    if not info.verified:
         raise SfclusterError(f"cluster '{cluster.name}': the lock is held, but not by a run sfcluster can verify "
-                             f"({info.get('why')}); nothing was signalled",
+                             f"({info.why}); nothing was signalled",
                              "retry in a few seconds (a run may be starting); `sfcluster status` shows the drivers")
     return info
 
@@ -273,19 +274,21 @@ def _active(cluster: Cluster, nodes: Nodes, action: str = "info") -> dict:
 def active_run_id(cluster: Cluster, nodes: Nodes) -> "str | None":
     """The run id of the verified active run, if any."""
     info = lock_holder(cluster, nodes)
-    return info.get("run_id") if info.get("active") and info.get("verified") and info.get("op") == "run" else None
+    return info.run_id if info.run else None
 
 
 def follow_logs(cluster: Cluster, nodes: Nodes, follow: bool, out: Callable[[bytes], None]) -> int:
     info = _active(cluster, nodes)
-    argv = ["tail", "-n", "+1", info["log"]]  # the path is the head's own: <state>/runs/<id>/driver.log
+    if not info.log or info.pid is None:
+        raise SfclusterError(f"the head named no log of run {info.run_id}")
+    argv = ["tail", "-n", "+1", info.log]  # the path is the head's own: <state>/runs/<id>/driver.log
     if follow:
-        argv = ["tail", f"--pid={info['pid']}", "-n", "+1", "-f", info["log"]]
+        argv = ["tail", f"--pid={info.pid}", "-n", "+1", "-f", info.log]
     return nodes.ray(cluster.head_name).stream(argv, on_stdout=out)
 
 
-def cancel(cluster: Cluster, nodes: Nodes) -> dict:
+def cancel(cluster: Cluster, nodes: Nodes) -> LockHolder:
     info = _active(cluster, nodes, "cancel")
-    if not info.get("cancelled"):
-        raise SfclusterError(f"run {info.get('run_id')} did not stop within 20 s (wrapper pid {info.get('pid')})")
+    if not info.cancelled:
+        raise SfclusterError(f"run {info.run_id} did not stop within 20 s (wrapper pid {info.pid})")
     return info

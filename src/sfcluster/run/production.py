@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, Optional
 
-from sfcluster.clusterlock import holder_text
+from sfcluster.nodescripts.answers import LockHolder
 from sfcluster.config import production_config
 from sfcluster.connect import Nodes
 from sfcluster.errors import LockHeld, SfclusterError
@@ -269,12 +269,12 @@ def _raise_refusal(cluster: Cluster, nodes: Nodes, rec: history.RunRecord, parti
             and C.LOCKED in p.control and not p.started]
     if held:
         p = held[0]
-        h = json.loads(p.control[C.LOCKED])  # type: ignore[index]
+        h = LockHolder.parse(json.loads(p.control[C.LOCKED]))  # type: ignore[index]
         if any(q.started for q in parties.values()):
             _finish(cluster, nodes, rec, parties, int(Exit.LOCKED), opts, note, cause)
-        raise LockHeld(f"cluster '{cluster.name}': party {p.name}'s lock is held by {holder_text(h)} (on "
+        raise LockHeld(f"cluster '{cluster.name}': party {p.name}'s lock is held by {h.text()} (on "
                        f"{cluster.node(p.name).host}); no driver of this run went on",
-                       "wait for it (`sfcluster run --wait`) or stop it (on that party's node)", h)
+                       "wait for it (`sfcluster run --wait`) or stop it (on that party's node)", h.to_json())
     for p in parties.values():
         if p.control is not None and C.UNSAFE in p.control and not p.started:
             raise unsafe_state(p.name, p.control[C.UNSAFE])
