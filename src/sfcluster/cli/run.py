@@ -139,18 +139,22 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
     executed notebook (outputs, the failing cell's traceback) comes home in output/.
       sfcluster run -i inv.yaml --party-map charlie=carol tutorial.ipynb
     """
-    if args[:1] == ("--",):
-        args = args[1:]
     target = api.Cluster.load(inventory_path, parties)
+    options = dict(files=files, detach=detach, lock_wait=lock_wait(wait, wait_timeout), starve_seconds=starve_seconds,
+                   max_output_mb=max_output_mb, start_timeout=start_timeout, run_id=run_id, cell_timeout=cell_timeout,
+                   party_map=notebooks.parse_party_map(party_map))
+    sys.exit(_run(target, script, args[1:] if args[:1] == ("--",) else args, verbose, options))
+
+
+def _run(target: "api.Cluster", script: str, args: Tuple[str, ...], verbose: bool, options: dict) -> int:
+    """The run through the API, its output on this terminal (SecretFlow's noise held back unless
+    verbose); its exit code."""
     out, err = _write(sys.stdout), _write(sys.stderr)
     quiet = [] if verbose else [QuietLines(out), QuietLines(err)]
     note = lambda m: err_console.print(f"[bold]sfcluster:[/] {escape(m)}")  # noqa: E731
     try:
-        code = target.run(script, args, files=files, detach=detach, lock_wait=lock_wait(wait, wait_timeout),
-                          starve_seconds=starve_seconds, max_output_mb=max_output_mb, start_timeout=start_timeout,
-                          run_id=run_id, stdout=quiet[0] if quiet else out, stderr=quiet[1] if quiet else err,
-                          note=note, cell_timeout=cell_timeout,
-                          party_map=notebooks.parse_party_map(party_map)).exit_code
+        code = target.run(script, args, stdout=quiet[0] if quiet else out, stderr=quiet[1] if quiet else err,
+                          note=note, **options).exit_code
     finally:
         for q in quiet:
             q.flush()
@@ -161,7 +165,7 @@ def run_cmd(inventory_path: str, files: Tuple[str, ...], wait: bool, wait_timeou
         note(f"{dropped} line(s) of SecretFlow/SPU/brpc/Ray logging not shown (info, and warnings known to "
              "be harmless; all in the run's log: "
              "`sfcluster logs RUN_ID`; `run -v` shows them)")
-    sys.exit(code)
+    return code
 
 
 @click.command("logs")

@@ -434,15 +434,48 @@ def _reachability(cluster: Cluster, runners: Dict[str, Runner], report: Report, 
     """Listen on every port a peer must reach (first/last of ranges), connect from each peer."""
     entries = list(plan_ports(cluster).reachable())
     listen: Dict[str, List[Tuple[str, int]]] = {}
+    targets: Dict[str, List[Tuple[str, str, int]]] = {}
     for e in entries:
         for port in e.probe_ports():
             listen.setdefault(e.node, []).append((_listen_address(cluster, e), port))
-    ready: Dict[str, threading.Event] = {n: threading.Event() for n in listen}
+            for r in e.reachers:
+                targets.setdefault(r, []).append((f"{e.node}|{e.purpose}|{port}", _dial_address(cluster, e), port))
     stop = threading.Event()
     errors: Dict[str, str] = {}
+    threads = _listeners(cluster, runners, listen, stop, errors)
+
+    def connect(n: str) -> Dict[str, str]:
+        res = runners[n].run(nodescripts.argv(cluster.node(n), "reach_connect", {"timeout": timeout, "targets": targets[n]}),
+                             timeout=timeout * 3 + 10).check()
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    outcome = fan_out(connect, targets)
+    stop.set()
+    for t in threads:
+        t.join(5)
+    for src, err in outcome.errors.items():
+        report.add(src, "reachability", Status.FAIL, f"could not run the connect test: {err}")
+    rules_present = {n: f.firewall.rules_present for n, f in report.facts.items()}
+    blocked_any = False
+    for src, results in outcome.results.items():
+        for key, how in sorted(results.items()):
+            if how != "ok":
+                blocked_any = True
+                _blocked(cluster, report, src, key, how, rules_present)
+    for n, err in errors.items():
+        report.add(n, "reachability", Status.FAIL, f"listener failed: {err}")
+    if not blocked_any and not outcome.errors:
+        report.add("*", "reachability", Status.OK,
+                   f"every peer reaches every planned port ({sum(len(v) for v in targets.values())} connections)")
+
+
+def _listeners(cluster: Cluster, runners: Dict[str, Runner], listen: Dict[str, List[Tuple[str, int]]],
+               stop: threading.Event, errors: Dict[str, str]) -> List[threading.Thread]:
+    """A listener on each node for its planned ports (reach_listen.py), each READY (or failed,
+    into `errors`) before this returns; they go when `stop` is set (their channel closes)."""
+    ready: Dict[str, threading.Event] = {n: threading.Event() for n in listen}
 
     def listener(n: str) -> None:
-        node = cluster.node(n)
         buf = bytearray()
 
         def on_out(data: bytes) -> None:
@@ -451,7 +484,7 @@ def _reachability(cluster: Cluster, runners: Dict[str, Runner], report: Report, 
                 ready[n].set()
         try:
             # stdin stays open: the listener exits when this connection's channel closes
-            runners[n].stream(nodescripts.argv(node, "reach_listen", listen[n]), on_stdout=on_out,
+            runners[n].stream(nodescripts.argv(cluster.node(n), "reach_listen", listen[n]), on_stdout=on_out,
                               keep_stdin_open=True, stop=stop)
         except Exception as e:  # noqa: BLE001
             errors[n] = str(e)
@@ -463,49 +496,24 @@ def _reachability(cluster: Cluster, runners: Dict[str, Runner], report: Report, 
         t.start()
     for n in listen:
         ready[n].wait(15)
+    return threads
 
-    targets: Dict[str, List[Tuple[str, str, int]]] = {}
-    for e in entries:
-        for port in e.probe_ports():
-            for r in e.reachers:
-                targets.setdefault(r, []).append((f"{e.node}|{e.purpose}|{port}", _dial_address(cluster, e), port))
 
-    def connect(n: str) -> Dict[str, str]:
-        res = runners[n].run(nodescripts.argv(cluster.node(n), "reach_connect", {"timeout": timeout, "targets": targets[n]}),
-                             timeout=timeout * 3 + 10).check()
-        return json.loads(res.stdout.strip().splitlines()[-1])
-
-    outcome = fan_out(connect, targets)
-    stop.set()
-    for t in threads:
-        t.join(5)
-    rules_present = {n: f.firewall.rules_present for n, f in report.facts.items()}
-    blocked_any = False
-    for src, err in outcome.errors.items():
-        report.add(src, "reachability", Status.FAIL, f"could not run the connect test: {err}")
-    for src, results in outcome.results.items():
-        for key, how in sorted(results.items()):
-            dst, purpose, port_s = key.split("|")
-            port = int(port_s)
-            if how == "ok":
-                continue
-            blocked_any = True
-            where = f"{src} -> {dst}:{port} ({purpose})"
-            if how == "timeout" or "unreachable" in how.lower() or "no route" in how.lower():
-                if cluster.firewall is FirewallMode.OPEN and not rules_present.get(dst):
-                    report.add(dst, "reachability", Status.WARN, f"{where} blocked now; will be opened by `sfcluster up`",
-                               port=port)
-                else:
-                    report.add(dst, "reachability", Status.FAIL, f"{where} blocked (firewall: {how})",
-                               f"allow tcp/{port} from {cluster.node(src).host} on {dst} (or its network), "
-                               f"or use firewall: open", port=port)
-            elif how == "refused":
-                report.add(dst, "reachability", Status.FAIL, f"{where} refused: nothing listens there",
-                           f"check that nodes.{dst}.host/advertise is really this node's address (NAT?)", port=port)
-            else:
-                report.add(dst, "reachability", Status.FAIL, f"{where}: {how}", "check routing between the nodes", port=port)
-    for n, err in errors.items():
-        report.add(n, "reachability", Status.FAIL, f"listener failed: {err}")
-    if not blocked_any and not outcome.errors:
-        report.add("*", "reachability", Status.OK,
-                   f"every peer reaches every planned port ({sum(len(v) for v in targets.values())} connections)")
+def _blocked(cluster: Cluster, report: Report, src: str, key: str, how: str, rules_present: Dict[str, bool]) -> None:
+    """The row for one connection that did not get through, with the fix for how it failed."""
+    dst, purpose, port_s = key.split("|")
+    port = int(port_s)
+    where = f"{src} -> {dst}:{port} ({purpose})"
+    if how == "timeout" or "unreachable" in how.lower() or "no route" in how.lower():
+        if cluster.firewall is FirewallMode.OPEN and not rules_present.get(dst):
+            report.add(dst, "reachability", Status.WARN, f"{where} blocked now; will be opened by `sfcluster up`",
+                       port=port)
+        else:
+            report.add(dst, "reachability", Status.FAIL, f"{where} blocked (firewall: {how})",
+                       f"allow tcp/{port} from {cluster.node(src).host} on {dst} (or its network), "
+                       f"or use firewall: open", port=port)
+    elif how == "refused":
+        report.add(dst, "reachability", Status.FAIL, f"{where} refused: nothing listens there",
+                   f"check that nodes.{dst}.host/advertise is really this node's address (NAT?)", port=port)
+    else:
+        report.add(dst, "reachability", Status.FAIL, f"{where}: {how}", "check routing between the nodes", port=port)

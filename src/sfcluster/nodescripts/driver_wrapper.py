@@ -374,33 +374,223 @@ def pump_lines(src, dst, log):
                 pass
 
 
+def detach():
+    """`run --detach`: the child goes on in its own session, output to the log only. Until the
+    driver has started, its control lines reach the parent through a pipe; the parent reports them
+    and leaves with the start's outcome (its code); the child gets None."""
+    r, w = os.pipe()
+    if os.fork() > 0:
+        os.close(w)
+        data = b""
+        for chunk in iter(lambda: os.read(r, 65536), b""):
+            data += chunk
+            try:  # as it comes: the controller counts the beats
+                sys.stderr.buffer.write(chunk)
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+        for kind, code in START_OUTCOMES:
+            if (CONTROL_PREFIX + kind).encode() in data:
+                return code
+        return 1
+    os.close(r)
+    os.setsid()
+    guard_self()  # a subreaper is not inherited by fork
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.dup2(w, 2)
+    os.close(w)
+    return None
+
+
+def driver_env(output, gates):
+    """The driver's environment: the run's config, token, output dir, lock info, ready file and
+    gates; never the operator's SSH agent."""
+    env = dict(os.environ)
+    env.update({ENV_CONFIG: os.path.join(RUN_DIR, "sfcluster.json"), ENV_RUN_TOKEN: R["token"], ENV_OUTPUT: output,
+                ENV_LOCK_INFO: INFO, ENV_READY: os.path.join(RUN_DIR, "ready"), ENV_GATE: json.dumps(gates),
+                "PYTHONUNBUFFERED": "1",
+                # Ray (2.9.3) auto-starts a LOCAL Ray instance when a Ray API is touched after
+                # shutdown (e.g. an ObjectRef freed at exit): a second Ray on the head. Never.
+                "RAY_ENABLE_AUTO_CONNECT": "0",
+                "PYTHONPATH": os.pathsep.join([RUN_DIR, FILES_DIR] + [p for p in [env.get("PYTHONPATH")] if p]),
+                # Ray injects this job config into the driver's ray.init: party functions find --files
+                # modules on every node (each node's copy is under its own user's home).
+                "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(
+                    {"runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(R["files_dirs"])}}})})
+    env.pop("SSH_AUTH_SOCK", None)  # the user's code gets no way to the operator's SSH agent
+    return env
+
+
+def read_stage():
+    """How far this party's driver got, as runtime.py writes it: linking, ready, stopping."""
+    try:
+        fd = os.open(os.path.join(RUN_DIR, "ready"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            return os.read(fd, 16).decode(errors="replace").strip()
+        finally:
+            os.close(fd)
+    except OSError:
+        return ""
+
+
+class Watch:
+    """The running driver and what watches it; `reason`: why sfcluster ended it (the first wins;
+    the controller maps its `kind` to its exit code)."""
+
+    def __init__(self, proc, client, jobs_before):
+        self.proc, self.client, self.jobs_before = proc, client, jobs_before
+        self.reason = {}
+
+    def stop_for(self, kind, why):
+        self.reason.setdefault("kind", kind)
+        self.reason.setdefault("why", why)
+        stop(self.proc, self.reason["why"])
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def start(self, production):
+        signal.signal(signal.SIGTERM, lambda *a: self.stop_for("cancelled", "cancelled (sfcluster cancel)"))
+        watchers = []
+        if production:
+            watchers.append(self.watch_ready)
+            if R.get("peers"):
+                watchers.append(self.watch_peers)
+        if not R.get("detach"):
+            watchers.append(self.watch_stdin)
+        if not production:
+            watchers.append(self.watch_cluster)
+        for w in watchers:
+            threading.Thread(target=w, daemon=True).start()
+
+    def watch_stdin(self):
+        # The controller sends a heartbeat line every second; EOF or HEARTBEAT_SILENCE s of silence
+        # means it is gone.
+        if controller_gone(self.running):
+            self.stop_for("controller_gone", "the controller's connection closed")
+
+    def watch_cluster(self):
+        """ONE watcher on the head, every 2 s, for the run's whole life:
+        - a party's node that dies or is cut off (GCS node table + TCP to its raylet, 3 misses);
+        - a driver in Ray's job table that is not ours (a second driver is the failure sfcluster
+          exists to prevent), alive or already gone (a job that came after this run began):
+          named (IP, pid, entrypoint) and the run stops;
+        - a Ray node that is not the inventory's (an extra raylet, or one carrying another
+          party's resource, would be given that party's work): named and the run stops;
+        - starvation: a resource demand pending while nothing of the run changes (Ray's GCS knows
+          the demands; with one driver on the cluster, every demand is this run's)."""
+        misses = {}
+        starve_limit = float(R.get("starve_seconds") or 0)
+        clock = StallClock(starve_limit)
+        while self.running():
+            if self.node_lost(misses) or self.foreign_driver() or self.foreign_node() \
+                    or (starve_limit > 0 and self.starved(clock)):
+                return
+            time.sleep(2)
+
+    def node_lost(self, misses):
+        alive = node_alive_by_gcs(self.client)
+        for party, (host, port) in R["watch"].items():
+            gone = (alive is not None and host not in alive) or not tcp_ok(host, port)
+            misses[party] = misses.get(party, 0) + 1 if gone else 0
+            if misses[party] >= 3:
+                ctl(NODE_DOWN, {"party": party, "host": host})
+                self.stop_for("node_lost", "party %s (%s) is down or cut off" % (party, host))
+                return True
+        return False
+
+    def foreign_driver(self):
+        ours = {(R["head_host"], self.proc.pid)}
+        try:
+            others = [d for d in job_drivers(self.client, self.jobs_before) if (d["ip"], d["pid"]) not in ours]
+        except Exception:  # noqa: BLE001 - the GCS being away is the node watch's business
+            others = []
+        if not others:
+            return False
+        d = others[0]
+        ctl(FOREIGN, others)
+        self.stop_for("foreign_driver", "another driver connected to the cluster mid-run: %s pid %s (%s)%s"
+                      % (d["ip"], d["pid"], (d["entrypoint"] or "?")[:200], " (already gone)" if d["dead"] else ""))
+        return True
+
+    def foreign_node(self):
+        strangers = foreign_nodes(self.client)
+        if not strangers:
+            return False
+        n = strangers[0]
+        self.stop_for("foreign_node", "a Ray node the inventory does not have joined the cluster mid-run: %s, "
+                      "carrying the resource of %s (the inventory's node there: %s)"
+                      % (n["address"], ", ".join(n["parties"]) or "no party", ", ".join(n["inventory"]) or "none"))
+        return True
+
+    def starved(self, clock):
+        snap = resource_snapshot(self.client)
+        if snap is None:
+            return False
+        pending, fp = snap
+        now = time.monotonic()
+        if not clock.update(pending, fp, now):
+            return False
+        msg = starvation_message(pending, now - clock.since)
+        ctl(STARVED, {"message": msg})
+        self.stop_for("starved", msg)
+        return True
+
+    def watch_ready(self):
+        """Production mode: LINKING once the driver is in runtime.init waiting for its peers, READY
+        once every peer answered (runtime.init writes the stage into the ready file; the driver
+        could lie, but only about its own party's start). The controller's start deadline reads them."""
+        said = set()
+        while self.running() and READY not in said:
+            stage = read_stage()
+            for kind, word in ((LINKING, "linking"), (READY, "ready")):
+                if stage in (word, "ready", "stopping") and kind not in said:
+                    said.add(kind)
+                    ctl(kind)
+            time.sleep(0.3)
+
+    def watch_peers(self):
+        """A federation (`run --party`): the peers' drivers are other controllers', so no controller
+        sees them all and stops the rest when one ends. From READY (every peer linked) until this
+        driver's sf.shutdown() has passed its barrier ("stopping"), each peer's cross-silo port is
+        dialled every PEER_PROBE s; a peer whose port stays closed PEER_MISSES times in a row has no
+        driver any more (its link, or its wrapper's gate, closed with it), and this party's driver
+        would otherwise wait for it up to the link's receive timeout: stopped, naming the peer."""
+        misses = {}
+        while self.running():
+            stage = read_stage()
+            if stage == "stopping":
+                return
+            if stage == "ready":
+                for party, (host, port) in sorted(R["peers"].items()):
+                    misses[party] = 0 if tcp_ok(host, int(port)) else misses.get(party, 0) + 1
+                    if misses[party] >= PEER_MISSES:
+                        ctl(NODE_DOWN, {"party": party, "host": host})
+                        self.stop_for("node_lost", "party %s's driver is gone: its cross-silo port %s:%s stayed closed "
+                                      "for %d s (its operator stopped it, it failed, or its node is cut off)"
+                                      % (party, host, port, PEER_MISSES * PEER_PROBE))
+                        return
+            time.sleep(PEER_PROBE)
+
+    def lost_party_after_exit(self, code):
+        """The driver died before the watcher's third miss: SPU crashes (SIGSEGV in yacl's link) a
+        few seconds after a peer's node vanishes. Was a party's node lost? Asked twice, 1 s apart."""
+        if self.reason or code == 0:
+            return
+        for party, (host, port) in R["watch"].items():
+            if not tcp_ok(host, port) and (time.sleep(1) or not tcp_ok(host, port)):
+                ctl(NODE_DOWN, {"party": party, "host": host})
+                self.reason.update(kind="node_lost", why="party %s (%s) is down or cut off" % (party, host))
+                return
+
+
 def main():
     if R.get("detach"):
-        # The child goes on in its own session, output to the log only. Until the driver has
-        # started, its control lines reach us through a pipe; then we report and leave.
-        r, w = os.pipe()
-        if os.fork() > 0:
-            os.close(w)
-            data = b""
-            for chunk in iter(lambda: os.read(r, 65536), b""):
-                data += chunk
-                try:  # as it comes: the controller counts the beats
-                    sys.stderr.buffer.write(chunk)
-                    sys.stderr.flush()
-                except (OSError, ValueError):
-                    pass
-            for kind, code in START_OUTCOMES:
-                if (CONTROL_PREFIX + kind).encode() in data:
-                    return code
-            return 1
-        os.close(r)
-        os.setsid()
-        guard_self()  # a subreaper is not inherited by fork
-        devnull = os.open(os.devnull, os.O_RDWR)
-        os.dup2(devnull, 0)
-        os.dup2(devnull, 1)
-        os.dup2(w, 2)
-        os.close(w)
+        code = detach()
+        if code is not None:
+            return code
     threading.Thread(target=beat, daemon=True).start()
     lock_fd = take_lock()  # production mode: this party's own lock, on its own node
     # Production mode has no Ray to ask: one driver per party is the lock on each party's node, and
@@ -415,26 +605,9 @@ def main():
             "token": R["token"], "detached": bool(R.get("detach"))}
     write_private(INFO, json.dumps(info))
     output = private_dir(os.path.join(RUN_DIR, OUTPUT_DIR))  # what the driver leaves there, `run` fetches
-    gates = open_gates() if production else {}
+    env = driver_env(output, open_gates() if production else {})
     started = time.time()
-    env = dict(os.environ)
-    env.update({ENV_CONFIG: os.path.join(RUN_DIR, "sfcluster.json"), ENV_RUN_TOKEN: R["token"], ENV_OUTPUT: output,
-                ENV_LOCK_INFO: INFO, ENV_READY: os.path.join(RUN_DIR, "ready"), ENV_GATE: json.dumps(gates),
-                "PYTHONUNBUFFERED": "1",
-                # Ray (2.9.3) auto-starts a LOCAL Ray instance when a Ray API is touched after
-                # shutdown (e.g. an ObjectRef freed at exit): a second Ray on the head. Never.
-                "RAY_ENABLE_AUTO_CONNECT": "0",
-                "PYTHONPATH": os.pathsep.join([RUN_DIR, FILES_DIR] + [p for p in [env.get("PYTHONPATH")] if p]),
-                # Ray injects this job config into the driver's ray.init: party functions find --files
-                # modules on every node (each node's copy is under its own user's home).
-                "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(
-                    {"runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(R["files_dirs"])}}})})
-    env.pop("SSH_AUTH_SOCK", None)  # the user's code gets no way to the operator's SSH agent
     log = open(os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "ab")
-    if R.get("detach"):
-        out = err = None  # the log only
-    else:
-        out, err = sys.stdout.buffer, sys.stderr.buffer
     # production mode: through sfcluster/launch.py, which makes a failed driver's exit final (SecretFlow's
     # cross-silo threads would otherwise keep it waiting for its peers)
     launch = [os.path.join(RUN_DIR, "sfcluster", "launch.py")] if production else []
@@ -447,141 +620,23 @@ def main():
         with OUT_LOCK:
             os.dup2(log.fileno(), 2)  # closes the pipe: the reporting parent ends, the run goes on
     write_private(INFO, json.dumps(dict(info, driver_pid=proc.pid)))
+    out, err = (None, None) if R.get("detach") else (sys.stdout.buffer, sys.stderr.buffer)  # detached: the log only
     pumps = [threading.Thread(target=pump, args=(proc.stdout, out, log), daemon=True),
              threading.Thread(target=pump_lines, args=(proc.stderr, err, log), daemon=True)]
     for t in pumps:
         t.start()
-    reason = {}
-
-    def stop_for(kind, why):
-        """sfcluster ends the run: the first reason wins; the controller maps `kind` to its exit code."""
-        reason.setdefault("kind", kind)
-        reason.setdefault("why", why)
-        stop(proc, reason["why"])
-
-    def watch_stdin():
-        # The controller sends a heartbeat line every second; EOF or HEARTBEAT_SILENCE s of silence
-        # means it is gone.
-        if controller_gone(lambda: proc.poll() is None):
-            stop_for("controller_gone", "the controller's connection closed")
-
-    def watch_cluster():
-        """ONE watcher on the head, every 2 s, for the run's whole life:
-        - a party's node that dies or is cut off (GCS node table + TCP to its raylet, 3 misses);
-        - a driver in Ray's job table that is not ours (a second driver is the failure sfcluster
-          exists to prevent), alive or already gone (a job that came after this run began):
-          named (IP, pid, entrypoint) and the run stops;
-        - a Ray node that is not the inventory's (an extra raylet, or one carrying another
-          party's resource, would be given that party's work): named and the run stops;
-        - starvation: a resource demand pending while nothing of the run changes (Ray's GCS knows
-          the demands; with one driver on the cluster, every demand is this run's)."""
-        misses = {}
-        ours = {(R["head_host"], proc.pid)}
-        starve_limit = float(R.get("starve_seconds") or 0)
-        clock = StallClock(starve_limit)
-        while proc.poll() is None:
-            alive = node_alive_by_gcs(client)
-            for party, (host, port) in R["watch"].items():
-                gone = (alive is not None and host not in alive) or not tcp_ok(host, port)
-                misses[party] = misses.get(party, 0) + 1 if gone else 0
-                if misses[party] >= 3:
-                    ctl(NODE_DOWN, {"party": party, "host": host})
-                    stop_for("node_lost", "party %s (%s) is down or cut off" % (party, host))
-                    return
-            try:
-                others = [d for d in job_drivers(client, jobs_before) if (d["ip"], d["pid"]) not in ours]
-            except Exception:  # noqa: BLE001 - the GCS being away is the node watch's business
-                others = []
-            if others:
-                d = others[0]
-                ctl(FOREIGN, others)
-                stop_for("foreign_driver", "another driver connected to the cluster mid-run: %s pid %s (%s)%s"
-                         % (d["ip"], d["pid"], (d["entrypoint"] or "?")[:200], " (already gone)" if d["dead"] else ""))
-                return
-            strangers = foreign_nodes(client)
-            if strangers:
-                n = strangers[0]
-                stop_for("foreign_node", "a Ray node the inventory does not have joined the cluster mid-run: %s, "
-                         "carrying the resource of %s (the inventory's node there: %s)"
-                         % (n["address"], ", ".join(n["parties"]) or "no party",
-                            ", ".join(n["inventory"]) or "none"))
-                return
-            snap = resource_snapshot(client) if starve_limit > 0 else None
-            if snap is not None:
-                pending, fp = snap
-                now = time.monotonic()
-                if clock.update(pending, fp, now):
-                    msg = starvation_message(pending, now - clock.since)
-                    ctl(STARVED, {"message": msg})
-                    stop_for("starved", msg)
-                    return
-            time.sleep(2)
-
-    def read_stage():
-        """How far this party's driver got, as runtime.py writes it: linking, ready, stopping."""
-        try:
-            fd = os.open(os.path.join(RUN_DIR, "ready"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            try:
-                return os.read(fd, 16).decode(errors="replace").strip()
-            finally:
-                os.close(fd)
-        except OSError:
-            return ""
-
-    def watch_ready():
-        """Production mode: LINKING once the driver is in runtime.init waiting for its peers, READY
-        once every peer answered (runtime.init writes the stage into the ready file; the driver
-        could lie, but only about its own party's start). The controller's start deadline reads them."""
-        said = set()
-        while proc.poll() is None and READY not in said:
-            stage = read_stage()
-            for kind, word in ((LINKING, "linking"), (READY, "ready")):
-                if stage in (word, "ready", "stopping") and kind not in said:
-                    said.add(kind)
-                    ctl(kind)
-            time.sleep(0.3)
-
-    def watch_peers():
-        """A federation (`run --party`): the peers' drivers are other controllers', so no controller
-        sees them all and stops the rest when one ends. From READY (every peer linked) until this
-        driver's sf.shutdown() has passed its barrier ("stopping"), each peer's cross-silo port is
-        dialled every PEER_PROBE s; a peer whose port stays closed PEER_MISSES times in a row has no
-        driver any more (its link, or its wrapper's gate, closed with it), and this party's driver
-        would otherwise wait for it up to the link's receive timeout: stopped, naming the peer."""
-        misses = {}
-        while proc.poll() is None:
-            stage = read_stage()
-            if stage == "stopping":
-                return
-            if stage == "ready":
-                for party, (host, port) in sorted(R["peers"].items()):
-                    misses[party] = 0 if tcp_ok(host, int(port)) else misses.get(party, 0) + 1
-                    if misses[party] >= PEER_MISSES:
-                        ctl(NODE_DOWN, {"party": party, "host": host})
-                        stop_for("node_lost", "party %s's driver is gone: its cross-silo port %s:%s stayed closed for "
-                                 "%d s (its operator stopped it, it failed, or its node is cut off)"
-                                 % (party, host, port, PEER_MISSES * PEER_PROBE))
-                        return
-            time.sleep(PEER_PROBE)
-
-    signal.signal(signal.SIGTERM, lambda *a: stop_for("cancelled", "cancelled (sfcluster cancel)"))
-    if production:
-        threading.Thread(target=watch_ready, daemon=True).start()
-        if R.get("peers"):
-            threading.Thread(target=watch_peers, daemon=True).start()
-    if not R.get("detach"):
-        threading.Thread(target=watch_stdin, daemon=True).start()
-    if not production:
-        threading.Thread(target=watch_cluster, daemon=True).start()
+    watch = Watch(proc, client, jobs_before)
+    watch.start(production)
     code = proc.wait()
-    if not production and not reason and code != 0:
-        # The driver died before the watcher's third miss: SPU crashes (SIGSEGV in yacl's link) a
-        # few seconds after a peer's node vanishes. Was a party's node lost? Asked twice, 1 s apart.
-        for party, (host, port) in R["watch"].items():
-            if not tcp_ok(host, port) and (time.sleep(1) or not tcp_ok(host, port)):
-                ctl(NODE_DOWN, {"party": party, "host": host})
-                reason.update(kind="node_lost", why="party %s (%s) is down or cut off" % (party, host))
-                break
+    if not production:
+        watch.lost_party_after_exit(code)
+    finish(code, watch.reason, pumps, log, started)
+    os.close(lock_fd)
+    return code if code >= 0 else 128 - code
+
+
+def finish(code, reason, pumps, log, started):
+    """After the driver: nothing it started left, the lock info gone, the result kept, EXIT said."""
     for g in GATES:
         g.close()
     left = kill_descendants()  # nothing the run started outlives it, however it detached
@@ -602,8 +657,6 @@ def main():
     log.write(("\n[sfcluster] driver exited %d%s\n" % (code, ": stopped by sfcluster: " + reason["why"]
                                                        if reason else "")).encode())
     log.close()
-    os.close(lock_fd)
-    return code if code >= 0 else 128 - code
 
 
 if __name__ == "__main__":
