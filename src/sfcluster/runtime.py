@@ -251,24 +251,34 @@ def notebook_compat(cfg: Dict[str, Any], party_map: Optional[Dict[str, str]] = N
     if cfg.get("mode") == "production":
         raise GuardError("sfcluster: a notebook runs as the one driver of a simulation-mode cluster; this cluster runs "
                          "in production mode (one driver per party): run it as a script there")
-    names = dict(party_map or {})
-    known = list(cfg["parties"])
+    parties = _Parties(cfg, party_map)
+    import secretflow as sf
+    import secretflow.utils.testing as testing
+    _patch_init_and_cluster_def(sf, testing, cfg, parties)
+    _patch_devices(sf, cfg, parties)
 
-    def party(name: Any) -> Any:
-        return names.get(name, name) if isinstance(name, str) else name
 
-    def check(wanted: List[Any], where: str) -> List[Any]:
-        mapped = [party(p) for p in wanted]
-        unknown = [w for w, p in zip(wanted, mapped) if p not in known]
+class _Parties:
+    """The notebook's party names mapped to the inventory's (party_map), and checked."""
+
+    def __init__(self, cfg: Dict[str, Any], party_map: Optional[Dict[str, str]]) -> None:
+        self.cfg, self.names, self.known = cfg, dict(party_map or {}), list(cfg["parties"])
+
+    def party(self, name: Any) -> Any:
+        return self.names.get(name, name) if isinstance(name, str) else name
+
+    def check(self, wanted: List[Any], where: str) -> List[Any]:
+        mapped = [self.party(p) for p in wanted]
+        unknown = [w for w, p in zip(wanted, mapped) if p not in self.known]
         if unknown:
             raise GuardError(f"sfcluster: {where} names part(ies) {', '.join(map(repr, unknown))} that cluster "
-                             f"'{cfg.get('cluster')}' lacks (parties: {', '.join(known)}); map them with "
+                             f"'{self.cfg.get('cluster')}' lacks (parties: {', '.join(self.known)}); map them with "
                              "`sfcluster run --party-map NOTEBOOK_NAME=PARTY`")
         return mapped
 
-    import secretflow as sf
-    import secretflow.utils.testing as testing
 
+def _patch_init_and_cluster_def(sf: Any, testing: Any, cfg: Dict[str, Any], names: _Parties) -> None:
+    check, known = names.check, names.known
     checked_init = sf.init
 
     def init(parties: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -291,6 +301,9 @@ def notebook_compat(cfg: Dict[str, Any], party_map: Optional[Dict[str, str]] = N
         return {"nodes": [dict(ours[p]) for p in mapped], "runtime_config": rc}
     testing.cluster_def = cluster_def
 
+
+def _patch_devices(sf: Any, cfg: Dict[str, Any], names: _Parties) -> None:
+    ours = {n["party"]: n for n in cfg["spu_cluster_def"]["nodes"]}
     spu_init = sf.SPU.__init__
 
     def spu(self: Any, cluster_def: Dict[str, Any], link_desc: Any = None, *args: Any, **kwargs: Any) -> None:
@@ -303,7 +316,7 @@ def notebook_compat(cfg: Dict[str, Any], party_map: Optional[Dict[str, str]] = N
     pyu_init = sf.PYU.__init__
 
     def pyu(self: Any, party_name: str, *args: Any, **kwargs: Any) -> None:
-        pyu_init(self, party(party_name), *args, **kwargs)
+        pyu_init(self, names.party(party_name), *args, **kwargs)
     sf.PYU.__init__ = pyu
 
 

@@ -194,16 +194,7 @@ def main(req, out):
         raise Refused("the fallback is not a JSON object", "bad_request")
     sudo = bool(req.get("sudo")) and os.geteuid() != 0
     if action == "apply":
-        backend, add, plan = req.get("backend"), req.get("add"), req.get("plan")
-        if backend not in TOOL:
-            raise Refused("unknown backend %r" % (backend,), "bad_request")
-        undo = checked_removals(backend, req.get("remove"), names, "the plan's removal")
-        if (not isinstance(add, list) or not all(is_argv(c) and c[0] == TOOL[backend] for c in add)
-                or not isinstance(req.get("add_stdin") or "", str)
-                or not isinstance(plan, str) or not PLAN_DIGEST.match(plan)):
-            raise Refused("the plan to add is not commands of %s with a digest" % TOOL[backend], "bad_request")
-        if backend in ("ufw", "firewalld") and sorted(undo) != sorted(counterpart(c) or [] for c in add):
-            raise Refused("the plan's removal is not exactly the removal of the rules it adds", "bad_request")
+        backend, add, plan, undo = checked_plan(req, names)
     state = state_dir(req.get("cluster"), create=action == "apply")
     path = os.path.join(state, RECORD) if state else None
     record = read_record(path, names) if path else None
@@ -222,21 +213,47 @@ def main(req, out):
         if record:
             os.unlink(path)
         return
-    kept = []
-    if backend == "firewalld" and add:
-        code, err, listed = run(["firewall-cmd", "--list-rich-rules"], sudo)
-        if code != 0:
-            raise Failed("`firewall-cmd --list-rich-rules` exited %d: %s" % (code, err.strip()[-200:]))
-        have = set(l.strip() for l in listed.splitlines())
-        kept = [c for c in add if c[1][len("--add-rich-rule="):] in have]
+    kept = site_rules(backend, add, sudo)
     for argv in kept:
         undo = without(undo, counterpart(argv))
     record = {"backend": backend, "remove": undo, "plan": plan, "kept": kept}
     write_private(path, json.dumps(record))
+    add_recorded(add, kept, record, path, backend, sudo, req.get("add_stdin"), out)
+
+
+def checked_plan(req, names):
+    """The plan to add, refused unless it is commands of its backend's tool with a digest, and
+    its removal (ufw, firewalld) exactly the removal of what it adds."""
+    backend, add, plan = req.get("backend"), req.get("add"), req.get("plan")
+    if backend not in TOOL:
+        raise Refused("unknown backend %r" % (backend,), "bad_request")
+    undo = checked_removals(backend, req.get("remove"), names, "the plan's removal")
+    if (not isinstance(add, list) or not all(is_argv(c) and c[0] == TOOL[backend] for c in add)
+            or not isinstance(req.get("add_stdin") or "", str)
+            or not isinstance(plan, str) or not PLAN_DIGEST.match(plan)):
+        raise Refused("the plan to add is not commands of %s with a digest" % TOOL[backend], "bad_request")
+    if backend in ("ufw", "firewalld") and sorted(undo) != sorted(counterpart(c) or [] for c in add):
+        raise Refused("the plan's removal is not exactly the removal of the rules it adds", "bad_request")
+    return backend, add, plan, undo
+
+
+def site_rules(backend, add, sudo):
+    """firewalld: the rich rules of the plan that are there already (the site's, not ours)."""
+    if backend != "firewalld" or not add:
+        return []
+    code, err, listed = run(["firewall-cmd", "--list-rich-rules"], sudo)
+    if code != 0:
+        raise Failed("`firewall-cmd --list-rich-rules` exited %d: %s" % (code, err.strip()[-200:]))
+    have = set(l.strip() for l in listed.splitlines())
+    return [c for c in add if c[1][len("--add-rich-rule="):] in have]
+
+
+def add_recorded(add, kept, record, path, backend, sudo, stdin, out):
+    """Each rule added, the record updated before the next when a rule turns out to be the site's."""
     for argv in add:
         if argv in kept:
             continue
-        code, err, said = run(argv, sudo, req.get("add_stdin"))
+        code, err, said = run(argv, sudo, stdin)
         if code != 0:
             tail = " | ".join(err.strip().splitlines()[-3:])
             raise Failed("`%s` exited %d%s" % (shlex.join(argv)[:300], code, ": " + tail if tail else ""))

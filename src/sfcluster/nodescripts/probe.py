@@ -289,6 +289,23 @@ def firewall_record(cluster):
     return {"backend": data["backend"][:20], "plan": data["plan"], "kept_ufw": kept_ufw}
 
 
+def pick_backend(prefer, available, ufw_status, tables, nft_table):
+    """The backend in charge here: the inventory's, else an active ufw, a running firewalld, an
+    nftables ruleset of the site's own, iptables, nft, none (in that order)."""
+    if prefer not in ("auto", ""):
+        return prefer
+    if "Status: active" in ufw_status:
+        return "ufw"
+    if ("firewall-cmd" in available and process_running("firewalld")
+            and run(priv(["firewall-cmd", "--state"]))[1].strip() == "running"):
+        return "firewalld"
+    if any(l.startswith("table inet ") and l != "table inet " + nft_table for l in tables):
+        return "nftables"
+    if "iptables" in available:
+        return "iptables"
+    return "nftables" if "nft" in available else "none"
+
+
 def firewall(prefer, can_priv, chain, nft_table, ufw_comment, ufw_expect, firewalld_rules):
     """The active backend and whether this cluster's rules are there. rules_present: any of ours
     (down must remove them); rules_complete: all of them (up has nothing to add)."""
@@ -304,28 +321,10 @@ def firewall(prefer, can_priv, chain, nft_table, ufw_comment, ufw_expect, firewa
     # `ufw` and `firewall-cmd` are Python programs (~0.1-0.2 s of CPU each): ask them only when
     # their config says enabled / their daemon runs. Eight probes share two cores on the bench.
     ufw_status = run(priv(["ufw", "status"]))[1] if "ufw" in info["available"] and ufw_enabled_in_config() else ""
-    ufw_active = "Status: active" in ufw_status
-    fwd = ("firewall-cmd" in info["available"] and process_running("firewalld")
-           and run(priv(["firewall-cmd", "--state"]))[1].strip() == "running")
     nft_tables = run(priv(["nft", "list", "tables"]))[1] if "nft" in info["available"] else ""
     tables = [l.strip() for l in nft_tables.splitlines()]
     ours_nft = ("table inet " + nft_table) in tables  # exact: cluster demo never takes sfc_demo2 for its own
-    native_nft = any(l.startswith("table inet ") and l != "table inet " + nft_table for l in tables)
-    if prefer not in ("auto", ""):
-        backend = prefer
-    elif ufw_active:
-        backend = "ufw"
-    elif fwd:
-        backend = "firewalld"
-    elif native_nft:
-        backend = "nftables"
-    elif "iptables" in info["available"]:
-        backend = "iptables"
-    elif "nft" in info["available"]:
-        backend = "nftables"
-    else:
-        backend = "none"
-    info["backend"] = backend
+    backend = info["backend"] = pick_backend(prefer, info["available"], ufw_status, tables, nft_table)
     if backend == "iptables":
         chain_there = run(priv(["iptables", "-w", "-S", chain]))[0] == 0
         # the chain does nothing without its jump from INPUT: complete means both

@@ -218,8 +218,8 @@ def fit_xgb(cluster, args, x, y):
     return Xgb(cluster.spu).train(params, x, y)
 
 
-def main(argv):
-    args = parse_args(argv)
+def check_args(args):
+    """What can be refused before Ray and the SPU start: the flags, the CPUs SS-XGB needs, the data."""
     if args.reveal_model and args.model == "xgb":
         fail("--reveal-model saves SS-LR's weights; SS-XGB's trees stay secret-shared (drop the flag)")
     # SS-LR's floor (2) is `check`'s (cpus row) and the run watcher's; SS-XGB needs one CPU more
@@ -231,6 +231,29 @@ def main(argv):
              "then `sfcluster down` and `up`")
     if not args.synthetic:
         data_paths(args.data)            # a missing name fails here, before Ray and the SPU start
+
+
+def save(sf, np, args, model, metrics):
+    """metrics.json (and with --reveal-model SS-LR's weights) into $SFCLUSTER_OUTPUT."""
+    out = os.environ.get("SFCLUSTER_OUTPUT")
+    if not out:
+        if args.reveal_model:
+            print("model: not saved ($SFCLUSTER_OUTPUT is not set)", flush=True)
+        return
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    if args.reveal_model:
+        w = np.asarray(sf.reveal(model.save_model().weights)).reshape(-1)
+        with open(os.path.join(out, "model.json"), "w") as f:
+            json.dump({"weights": w.tolist(), "note": "revealed with --reveal-model (to every party's driver in "
+                                                  "production mode)"}, f)
+        print("model: weights REVEALED and saved (--reveal-model)", flush=True)
+    print(f"metrics: {out}/metrics.json", flush=True)
+
+
+def main(argv):
+    args = parse_args(argv)
+    check_args(args)
     t0 = time.time()
     import numpy as np
     import secretflow as sf
@@ -266,19 +289,7 @@ def main(argv):
                                  {"epochs": args.epochs}), "fit_seconds": round(fit_s, 2), "seconds": round(time.time() - t0, 2),
                "data": None if args.synthetic else args.data, "protocol": rc["protocol"], "field": rc["field"],
                **facts}
-    out = os.environ.get("SFCLUSTER_OUTPUT")
-    if out:
-        with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
-        if args.reveal_model:
-            w = np.asarray(sf.reveal(model.save_model().weights)).reshape(-1)
-            with open(os.path.join(out, "model.json"), "w") as f:
-                json.dump({"weights": w.tolist(), "note": "revealed with --reveal-model (to every party's driver in "
-                                                      "production mode)"}, f)
-            print("model: weights REVEALED and saved (--reveal-model)", flush=True)
-        print(f"metrics: {out}/metrics.json", flush=True)
-    elif args.reveal_model:
-        print("model: not saved ($SFCLUSTER_OUTPUT is not set)", flush=True)
+    save(sf, np, args, model, metrics)
     print(f"RESULT auc={auc:.4f} accuracy={acc:.4f} seconds={time.time() - t0:.1f}", flush=True)
     sf.shutdown()
     return 0 if auc >= 0.85 else 1
