@@ -574,6 +574,20 @@ class Watch:
                         return
             time.sleep(PEER_PROBE)
 
+    def lost_peer_after_exit(self, code):
+        """A federation: this driver failed by itself before the peer watch's fifth miss (SPU's link
+        gives up after ~10 s of retries when a peer's driver is gone, sooner than PEER_MISSES *
+        PEER_PROBE). Still linked ("ready", not past sf.shutdown's barrier) with a peer's
+        cross-silo port closed, asked twice 1 s apart: that peer ended the run, named."""
+        if self.reason or code == 0 or not R.get("peers") or read_stage() != "ready":
+            return
+        for party, (host, port) in sorted(R["peers"].items()):
+            if not tcp_ok(host, int(port)) and (time.sleep(1) or not tcp_ok(host, int(port))):
+                ctl(NODE_DOWN, {"party": party, "host": host})
+                self.reason.update(kind="node_lost", why="party %s's driver is gone: its cross-silo port %s:%s is "
+                                   "closed (its operator stopped it, it failed, or its node is cut off)" % (party, host, port))
+                return
+
     def lost_party_after_exit(self, code):
         """The driver died before the watcher's third miss: SPU crashes (SIGSEGV in yacl's link) a
         few seconds after a peer's node vanishes. Was a party's node lost? Asked twice, 1 s apart."""
@@ -628,7 +642,9 @@ def main():
     watch = Watch(proc, client, jobs_before)
     watch.start(production)
     code = proc.wait()
-    if not production:
+    if production:
+        watch.lost_peer_after_exit(code)
+    else:
         watch.lost_party_after_exit(code)
     finish(code, watch.reason, pumps, log, started)
     os.close(lock_fd)
