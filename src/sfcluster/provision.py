@@ -28,6 +28,7 @@ from sfcluster.errors import PrivilegeError, RemoteError, SfclusterError
 from sfcluster.exitcodes import Exit
 from sfcluster.inventory.model import Cluster, Node, Provision
 from sfcluster import nodescripts
+from sfcluster.nodescripts.answers import NodeStep, VenvBuilt, VenvFound, WheelsThere
 from sfcluster.nodescripts.contract import PROVISION_PYTHON, SYSTEM_DIRS
 from sfcluster.remote.base import Runner
 from sfcluster.remote.group import fan_out
@@ -170,14 +171,14 @@ def _ask(runner: Runner, node: Node, req: dict, timeout: float, stdin: object = 
     return nodescripts.answer(res, f"provision ({req['action']})")
 
 
-def _check_base(node: Node, info: dict) -> None:
-    version = info.get("base_version", "")
+def _check_base(node: Node, info: VenvFound) -> None:
+    version = info.base_version
     if not version.startswith(PROVISION_PYTHON + "."):
         raise ProvisionError(node.name, f"{node.base_python} is Python {version}; SecretFlow's wheels need "
                                         f"{PROVISION_PYTHON}",
                              f"install python{PROVISION_PYTHON} there, or name it: nodes.{node.name}.base_python")
-    if info.get("venv_module"):
-        raise ProvisionError(node.name, f"{node.base_python} cannot make venvs ({info['venv_module']})",
+    if info.venv_module:
+        raise ProvisionError(node.name, f"{node.base_python} cannot make venvs ({info.venv_module})",
                              f"install python{PROVISION_PYTHON}-venv there (Debian/Ubuntu split it off)")
 
 
@@ -209,52 +210,52 @@ def provision_node(cluster: Cluster, nodes: Nodes, party: str, force: bool, prog
     venv = venv_dir(node)
     ray = nodes.ray(party)
     started = time.monotonic()
-    info = _ask(ray, node, {"action": "inspect", "venv": venv}, INSPECT_TIMEOUT)
+    info = VenvFound.parse(_ask(ray, node, {"action": "inspect", "venv": venv}, INSPECT_TIMEOUT))
     _check_base(node, info)
-    want = digest(prov, node, info["base_version"], lock.digest)
-    marker = info.get("marker") or {}
-    if not force and info.get("python_ok") and marker.get("digest") == want:
+    want = digest(prov, node, info.base_version, lock.digest)
+    if not force and info.python_ok and info.marker_digest == want:
         progress(party, f"{venv}: already {', '.join(prov.requirements)} (digest {want[:12]}): nothing to do")
-        return NodeOutcome(party, venv, False, dict(marker.get("versions") or {}), time.monotonic() - started)
-    if info.get("busy"):
-        b = info["busy"][0]
-        raise ProvisionError(party, f"{venv} is in use (pid {b['pid']}: {b['cmd']}): it cannot be replaced under a "
+        return NodeOutcome(party, venv, False, dict(info.versions), time.monotonic() - started)
+    if info.busy:
+        b = info.busy[0]
+        raise ProvisionError(party, f"{venv} is in use (pid {b.pid}: {b.cmd}): it cannot be replaced under a "
                                     f"running program", "stop what runs from it first (`sfcluster down`), then provision")
     out = NodeOutcome(party, venv, True)
     # the venv's directory first (nothing sent to a node that cannot have it): the Ray user makes it
     # where it may; else root does (sudo -n) and hands it to that user
-    privileged = not info.get("self_swap")
-    swap_req = {"action": "swap_in", "venv": venv, "owner": info["user"]}
-    swapped = _ask(nodes[party] if privileged else ray, node, swap_req, INSPECT_TIMEOUT, privileged=privileged)
-    if swapped.get("refused") and swapped.get("needs_root") and not privileged:
+    privileged = not info.self_swap
+    swap_req = {"action": "swap_in", "venv": venv, "owner": info.user}
+    swapped = NodeStep.parse(_ask(nodes[party] if privileged else ray, node, swap_req, INSPECT_TIMEOUT,
+                                  privileged=privileged))
+    if swapped.refused and swapped.needs_root and not privileged:
         privileged = True
-        swapped = _ask(nodes[party], node, swap_req, INSPECT_TIMEOUT, privileged=True)
-    if swapped.get("refused"):
-        if swapped.get("needs_root"):
-            raise PrivilegeError(f"[{party}] cannot make {venv} for {info['user']}: {swapped['refused']}; that needs "
+        swapped = NodeStep.parse(_ask(nodes[party], node, swap_req, INSPECT_TIMEOUT, privileged=True))
+    if swapped.refused:
+        if swapped.needs_root:
+            raise PrivilegeError(f"[{party}] cannot make {venv} for {info.user}: {swapped.refused}; that needs "
                                  "root, and sudo asks for a password",
-                                 f"make it once by hand: sudo install -d -o {info['user']} {venv} (and move an old "
+                                 f"make it once by hand: sudo install -d -o {info.user} {venv} (and move an old "
                                  f"venv there aside), or give the SSH user passwordless sudo")
-        raise ProvisionError(party, swapped["refused"])
-    built: dict = {}
+        raise ProvisionError(party, swapped.refused)
+    built: Optional[VenvBuilt] = None
     try:
         built = _install(cluster, node, ray, out, info, want, wheelhouse, secret, progress, lock)
     finally:  # the new venv when it imports its pins, else what was there before: never half a venv
-        done = _ask(nodes[party] if privileged else ray, node,
-                    {"action": "finish", "venv": venv, "ok": bool(built) and not built.get("failed")},
-                    INSPECT_TIMEOUT, privileged=privileged)
-    if built.get("failed"):
-        what = f" ({built['package']})" if built.get("package") else ""
-        kept = "the previous venv is back in place" if done.get("restored") else f"nothing is left at {venv}"
-        if built["stage"] == "lock check":
+        done = NodeStep.parse(_ask(nodes[party] if privileged else ray, node,
+                                   {"action": "finish", "venv": venv, "ok": built is not None and not built.failed},
+                                   INSPECT_TIMEOUT, privileged=privileged))
+    assert built is not None  # _install returned
+    if built.failed:
+        what = f" ({built.package})" if built.package else ""
+        kept = "the previous venv is back in place" if done.restored else f"nothing is left at {venv}"
+        if built.stage == "lock check":
             hint = ("the pins, the lock and the wheels must agree: remake the wheelhouse and its lock with "
                     "`sfcluster wheelhouse -i INVENTORY DIR`")
         else:
             hint = ("check that the pins exist for Python 3.10 on this platform (in the wheelhouse, or on the index) "
                     "and that the lock lists every wheel they need (`sfcluster wheelhouse` makes both)")
-        raise ProvisionError(party, f"{built['stage']} failed{what}: {built['failed']}; {kept}", hint,
-                             package=built.get("package"))
-    out.versions, out.seconds = built["versions"], time.monotonic() - started
+        raise ProvisionError(party, f"{built.stage} failed{what}: {built.failed}; {kept}", hint, package=built.package)
+    out.versions, out.seconds = dict(built.versions), time.monotonic() - started
     progress(party, f"{venv}: {', '.join(f'{k} {v}' for k, v in out.versions.items())} in {out.seconds:.0f} s")
     return out
 
@@ -264,8 +265,8 @@ def _named(party: str, e: BaseException) -> str:
     return text if text.startswith(f"[{party}]") else f"[{party}] {text}"
 
 
-def _install(cluster: Cluster, node: Node, ray: Runner, out: NodeOutcome, info: dict, want: str,
-             wheelhouse: Optional[Wheelhouse], secret: str, progress: Progress, lock: Lock) -> dict:
+def _install(cluster: Cluster, node: Node, ray: Runner, out: NodeOutcome, info: VenvFound, want: str,
+             wheelhouse: Optional[Wheelhouse], secret: str, progress: Progress, lock: Lock) -> VenvBuilt:
     """Into the fresh venv dir: the wheels the node lacks (wheelhouse), then venv + pip + verify."""
     prov = cluster.provision
     assert prov is not None
@@ -273,24 +274,25 @@ def _install(cluster: Cluster, node: Node, ray: Runner, out: NodeOutcome, info: 
     source: dict = {"index_url": prov.index_url or PYPI}
     if wheelhouse is not None:
         files = wheelhouse.files()
-        got = _ask(ray, node, {"action": "wheels", "cluster": cluster.name, "files": files}, INSPECT_TIMEOUT)
-        missing = got["missing"]
+        got = WheelsThere.parse(_ask(ray, node, {"action": "wheels", "cluster": cluster.name, "files": files},
+                                     INSPECT_TIMEOUT))
+        missing = [n for n in got.missing if n in files]
         if missing:
             out.wheels_sent, out.bytes_sent = len(missing), sum(files[n][0] for n in missing)
             progress(party, f"sending {len(missing)} of {len(files)} wheel(s), {out.bytes_sent / 2**20:.0f} MiB")
-            sent = _ask(ray, node, {"action": "wheels_put", "cluster": cluster.name,
-                                    "files": {n: files[n] for n in missing}}, PUSH_TIMEOUT,
-                        stdin=wheelhouse.stream(missing))
-            if sent.get("refused"):
-                raise ProvisionError(party, f"the wheelhouse did not arrive whole: {sent['refused']}")
-        source = {"wheelhouse": got["dir"]}
-    progress(party, f"building {venv} with {node.base_python} (Python {info['base_version']}) from "
+            sent = NodeStep.parse(_ask(ray, node, {"action": "wheels_put", "cluster": cluster.name,
+                                                   "files": {n: files[n] for n in missing}}, PUSH_TIMEOUT,
+                                       stdin=wheelhouse.stream(missing)))
+            if sent.refused:
+                raise ProvisionError(party, f"the wheelhouse did not arrive whole: {sent.refused}")
+        source = {"wheelhouse": got.dir}
+    progress(party, f"building {venv} with {node.base_python} (Python {info.base_version}) from "
                     f"{'the wheelhouse' if wheelhouse else source_of(prov)}: {', '.join(prov.requirements)}")
     marker = {"digest": want, "requirements": list(prov.requirements), "base": node.base_python,
-              "base_version": info["base_version"], "source": source_of(prov), "lock": lock.digest}
-    return _ask(ray, node, {"action": "build", "cluster": cluster.name, "venv": venv,
+              "base_version": info.base_version, "source": source_of(prov), "lock": lock.digest}
+    return VenvBuilt.parse(_ask(ray, node, {"action": "build", "cluster": cluster.name, "venv": venv,
                             "requirements": list(prov.requirements), "check": requested(prov), "source": source,
-                            "lock": lock.to_json(), "marker": marker}, BUILD_TIMEOUT, stdin=secret)
+                            "lock": lock.to_json(), "marker": marker}, BUILD_TIMEOUT, stdin=secret))
 
 
 def provision(cluster: Cluster, nodes: Nodes, parties: Optional[List[str]] = None, force: bool = False,

@@ -34,3 +34,17 @@ def test_ray_stop_and_gcs_answers():
     assert g.missing == ["bob", "carol"] and g.parties["alice"].resource == 1.0 and g.error is None
     assert [j.job_id for j in g.live_jobs()] == ["01"] and g.parties_json()["alice"]["alive"] is True
     assert GcsAnswer.parse({"error": "exit 3"}).error == "exit 3" and not GcsAnswer.parse({"timeout": "yes"}).timeout
+
+
+def test_provision_answers_believe_only_their_types():
+    from sfcluster.nodescripts.answers import NodeStep, VenvBuilt, VenvFound, WheelsThere
+    f = VenvFound.parse({"base_version": "3.10.13", "python_ok": "true", "self_swap": True, "user": "sfray",
+                         "marker": {"digest": "abc", "versions": {"ray": "2.9.3", "x": 1}},
+                         "busy": [{"pid": 7, "cmd": "python"}, "junk"]})
+    assert f.python_ok is False and f.self_swap and f.marker_digest == "abc" and f.versions == {"ray": "2.9.3"}
+    assert [(b.pid, b.cmd) for b in f.busy] == [(7, "python")]
+    assert VenvFound.parse({"marker": "x"}).marker_digest == ""
+    assert NodeStep.parse({"refused": "no", "needs_root": 1}) == NodeStep(refused="no")
+    assert WheelsThere.parse({"dir": "/h/w", "missing": ["a.whl", 3]}).missing == ["a.whl"]
+    b = VenvBuilt.parse({"failed": "pip exited 1", "package": "ray", "stage": "pip", "versions": None})
+    assert b.failed and b.package == "ray" and b.versions == {}

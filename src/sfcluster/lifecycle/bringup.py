@@ -69,7 +69,7 @@ class _Prepared:
         self.plan: UpPlan = plan_up(cluster, facts)
         self.fw: Dict[str, FirewallFacts] = {n: f.firewall for n, f in facts.items()}
         self.sudo: Dict[str, bool] = {n: needs_sudo(f) for n, f in facts.items()}
-        self.cached_fw: Dict[str, Any] = state.load(cluster.name).get("firewall", {})
+        self.cached_fw: Dict[str, Any] = state.load(cluster.name).firewall
         self.tls_dirs: Dict[str, str] = (ensure_certs(cluster, nodes, rotate=rotate_certs, progress=progress)
                                          if tls_enabled(cluster) else {})
         self.added_fw: List[str] = []
@@ -81,9 +81,9 @@ class _Prepared:
             result.did(n, f"firewall rules added ({backend})")
 
     def save(self, cluster: Cluster) -> None:
-        state.save(cluster.name, {"inventory": cluster.source, "tls_dirs": self.tls_dirs,
-                                  "firewall": controller_copy(cluster, self.fw, self.plan.firewall_backends,
-                                                              self.cached_fw)})
+        state.save(cluster.name, state.ControllerState(
+            cluster.source, dict(self.tls_dirs), controller_copy(cluster, self.fw, self.plan.firewall_backends,
+                                                                 self.cached_fw)))
 
 
 def _up(cluster: Cluster, nodes: Nodes, *, skip_check: bool, keep_on_failure: bool, progress: Progress,

@@ -90,7 +90,7 @@ def _down(cluster: Cluster, nodes: Nodes, *, force: bool, progress: Progress, pu
         raise UnavailableError("cannot reach " + ", ".join(g.errors) + "; nothing was stopped anywhere",
                                "fix SSH to those nodes, or `sfcluster down --force` to tear down the rest")
     facts = g.results
-    cached_fw = state.load(cluster.name).get("firewall", {})
+    cached_fw = state.load(cluster.name).firewall
 
     def teardown(n: str) -> None:
         t0 = time.monotonic()

@@ -166,3 +166,86 @@ class GcsAnswer:
 
     def parties_json(self) -> Dict[str, Dict[str, Any]]:
         return {p: asdict(s) for p, s in self.parties.items()}
+
+
+# -- provision.py (node side: nodescripts/provision.py; its header documents each action) ---------
+def _str_map(v: Any) -> Dict[str, str]:
+    return {str(k): str(x) for k, x in v.items() if isinstance(x, str)} if isinstance(v, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class VenvBusy:
+    """A process that runs from the venv: it cannot be replaced under it."""
+
+    pid: int = 0
+    cmd: str = ""
+
+
+@dataclass(frozen=True)
+class VenvFound:
+    """action inspect: the node's base Python and what is at the venv's path now."""
+
+    base: str = ""
+    base_version: str = ""
+    venv_module: str = ""       # why the base Python cannot make venvs ("" when it can)
+    user: str = ""
+    exists: bool = False
+    is_venv: bool = False
+    empty: bool = False
+    owner: str = ""
+    python_ok: bool = False
+    self_swap: bool = False     # the Ray user can make the venv's directory itself (else root does)
+    marker_digest: str = ""     # the digest of the pins the venv there was built from
+    versions: Dict[str, str] = field(default_factory=dict)
+    busy: List[VenvBusy] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, data: Any) -> "VenvFound":
+        data = data if isinstance(data, Mapping) else {}
+        marker = data.get("marker") if isinstance(data.get("marker"), Mapping) else {}
+        digest = marker.get("digest") if isinstance(marker.get("digest"), str) else ""
+        busy = [_typed(VenvBusy, b) for b in data.get("busy") or [] if isinstance(b, Mapping)]
+        return _typed(cls, data, marker_digest=digest, versions=_str_map(marker.get("versions")), busy=busy)
+
+
+@dataclass(frozen=True)
+class NodeStep:
+    """actions swap_in, wheels_put, finish: done, or refused (why; needs_root: only root could)."""
+
+    refused: Optional[str] = None
+    needs_root: bool = False
+    moved_aside: bool = False
+    restored: bool = False      # finish: the previous venv is back in place
+    count: int = 0              # wheels_put: wheels received
+
+    @classmethod
+    def parse(cls, data: Any) -> "NodeStep":
+        return _typed(cls, data)
+
+
+@dataclass(frozen=True)
+class WheelsThere:
+    """action wheels: the node's wheelhouse dir, and the wheels it lacks."""
+
+    dir: str = ""
+    missing: List[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, data: Any) -> "WheelsThere":
+        missing = data.get("missing") if isinstance(data, Mapping) and isinstance(data.get("missing"), list) else []
+        return _typed(cls, data, missing=[m for m in missing if isinstance(m, str)])
+
+
+@dataclass(frozen=True)
+class VenvBuilt:
+    """action build: the versions the new venv imports, or what failed (at which stage, for which package)."""
+
+    failed: Optional[str] = None
+    package: Optional[str] = None
+    stage: str = ""
+    seconds: float = 0.0
+    versions: Dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: Any) -> "VenvBuilt":
+        return _typed(cls, data, versions=_str_map(data.get("versions") if isinstance(data, Mapping) else None))

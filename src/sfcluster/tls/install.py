@@ -105,7 +105,7 @@ def expected_ca_pem(cluster: Cluster, ca: CA) -> bytes:
 
 def recorded_dirs(cluster: Cluster) -> Dict[str, str]:
     """Each node's certificate dir as `up` recorded it on this controller."""
-    dirs = state.load(cluster.name).get("tls_dirs") or {}
+    dirs = state.load(cluster.name).tls_dirs
     return {n: d for n, d in dirs.items() if isinstance(d, str)}
 
 
