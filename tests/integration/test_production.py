@@ -110,15 +110,17 @@ def test_train_lr_one_driver_per_party_with_every_partys_outputs_home(harness, p
     print(f"production train_lr, 3 parties: {took:.1f} s from `run` to its exit")
 
 
-def test_ss_xgb_one_driver_per_party(harness, prod):
-    """The template's SS-XGB in production mode (issue 20): every party's driver trains the same
-    trees over the cross-silo and SPU links; each reports the AUC the head's labels give."""
-    p = sfc("run", "-i", str(prod), "train_lr", "--", "--model", "xgb", "--trees", "3", "--depth", "3", timeout=900)
+@pytest.mark.parametrize("model,args,name", [("xgb", ["--trees", "3", "--depth", "3"], "SS-XGB"),
+                                             ("glm", ["--epochs", "3"], "SS-GLM")])
+def test_the_templates_other_models_one_driver_per_party(harness, prod, model, args, name):
+    """The template's SS-XGB and SS-GLM in production mode (issue 20): every party's driver fits
+    the same model over the cross-silo and SPU links; each reports the AUC the head's labels give."""
+    p = sfc("run", "-i", str(prod), "train_lr", "--", "--model", model, *args, timeout=900)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     results = [line for line in p.stdout.splitlines() if "RESULT auc=" in line]
     assert sorted(line.split("]")[0] for line in results) == ["[alice", "[bob", "[carol"], p.stdout[-3000:]
     assert all(float(line.split("auc=")[1].split()[0]) > 0.9 for line in results), results
-    assert "training SS-XGB on SPU" in p.stdout and not _drivers_left(harness, "train_lr.py")
+    assert f"training {name} on SPU" in p.stdout and not _drivers_left(harness, "train_lr.py")
 
 
 def test_the_cross_silo_link_is_mutual_tls_on_the_wire_and_one_run_per_party(harness, prod, tmp_path):

@@ -599,17 +599,21 @@ def test_ctrl_c_mid_cell_leaves_nothing_running(harness, cluster, tmp_path):
     assert_nothing_left(harness)
 
 
-def test_ss_xgb_on_the_same_vertical_data(harness, cluster):
-    """The template's SS-XGB (issue 20): PSI on the parties' own CSVs, boosted trees on the SPU,
-    AUC on the held-out split, metrics home."""
-    p = sfc("run", "-i", str(cluster), "train_lr", "--", "--model", "xgb", "--trees", "3", "--depth", "3", timeout=900)
+@pytest.mark.parametrize("model,args,name,facts", [
+    ("xgb", ["--trees", "3", "--depth", "3"], "SS-XGB", {"trees": 3, "depth": 3}),
+    ("glm", ["--epochs", "3"], "SS-GLM", {"epochs": 3}),
+])
+def test_the_templates_other_models_on_the_same_vertical_data(harness, cluster, model, args, name, facts):
+    """The template's SS-XGB and SS-GLM (issue 20): PSI on the parties' own CSVs, the model fitted
+    on the SPU, AUC on the held-out split, metrics home."""
+    p = sfc("run", "-i", str(cluster), "train_lr", "--", "--model", model, *args, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "training SS-XGB on SPU" in p.stdout and "PSI:" in p.stdout
+    assert f"training {name} on SPU" in p.stdout and "PSI:" in p.stdout
     auc = float(p.stdout.split("RESULT auc=")[1].split()[0])
     assert auc > 0.9, p.stdout[-2000:]
     got = max(Path(STATE_DIR, "harness", "runs").glob("*/output/metrics.json"), key=lambda f: f.stat().st_mtime)
     m = json.loads(got.read_text())
-    assert m["model"] == "SS-XGB" and m["trees"] == 3 and m["depth"] == 3 and m["rows_in_common"] > 500
+    assert m["model"] == name and m["rows_in_common"] > 500 and all(m[k] == v for k, v in facts.items()), m
 
 
 def test_ss_xgb_with_too_few_cpus_per_party_fails_at_once_saying_how_many(harness, cluster, tmp_path):
