@@ -15,12 +15,18 @@ STATE_DIR = "/tmp/sfc-test-state"  # the controller's state (CA, caches) for eve
 ENV = dict(os.environ, SFCLUSTER_STATE_DIR=STATE_DIR)
 
 
-def sfc(*args, timeout=300):
-    return subprocess.run([*SFC, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+def _env(state_dir):
+    return ENV if state_dir is None else dict(ENV, SFCLUSTER_STATE_DIR=str(state_dir))
 
 
-def start(*args):
-    return subprocess.Popen([*SFC, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+def sfc(*args, timeout=300, state_dir=None):
+    """The CLI to its end; `state_dir`: another controller's state (an organisation of a federation)."""
+    return subprocess.run([*SFC, *args], capture_output=True, text=True, timeout=timeout, env=_env(state_dir))
+
+
+def start(*args, state_dir=None, stderr=subprocess.STDOUT):
+    """The CLI in the background (output and, by default, stderr on .stdout)."""
+    return subprocess.Popen([*SFC, *args], stdout=subprocess.PIPE, stderr=stderr, text=True, env=_env(state_dir))
 
 
 def wait_for(proc, text, timeout=90):

@@ -7,7 +7,6 @@ id, and the two drivers train together under mutual TLS across the two CAs."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.harness import tls_dir
-from tests.integration.cli import ROOT, SCRIPTS, SFC
+from tests.integration.cli import ROOT, SCRIPTS, sfc, start
 
 CLUSTER = "fedr"
 ORGS = ("alice", "bob")
@@ -32,13 +31,12 @@ def ours(text: str) -> bool:
 
 
 def org_sfc(org: str, base: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, SFCLUSTER_STATE_DIR=str(base / f"state-{org}"))
-    return subprocess.run([*SFC, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    """The CLI as organisation `org`'s operator: its own controller state."""
+    return sfc(*args, timeout=timeout, state_dir=base / f"state-{org}")
 
 
 def org_start(org: str, base: Path, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, SFCLUSTER_STATE_DIR=str(base / f"state-{org}"))
-    return subprocess.Popen([*SFC, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return start(*args, state_dir=base / f"state-{org}", stderr=subprocess.PIPE)
 
 
 def start_idle_pair(base: Path, invs: dict, run_id: str, watch: str) -> dict:

@@ -4,17 +4,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-SFC = [sys.executable, "-m", "sfcluster.cli.main"]
-
-
-def sfc(*args, timeout=180):
-    return subprocess.run([*SFC, *args], capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, SFCLUSTER_STATE_DIR=os.environ.get("SFCLUSTER_STATE_DIR", "/tmp/sfc-test-state")))
+from tests.integration.cli import SFC, sfc
 
 
 def raylet_pids(h, node):

@@ -5,21 +5,12 @@ that is root or becomes root without a password."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).parent / "scripts"
-SFC = [sys.executable, "-m", "sfcluster.cli.main"]
-ENV = dict(os.environ, SFCLUSTER_STATE_DIR="/tmp/sfc-test-state")
+from tests.integration.cli import SCRIPTS, sfc
+
 PARTIES = ("alice", "bob", "carol")
-
-
-def sfc(*args, timeout=300):
-    return subprocess.run([*SFC, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
 @pytest.fixture(scope="module")

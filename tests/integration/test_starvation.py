@@ -4,19 +4,9 @@ forever with Ray's autoscaler warning every 35 s."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-SFC = [sys.executable, "-m", "sfcluster.cli.main"]
-ENV = dict(os.environ, SFCLUSTER_STATE_DIR="/tmp/sfc-test-state")
-
-
-def sfc(*args, timeout=300):
-    return subprocess.run([*SFC, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+from tests.integration.cli import ROOT, sfc
 
 
 def test_cpus_below_the_minimum_fail_check_and_a_starved_run_ends_naming_the_party(harness, tmp_path):
