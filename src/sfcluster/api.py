@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from sfcluster import dryrun, lifecycle
-from sfcluster.run import notebooks
+from sfcluster.run import needs, notebooks
 from sfcluster import provision as provisioning
 from sfcluster.config import secretflow_config
 from sfcluster.connect import Nodes
@@ -243,11 +243,15 @@ class Cluster:
     def _nodes(self, names: Optional[Sequence[str]] = None) -> Nodes:
         return Nodes(self.inventory, names, runners=self._runners)
 
-    def check(self, *, reach: bool = True) -> Report:
+    def check(self, *, reach: bool = True, script: Optional[str] = None, script_args: Sequence[str] = ()) -> Report:
         """The preflight (`sfcluster check`): Report.exit_code is 0, 65, or 77 (only sudo failed).
-        reach=False skips the reachability matrix."""
+        reach=False skips the reachability matrix. script: also what it says it needs of every
+        party (run/needs.py), with its arguments."""
         with self._nodes() as nodes:
-            return run_checks(self.inventory, nodes.runners, reach=reach)
+            report = run_checks(self.inventory, nodes.runners, reach=reach)
+        if script is not None:
+            needs.check_row(report, self.inventory, script, script_args)
+        return report
 
     def up(self, *, skip_check: bool = False, keep_on_failure: bool = False,
            join_timeout: float = lifecycle.JOIN_TIMEOUT, lock_wait: float = 0, rotate_certs: bool = False,
@@ -320,6 +324,10 @@ class Cluster:
             opts.args = notebooks.runner_args(nb, cell_timeout, party_map or {})
         elif party_map:
             raise SfclusterError("--party-map is for notebooks (.ipynb)", "drop it, or run a notebook")
+        else:
+            short = needs.refusal(inv, opts.script, opts.args)  # before anything is shipped or locked
+            if short is not None:
+                raise short
         names = list(inv.operated_names) if files or production else [inv.head_name]
         start = production_run.run if production else driver.run
         own: List[SafeStream] = []  # the defaults, this process's streams: closed at the end

@@ -617,13 +617,17 @@ def test_the_templates_other_models_on_the_same_vertical_data(harness, cluster, 
 
 
 def test_ss_xgb_with_too_few_cpus_per_party_fails_at_once_saying_how_many(harness, cluster, tmp_path):
-    """Not a starved run 60 s later: the template checks the inventory's cpus first."""
+    """Not a starved run 60 s later: `run` reads what the template says it needs (SFCLUSTER_NEEDS)
+    and refuses before it ships anything (78); `check --for` says the same."""
     two = tmp_path / "inv.yaml"
     two.write_text(cluster.read_text().replace("cpus: 3", "cpus: 2"))
     start = time.monotonic()
     p = sfc("run", "-i", str(two), "train_lr", "--", "--model", "xgb", timeout=300)
-    assert p.returncode == 2 and "SS-XGB needs cpus: 3" in p.stderr and "alice has 2" in p.stderr, p.stderr[-2000:]
-    assert time.monotonic() - start < 60 and lock_free(harness)
+    assert p.returncode == 78 and "(--model xgb) needs cpus: 3" in p.stderr and "alice has 2" in p.stderr, p.stderr[-2000:]
+    assert time.monotonic() - start < 30 and lock_free(harness)
+    c = sfc("check", "-i", str(two), "--no-reach", "--json", "--for", "train_lr", "--", "--model", "xgb")
+    rows = [r for r in json.loads(c.stdout)["checks"] if r["name"] == "script needs"]
+    assert c.returncode == 65 and {r["node"] for r in rows if r["status"] == "FAIL"} == {"alice", "bob", "carol"}, rows
 
 
 # Last in the module: the rogue raylet, once killed, stays alive in the GCS until its health checks

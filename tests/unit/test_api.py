@@ -217,7 +217,7 @@ def test_status_up_down_check_runs_fetch_and_run_of_the_cli_call_the_api(state, 
     report.add("a", "ports_free", Status.FAIL, "port 6379 is in use")
     fake("check", report)
     r = invoke("check", "-i", str(inv), "--json", "--no-reach")
-    assert r.exit_code == 65 and calls[-1][2] == {"reach": False}, r.output
+    assert r.exit_code == 65 and calls[-1][2] == {"reach": False, "script": None, "script_args": ()}, r.output
 
     fake("runs", [record(RUN_ID, exit_code=0)])
     r = invoke("runs", "-i", str(inv), "--json")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional, Tuple
 
 import click
 from rich.markup import escape
@@ -9,6 +10,7 @@ from rich.table import Table
 
 from sfcluster import api
 from sfcluster.cli.common import activity, console, emit_result, handle_errors, inventory_option, json_option, party_option
+from sfcluster.cli.run import ScriptOrTemplate
 from sfcluster.doctor import Report, Status
 
 STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red"}
@@ -26,13 +28,19 @@ def render(report: Report) -> None:
     console.print("[green]all checks passed[/]" if not n else f"[bold red]{n} problem(s) must be fixed[/]")
 
 
-@click.command("check")
+@click.command("check", context_settings={"allow_interspersed_args": False})
 @inventory_option
 @party_option
 @json_option
 @click.option("--no-reach", is_flag=True, help="Skip the reachability matrix (listeners + connects between peers).")
+@click.option("--for", "for_script", metavar="SCRIPT", type=ScriptOrTemplate(),
+              help="Also check what SCRIPT (a file, or a packaged template) says it needs of every party "
+                   "(its SFCLUSTER_NEEDS), with the script's own arguments after `--`: "
+                   "`check --for train_lr -- --model xgb`.")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
-def check_cmd(inventory_path: str, parties: tuple, as_json: bool, no_reach: bool) -> None:
+def check_cmd(inventory_path: str, parties: tuple, as_json: bool, no_reach: bool, for_script: Optional[str],
+              script_args: Tuple[str, ...]) -> None:
     """Preflight: find every known SecretFlow cluster mistake before training starts.
 
     \b
@@ -43,11 +51,15 @@ def check_cmd(inventory_path: str, parties: tuple, as_json: bool, no_reach: bool
     Exit 0 only when nothing FAILs, 65 when something does, 77 when all that fails is sudo asking
     for a password (as `up` exits then; see `sfcluster --help` for every code). A running cluster of the same inventory passes.
     With --party (production mode, a federation): only that party's node, and no reachability matrix
-    (the peers' nodes are their operators').
+    (the peers' nodes are their operators'). With --for SCRIPT: also the CPUs the script (with its
+    arguments after `--`) says it needs of every party: `check --for train_lr -- --model xgb`.
     """
+    if script_args and for_script is None:
+        raise click.UsageError(f"got arguments ({' '.join(script_args)}) but no --for SCRIPT they are for")
     target = api.Cluster.load(inventory_path, parties)
     with activity(f"check: probing {len(target.inventory.operated_names)} node(s)", quiet=as_json):
-        report = target.check(reach=not no_reach)
+        report = target.check(reach=not no_reach, script=for_script,
+                              script_args=script_args[1:] if script_args[:1] == ("--",) else script_args)
     code = report.exit_code
     if as_json:
         emit_result(report.to_json(), code)
