@@ -111,7 +111,8 @@ def test_train_lr_one_driver_per_party_with_every_partys_outputs_home(harness, p
 
 
 @pytest.mark.parametrize("model,args,name", [("xgb", ["--trees", "3", "--depth", "3"], "SS-XGB"),
-                                             ("glm", ["--epochs", "3"], "SS-GLM")])
+                                             ("glm", ["--epochs", "3"], "SS-GLM"),
+                                             ("sgb", ["--trees", "3", "--depth", "3"], "SecureBoost")])
 def test_the_templates_other_models_one_driver_per_party(harness, prod, model, args, name):
     """The template's SS-XGB and SS-GLM in production mode (issue 20): every party's driver fits
     the same model over the cross-silo and SPU links; each reports the AUC the head's labels give."""

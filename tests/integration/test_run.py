@@ -50,8 +50,9 @@ def lock_free(h):
 
 @pytest.fixture(scope="module")
 def cluster(harness, tmp_path_factory):
-    # cpus 3: SS-XGB's tree worker actor holds a CPU on every party beside the SPU's (the template says so)
-    inv = harness.write_inventory(tmp_path_factory.mktemp("run") / "inv.yaml", firewall="open", data=True, cpus=3)
+    # cpus 4: SecureBoost's HEU and SS-XGB's tree worker actors hold CPUs on every party beside the
+    # SPU's (the template's SFCLUSTER_NEEDS says how many)
+    inv = harness.write_inventory(tmp_path_factory.mktemp("run") / "inv.yaml", firewall="open", data=True, cpus=4)
     harness.push_data(inv)
     p = sfc("up", "-i", str(inv))
     assert p.returncode == 0, p.stdout + p.stderr
@@ -602,6 +603,7 @@ def test_ctrl_c_mid_cell_leaves_nothing_running(harness, cluster, tmp_path):
 @pytest.mark.parametrize("model,args,name,facts", [
     ("xgb", ["--trees", "3", "--depth", "3"], "SS-XGB", {"trees": 3, "depth": 3}),
     ("glm", ["--epochs", "3"], "SS-GLM", {"epochs": 3}),
+    ("sgb", ["--trees", "3", "--depth", "3"], "SecureBoost", {"trees": 3, "depth": 3}),
 ])
 def test_the_templates_other_models_on_the_same_vertical_data(harness, cluster, model, args, name, facts):
     """The template's SS-XGB and SS-GLM (issue 20): PSI on the parties' own CSVs, the model fitted
@@ -620,7 +622,7 @@ def test_ss_xgb_with_too_few_cpus_per_party_fails_at_once_saying_how_many(harnes
     """Not a starved run 60 s later: `run` reads what the template says it needs (SFCLUSTER_NEEDS)
     and refuses before it ships anything (78); `check --for` says the same."""
     two = tmp_path / "inv.yaml"
-    two.write_text(cluster.read_text().replace("cpus: 3", "cpus: 2"))
+    two.write_text(cluster.read_text().replace("cpus: 4", "cpus: 2"))
     start = time.monotonic()
     p = sfc("run", "-i", str(two), "train_lr", "--", "--model", "xgb", timeout=300)
     assert p.returncode == 78 and "(--model xgb) needs cpus: 3" in p.stderr and "alice has 2" in p.stderr, p.stderr[-2000:]

@@ -202,7 +202,8 @@ def test_a_removed_or_replaced_certificate_fails_check_naming_node_and_file(harn
         assert all("node.pem" in c["detail"] and "--rotate-certs" in c["fix"] for c in rows), rows
         p = sfc("up", "-i", str(tls_cluster), "--rotate-certs")
         assert p.returncode == 0, p.stdout + p.stderr
-        assert sfc("check", "-i", str(tls_cluster)).returncode == 0
+        c = sfc("check", "-i", str(tls_cluster), "--json")
+        assert c.returncode == 0, [r for r in json.loads(c.stdout)["checks"] if r["status"] == "FAIL"]
         assert sfc("status", "-i", str(tls_cluster)).returncode == 0
     finally:
         harness.docker_exec("bob", "rm -f /tmp/bob-node.pem /tmp/carol-node.pem", check=False)

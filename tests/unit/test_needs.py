@@ -21,6 +21,7 @@ def test_the_template_states_its_needs_and_an_option_can_ask_for_more():
     assert needs.needs_for(TEMPLATE, ["--model", "xgb"]) == needs.Needs(3, "--model xgb")
     assert needs.needs_for(TEMPLATE, ["--model=xgb", "--trees", "3"]).cpus == 3
     assert needs.needs_for(TEMPLATE, ["--model", "glm"]).cpus == 2
+    assert needs.needs_for(TEMPLATE, ["--model", "sgb"]) == needs.Needs(4, "--model sgb")
 
 
 def test_a_script_that_says_nothing_or_lies_in_its_types_needs_nothing(tmp_path):

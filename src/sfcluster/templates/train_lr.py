@@ -1,6 +1,8 @@
 """SS-LR (SS-SGD logistic regression on the SPU, with the inventory's protocol and field), SS-XGB
 (`-- --model xgb`: secretflow.ml.boost.ss_xgb_v, gradient-boosted trees on the SPU) or SS-GLM
-(`-- --model glm`: secretflow.ml.linear.SSGLM, a logistic GLM fitted by IRLS on the SPU) on tabular
+(`-- --model glm`: secretflow.ml.linear.SSGLM, a logistic GLM fitted by IRLS on the SPU) or
+SecureBoost (`-- --model sgb`: secretflow.ml.boost.sgb_v, boosted trees whose gradients an HEU
+device encrypts, its secret key with the label holder) on tabular
 data split VERTICALLY across the parties: each party's CSV, on that party's own node, holds an id
 column and its own feature columns; the label column is at the head's party. The rows need not be
 in the same order, nor every id at every party: PSI on the SPU aligns them first.
@@ -11,6 +13,7 @@ Run it with sfcluster, never by hand:
     sfcluster run -i inventory.yaml templates/train_lr.py -- --synthetic  # generated numbers, said so
     sfcluster run -i inventory.yaml train_lr -- --model xgb --trees 3 --depth 3   # SS-XGB on the same data
     sfcluster run -i inventory.yaml train_lr -- --model glm --epochs 3            # SS-GLM (IRLS rounds)
+    sfcluster run -i inventory.yaml train_lr -- --model sgb --trees 3 --depth 3   # SecureBoost (HEU)
 The inventory names each party's file:  nodes: {alice: {data: {breast_cancer: /srv/data/alice.csv}}}
 (`sfcluster data push alice breast_cancer data/breast_cancer/alice.csv` puts it there; the sample
 files ship with sfcluster, `sfcluster init HOSTS --sample-data` writes them out, and the repository's
@@ -30,8 +33,9 @@ from sfcluster import runtime
 # What this script needs of every party in simulation mode (run/needs.py: `run` refuses before it
 # ships anything when the inventory gives less, and `check --for train_lr -- --model xgb` says so):
 # SS-LR and SS-GLM the SPU actor's CPU and one for the PYU tasks; SS-XGB one more for its tree
-# worker actor beside the SPU's.
-SFCLUSTER_NEEDS = {"cpus": 2, "by_arg": {"--model": {"xgb": {"cpus": 3}}}}
+# worker actor beside the SPU's; SecureBoost two more, for its HEU actor and its tree worker
+# (with 3 its tasks wait forever: measured on the harness, the run stops as starved).
+SFCLUSTER_NEEDS = {"cpus": 2, "by_arg": {"--model": {"xgb": {"cpus": 3}, "sgb": {"cpus": 4}}}}
 
 runtime.guard()          # before sf.init: exactly one driver (per party in production mode), under the lock
 cfg = runtime.load()
