@@ -23,8 +23,17 @@ def test_cpus_below_the_minimum_fail_check_and_a_starved_run_ends_naming_the_par
     p = sfc("up", "-i", str(inv), "--skip-check")  # a cluster built to starve
     assert p.returncode == 0, p.stdout + p.stderr
     try:
+        # the template states its needs (SFCLUSTER_NEEDS): `run` refuses it before shipping anything
+        p = sfc("run", "-i", str(inv), "train_lr", "--", "--synthetic")
+        assert p.returncode == 78 and "needs cpus: 2 at every party; bob has 1" in p.stderr, p.stderr[-2000:]
+        # a script that states nothing the controller can read (the same training, its needs no
+        # literal: `dict({...})`) starts, and the watcher ends it once it starves
+        script = tmp_path / "train_lr.py"
+        script.write_text("".join(f"SFCLUSTER_NEEDS = dict({line.split('=', 1)[1].strip()})\n"
+                                  if line.startswith("SFCLUSTER_NEEDS = ") else line
+                                  for line in (ROOT / "templates" / "train_lr.py").read_text().splitlines(True)))
         t0 = time.monotonic()
-        p = sfc("run", "-i", str(inv), "--starve-timeout", "20", str(ROOT / "templates" / "train_lr.py"), "--", "--synthetic")
+        p = sfc("run", "-i", str(inv), "--starve-timeout", "20", str(script), "--", "--synthetic")
         took = time.monotonic() - t0
         assert p.returncode == 70, p.stdout[-2000:] + p.stderr[-3000:]
         last = p.stderr.strip().splitlines()[-1]
