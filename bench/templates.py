@@ -1,7 +1,7 @@
 """Each model of the packaged template, its training time and AUC at N = 2 and 3 (issue 20).
 
 On the test harness (alice, bob, carol: real sshd, Ray, SecretFlow 1.10.0b1), simulation mode,
-`cpus: 3` per party (what SS-XGB needs), TLS on as a user has it. For each N: `up`, then each
+`cpus: 4` per party (what SecureBoost needs), TLS on as a user has it. For each N: `up`, then each
 model once through `sfcluster run train_lr -- --model M` on the parties' breast-cancer CSVs (PSI
 first), the template's own RESULT line parsed (AUC, accuracy, seconds of the whole driver) and the
 fit seconds it writes to metrics.json; then `down`. Writes build/bench/templates.json and the
@@ -60,7 +60,7 @@ def run(sizes: List[int], models: List[str]) -> dict:
     results: dict = {"sizes": {}, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     names = [n.name for n in harness.PARTIES]
     for n in sizes:
-        inv = harness.write_inventory(BUILD / f"templates-{n}.yaml", cluster="benchtpl", data=True, cpus=3,
+        inv = harness.write_inventory(BUILD / f"templates-{n}.yaml", cluster="benchtpl", data=True, cpus=4,
                                       nodes=names[:n])
         harness.push_data(inv, names[:n])
         p = sfc("up", "-i", str(inv), env=env)
@@ -75,7 +75,7 @@ def run(sizes: List[int], models: List[str]) -> dict:
 
 
 def report(results: dict) -> str:
-    lines = [f"## Templates: training time and AUC (harness, simulation mode, cpus 3, TLS on; {results['when']})", "",
+    lines = [f"## Templates: training time and AUC (harness, simulation mode, cpus 4, TLS on; {results['when']})", "",
              "| N | model | AUC | accuracy | fit s | driver s | `run` s |", "|---|---|---|---|---|---|---|"]
     for n, rows in results["sizes"].items():
         for r in rows:
