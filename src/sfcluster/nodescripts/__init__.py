@@ -1,7 +1,8 @@
 """Scripts that run ON the nodes (Python 3.10, stdlib only; psutil/ray when present).
 
-They are shipped as source text (`python -c`), never imported on the controller, so that one
-remote process start gathers everything a step needs. Each is a module that imports what it
+They are shipped as source text (`python -c`), so that one remote process start gathers
+everything a step needs; the controller imports only contract.py and answers.py of them (the
+unit tests import the rest: nothing acts on import). Each is a module that imports what it
 needs of sfcluster (contract, nodestate, gate) and acts under `if __name__ == "__main__"` only,
 so that unit tests import it; `bundle` ships it with those modules. The controller starts them
 through one funnel: `call` (ask and read the answer), `run` (the Result), `argv` (for a streamed
